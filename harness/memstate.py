@@ -1,0 +1,235 @@
+"""The memstate directory: a manifest plus one safetensors file per step.
+
+    manifest.json            what ran, on what, and how it ended
+    load.safetensors         the parameters as loaded
+    step-000000.safetensors  every record of step 0, and so on
+
+Each unit is written to a temporary name and renamed into place, so a crash leaves
+every finished step readable. Reading memory-maps the files (no pickle, no copies).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from .errors import InputError
+from .records import LOAD, Step, step_label
+
+FORMAT = "memstate/1"
+MANIFEST = "manifest.json"
+ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+             "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def unit_file(step: Step) -> str:
+    return "load.safetensors" if step == LOAD else f"step-{step:06d}.safetensors"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, then rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class MemstateWriter:
+    """Builds a memstate one record at a time; each step is flushed when the next begins.
+
+    `manifest` holds what the caller knows up front (implementation, config, params
+    checksum); `close()` adds how the run ended.
+    """
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.dir}: cannot create memstate directory: {e.strerror}") from None
+        if any(self.dir.iterdir()):
+            raise InputError(f"{self.dir}: memstate directory is not empty; refusing to overwrite")
+        self.manifest = {"format": FORMAT, **manifest, "status": "running", "units": [], "created": now()}
+        self.manifest.setdefault("runtime", {})
+        self._step: Step | None = None
+        self._tensors: dict[str, np.ndarray] = {}
+        self._order: list[str] = []
+        self._write_manifest()
+
+    def describe(self, device: str | None = None, **versions: str) -> None:
+        """Runtime facts from the implementation: its device and library versions."""
+        if device is not None:
+            self.manifest["runtime"]["device"] = str(device)
+        self.manifest["runtime"].setdefault("versions", {}).update({k: str(v) for k, v in versions.items()})
+
+    def __call__(self, step: Step, name: str, value: Any, dtype: str | None = None) -> None:
+        """Record `value` as `name` of `step` ("load" or an int). dtype casts, e.g. lists to float32."""
+        if step != LOAD and (not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0):
+            raise ValueError(f"record {name!r}: step must be 'load' or a non-negative integer, got {step!r}")
+        step = step if step == LOAD else int(step)
+        if step != self._step:
+            self.flush()
+            done = self.manifest["units"]
+            ints = [u for u in done if u != LOAD]
+            if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
+                raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
+                                 f"steps must be written in order, each once")
+            self._step = step
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
+        if name in self._tensors:
+            raise ValueError(f"{step_label(step)}: record {name!r} written twice")
+        array = np.array(value, dtype=dtype, copy=True)
+        if array.dtype.name not in RECORD_DTYPES:
+            raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
+                             f"expected one of {', '.join(RECORD_DTYPES)}")
+        self._tensors[name] = np.ascontiguousarray(array)
+        self._order.append(name)
+
+    def flush(self) -> None:
+        """Write the current step's unit (atomically) and list it in the manifest."""
+        if self._step is None or not self._tensors:
+            return
+        path = self.dir / unit_file(self._step)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(self._tensors, str(tmp), metadata={"step": str(self._step), "order": json.dumps(self._order)})
+        os.replace(tmp, path)
+        self.manifest["units"].append(self._step)
+        self._tensors, self._order = {}, []
+        self._write_manifest()
+
+    def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
+        """Flush the last step and record how the run ended: complete, stopped or interrupted."""
+        pending = self._step if self._tensors else None
+        self.flush()
+        self.manifest["status"] = status
+        if status != "complete":
+            self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}
+        self.manifest["finished"] = now()
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        write_atomic(self.dir / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+
+
+@dataclass
+class Unit:
+    """One safetensors file, memory-mapped: its records in the order they were written."""
+
+    path: Path
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> "Unit":
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise InputError(f"{path}: truncated: {size} bytes, no safetensors header")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8:
+                    raise InputError(f"{path}: truncated: header says {n} bytes, file has {size - 8} after it")
+                header = json.loads(f.read(n))
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: safetensors header is not valid JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise InputError(f"{path}: safetensors header is not an object")
+        meta = header.pop("__metadata__", None) or {}
+        try:
+            order = json.loads(meta.get("order", "[]"))
+        except (json.JSONDecodeError, TypeError):
+            order = []
+        names = [o for o in order if o in header] + sorted(set(header) - set(order))
+        base = 8 + n
+        raw = np.memmap(path, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
+        unit = cls(path)
+        for name in names:
+            info = header[name]
+            try:
+                dtype = np.dtype(ST_DTYPES[info["dtype"]])
+                shape = tuple(int(d) for d in info["shape"])
+                begin, end = (int(x) for x in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{path}: record {name!r}: bad entry {info!r} "
+                                 f"(expected dtype one of {', '.join(ST_DTYPES)}, shape, data_offsets)") from None
+            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if end - begin != need or begin < 0 or base + end > size:
+                raise InputError(f"{path}: record {name!r}: data offsets {begin}..{end} do not hold shape "
+                                 f"{list(shape)} of {dtype.name} ({need} bytes) in a {size}-byte file (truncated?)")
+            unit.arrays[name] = raw[base + begin: base + end].view(dtype).reshape(shape)
+        return unit
+
+
+class Memstate:
+    """A memstate directory opened for reading. Steps are opened lazily."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            raise InputError(f"{self.dir}: not a memstate (no {MANIFEST})")
+        try:
+            self.manifest: dict[str, Any] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            raise InputError(f"{path}: field 'format' must be {FORMAT!r}")
+        units = self.manifest.get("units")
+        if not isinstance(units, list) or any(u != LOAD and not isinstance(u, int) for u in units):
+            raise InputError(f"{path}: field 'units' must list 'load' and step numbers")
+        for u in units:
+            if not (self.dir / unit_file(u)).is_file():
+                raise InputError(f"{path}: lists {step_label(u)} but {unit_file(u)} is missing")
+        self.units: list[Step] = units
+        self._open: dict[Step, Unit] = {}
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status", "unknown"))
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("implementation", {}).get("name", self.dir.name))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest.get("config", {})
+
+    def unit(self, step: Step) -> dict[str, np.ndarray]:
+        """The records of one step, name -> array (memory-mapped), in written order."""
+        if step not in self.units:
+            return {}
+        if step not in self._open:
+            self._open[step] = Unit.open(self.dir / unit_file(step))
+        return self._open[step].arrays
+
+    def get(self, step: Step, name: str) -> np.ndarray | None:
+        return self.unit(step).get(name)
+
+    def stop_summary(self) -> str:
+        """One line on how the run ended, for reports."""
+        if self.status == "complete":
+            return "complete"
+        s = self.manifest.get("stopped") or {}
+        last = self.units[-1] if self.units else None
+        where = f"after {step_label(last)}" if last is not None else "before writing anything"
+        err = s.get("error") or "no error message"
+        return f"{self.status} {where}: {err}"
