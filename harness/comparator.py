@@ -1,0 +1,297 @@
+"""Line two memstates up record by record and name the first place they part.
+
+Tolerance here is the fixed mode: |a - b| <= rtol * max(|a|, |b|) + atol * S, where S is the
+largest magnitude in the record (so one atol serves pixels, logits and gradients alike), with
+(rtol, atol) chosen by the lower precision of the two sides, so a float64 side is judged at float32
+against a float32 side. Integer records (labels) must match exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from deepdiff import DeepDiff
+
+from .config import Config
+from .errors import InputError
+from .memstate import Memstate
+from .records import LOAD, Step, expected_order, step_label
+
+# (rtol, atol) per comparison dtype; docs/comparing.md explains the choice.
+FIXED_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-11, 1e-12)}
+
+AGREE, VALUES, LABELS, SHAPE, MISSING, STOPPED = "agree", "values", "labels", "shape", "missing", "stopped"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    dtype: str
+    rtol: float
+    atol: float
+
+    def describe(self) -> str:
+        return (f"fixed, judged at {self.dtype}: |A-B| <= {self.rtol:g}*max(|A|,|B|) "
+                f"+ {self.atol:g}*(largest |value| in the record)")
+
+
+@dataclass
+class RecordDiff:
+    """How one record compares. Truthy when it agrees."""
+
+    step: Step
+    name: str
+    kind: str = AGREE  # agree | values | labels | shape | missing | stopped
+    shape_a: tuple[int, ...] | None = None
+    shape_b: tuple[int, ...] | None = None
+    dtype_a: str | None = None
+    dtype_b: str | None = None
+    size: int = 0
+    n_over: int = 0  # elements beyond tolerance
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    max_ulp: float = 0.0  # in the comparison dtype
+    worst_ratio: float = 0.0  # |A-B| / allowed at the worst element; > 1 diverges
+    worst_index: tuple[int, ...] | None = None
+    worst_a: float | None = None
+    worst_b: float | None = None
+    nan_a: int = 0
+    nan_b: int = 0
+    inf_a: int = 0
+    inf_b: int = 0
+    note: str = ""
+
+    def __bool__(self) -> bool:
+        return self.kind == AGREE
+
+    @property
+    def where(self) -> str:
+        return f"{step_label(self.step)}, {self.name}"
+
+
+@dataclass
+class Side:
+    """What the report says about one side."""
+
+    label: str
+    path: str
+    name: str
+    status: str
+    stop_summary: str
+    manifest: dict[str, Any]
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing two memstates. Truthy when they agree."""
+
+    a: Side
+    b: Side
+    tolerance: Tolerance
+    records: list[RecordDiff]
+    notes: list[str] = field(default_factory=list)
+    manifest_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    @property
+    def divergences(self) -> list[RecordDiff]:
+        return [r for r in self.records if not r]
+
+    @property
+    def first(self) -> RecordDiff | None:
+        return next((r for r in self.records if not r), None)
+
+    @property
+    def verdict(self) -> str:
+        return "agree" if self.first is None else "diverged"
+
+    def __bool__(self) -> bool:
+        return self.verdict == "agree"
+
+    def to_dict(self) -> dict[str, Any]:
+        def rec(r: RecordDiff) -> dict[str, Any]:
+            return {k: v for k, v in asdict(r).items()}
+        return {
+            "verdict": self.verdict,
+            "first": rec(self.first) if self.first else None,
+            "tolerance": asdict(self.tolerance),
+            "a": {k: v for k, v in asdict(self.a).items() if k != "manifest"},
+            "b": {k: v for k, v in asdict(self.b).items() if k != "manifest"},
+            "notes": self.notes,
+            "manifest_diff": [{"path": p, "a": a, "b": b} for p, a, b in self.manifest_diff],
+            "counts": {"records": len(self.records), "diverged": len(self.divergences)},
+            "records": [rec(r) for r in self.records],
+        }
+
+
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """Floats mapped to integers that count ULPs (monotone through zero), as float64."""
+    bits = x.view(np.int32 if x.dtype == np.float32 else np.int64).astype(np.float64)
+    top = float(2**31) if x.dtype == np.float32 else float(2**63)
+    return np.where(bits < 0, -top - bits, bits)
+
+
+def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Tolerance) -> RecordDiff:
+    """Fill the metrics of `diff` for two arrays of one shape."""
+    diff.size = int(a.size)
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+        over = np.asarray(a != b)
+        diff.n_over = int(over.sum())
+        if diff.n_over:
+            i = np.unravel_index(int(np.argmax(over)), a.shape)
+            diff.worst_index, diff.worst_a, diff.worst_b = tuple(int(k) for k in i), float(a[i]), float(b[i])
+            diff.max_abs = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64))))
+            diff.worst_ratio = float("inf")
+            diff.kind = LABELS if diff.name == "input/y" else VALUES
+        return diff
+    cmp = np.dtype(tol.dtype)
+    ca, cb = np.asarray(a).astype(cmp), np.asarray(b).astype(cmp)  # judged at the lower precision
+    da, db = ca.astype(np.float64), cb.astype(np.float64)
+    diff.nan_a, diff.nan_b = int(np.isnan(da).sum()), int(np.isnan(db).sum())
+    diff.inf_a, diff.inf_b = int(np.isinf(da).sum()), int(np.isinf(db).sum())
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        same = (da == db) | (np.isnan(da) & np.isnan(db))  # equal, equal infinities, or NaN on both
+        err = np.where(same, 0.0, np.abs(da - db))
+        err = np.where(np.isnan(err), np.inf, err)  # NaN against a number
+        scale = np.fmax(np.abs(da), np.abs(db))
+        scale = np.where(np.isfinite(scale), scale, 0.0)
+        record_scale = max(float(scale.max(initial=0.0)), float(np.finfo(cmp).tiny))
+        allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
+        ratio = err / allowed
+        rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
+        ulp = np.where(same, 0.0, np.abs(_ordered(ca) - _ordered(cb)))
+    if diff.size == 0:
+        return diff
+    worst = int(np.argmax(ratio))
+    diff.n_over = int((ratio > 1).sum())
+    diff.max_abs, diff.max_rel, diff.max_ulp = float(err.max()), float(rel.max()), float(ulp.max())
+    diff.worst_ratio = float(ratio.flat[worst])
+    i = np.unravel_index(worst, a.shape)
+    diff.worst_index = tuple(int(k) for k in i)
+    diff.worst_a, diff.worst_b = float(np.asarray(a)[i]), float(np.asarray(b)[i])
+    if diff.n_over:
+        diff.kind = VALUES
+        if diff.name == "input/x":
+            diff.note = "the two sides did not see the same pixels (check x = byte/255 and the batch layout)"
+    return diff
+
+
+def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tolerance) -> RecordDiff:
+    diff = RecordDiff(step, name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
+                      dtype_a=a.dtype.name, dtype_b=b.dtype.name)
+    if a.shape == b.shape:
+        return compare_values(diff, a, b, tol)
+    diff.kind = SHAPE
+    if a.ndim == 2 and b.ndim == 2 and a.shape == b.shape[::-1]:
+        again = compare_values(RecordDiff(step, name), a, b.T, tol)
+        diff.note = (f"B holds the transposed layout {b.shape} of A's {a.shape}; "
+                     + ("the values agree once transposed" if again else
+                        f"even transposed, {again.n_over} of {again.size} elements differ"))
+    elif a.size == b.size:
+        again = compare_values(RecordDiff(step, name), a, b.reshape(a.shape), tol)
+        diff.note = (f"same {a.size} elements in shapes {a.shape} and {b.shape}; "
+                     + ("the values agree once reshaped" if again else "the values differ even reshaped"))
+    else:
+        diff.note = f"shapes {a.shape} and {b.shape} hold {a.size} and {b.size} elements"
+    return diff
+
+
+def _side(label: str, ms: Memstate) -> Side:
+    return Side(label, str(ms.dir), ms.name, ms.status, ms.stop_summary(), ms.manifest)
+
+
+def _facts(ms: Memstate) -> dict[str, Any]:
+    m = ms.manifest
+    return {"implementation": m.get("implementation", {}).get("name"), "runtime": m.get("runtime", {}),
+            "dtype": m.get("dtype"), "config": m.get("config", {}), "params_sha256": m.get("params_sha256"),
+            "data": m.get("data")}
+
+
+def manifest_differences(a: Memstate, b: Memstate) -> list[tuple[str, Any, Any]]:
+    """(path, A's value, B's value) for every fact that differs between the two manifests."""
+    tree = DeepDiff(_facts(a), _facts(b), view="tree")
+    out = []
+    for items in tree.values():
+        for item in items:
+            path = ".".join(str(p) for p in item.path(output_format="list"))
+            t1 = None if type(item.t1).__name__ == "NotPresent" else item.t1
+            t2 = None if type(item.t2).__name__ == "NotPresent" else item.t2
+            out.append((path, t1, t2))
+    return sorted(out, key=lambda x: x[0])
+
+
+def _config(ms: Memstate) -> Config | None:
+    try:
+        return Config.from_dict(ms.config, source=str(ms.dir))
+    except InputError:
+        return None
+
+
+def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+    dtypes = {str(m.manifest.get("dtype") or m.config.get("dtype") or "float32") for m in (a, b)}
+    dtype = "float32" if "float32" in dtypes or not dtypes <= {"float64"} else "float64"
+    r, t = FIXED_TOLERANCES[dtype]
+    return Tolerance(dtype, r if rtol is None else rtol, t if atol is None else atol)
+
+
+def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
+                      labels: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Compare every record both sides hold, in the spec's order; see the module docstring."""
+    tol = tolerance or choose_tolerance(a, b)
+    result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [])
+    result.manifest_diff = manifest_differences(a, b)
+    changed = {p for p, _, _ in result.manifest_diff}
+    if "params_sha256" in changed:
+        result.notes.append("the two sides were given different parameter files (params_sha256 differs)")
+    if any(p.startswith("config") and p != "config.dtype" for p in changed):
+        result.notes.append("the two sides ran different configs: " +
+                            ", ".join(p.removeprefix("config.") for p in sorted(changed) if p.startswith("config.")))
+    cfg = _config(a) or _config(b)
+    canonical = [n for s, n in expected_order(cfg.replace(steps=1)) if s == 0] if cfg else []
+    load_names = [n for s, n in expected_order(cfg.replace(steps=1)) if s == LOAD] if cfg else []
+    known = set(canonical) | set(load_names)
+
+    units_a, units_b = list(a.units), list(b.units)
+    units = [u for u in [LOAD] + sorted({u for u in units_a + units_b if u != LOAD}) if u in units_a or u in units_b]
+    unknown: set[str] = set()
+    for step in units:
+        ua, ub = a.unit(step), b.unit(step)
+        stop_a = step not in units_a or (a.status != "complete" and step == units_a[-1] and _partial(a))
+        stop_b = step not in units_b or (b.status != "complete" and step == units_b[-1] and _partial(b))
+        if step not in units_a or step not in units_b:
+            lacking, ms = (a, labels[0]) if step not in units_a else (b, labels[1])
+            if lacking.status == "complete":
+                result.notes.append(f"{ms} has no {step_label(step)} (it ran fewer steps); compared the steps both have")
+                break
+        order = load_names if step == LOAD else canonical
+        names = [n for n in order if n in ua or n in ub]
+        names += [n for n in list(ua) + [n for n in ub if n not in ua] if n not in order]
+        for name in names:
+            if name not in known:
+                unknown.add(name)
+            x, y = ua.get(name), ub.get(name)
+            if x is None or y is None:
+                side_lacking = labels[0] if x is None else labels[1]
+                stopped_side = (x is None and stop_a) or (y is None and stop_b)
+                if stopped_side:
+                    ms = a if x is None else b
+                    result.records.append(RecordDiff(step, name, STOPPED, note=f"{side_lacking} {ms.stop_summary()}"))
+                    result.notes.append(f"{side_lacking} {ms.stop_summary()}")
+                    return _finish(result, unknown)
+                result.records.append(RecordDiff(step, name, MISSING, note=f"{side_lacking} has no such record"))
+                continue
+            result.records.append(compare_record(step, name, x, y, tol))
+    return _finish(result, unknown)
+
+
+def _partial(ms: Memstate) -> bool:
+    return (ms.manifest.get("stopped") or {}).get("partial_step") is not None
+
+
+def _finish(result: Comparison, unknown: set[str]) -> Comparison:
+    if unknown:
+        result.notes.append("records the spec does not name (compared all the same): " + ", ".join(sorted(unknown)))
+    for side in (result.a, result.b):
+        if side.status != "complete" and not any(side.label in n for n in result.notes):
+            result.notes.append(f"{side.label} {side.stop_summary}")
+    return result

@@ -1,0 +1,196 @@
+"""`python -m harness.compare A B`: run or load two sides, compare them, say where they part.
+
+A and B are implementation directories (both are run on the same job), memstate
+directories, or JSON-lines memstate files. Exit codes: 0 agree, 1 diverged, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .comparator import Comparison, RecordDiff, Tolerance, choose_tolerance, compare_memstates
+from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
+from .data import load_mnist
+from .errors import InputError
+from .job import Job, prepare_job
+from .jsonl import convert_jsonl
+from .memstate import MANIFEST, Memstate
+from .params import initial_params, load_params
+from .records import step_label
+from .runner import Implementation, is_implementation, load_implementation, run_implementation
+
+
+@dataclass
+class SideInput:
+    """One argument of the command line, resolved."""
+
+    path: Path
+    impl: Implementation | None = None
+    memstate: Memstate | None = None
+    jsonl: Path | None = None
+
+    @property
+    def name(self) -> str:
+        if self.impl:
+            return self.impl.name
+        if self.memstate:
+            return self.memstate.name
+        return self.path.stem
+
+
+def resolve(arg: str) -> SideInput:
+    path = Path(arg)
+    if path.is_dir() and is_implementation(path):
+        return SideInput(path, impl=load_implementation(path))
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return SideInput(path, memstate=Memstate(path))
+    if path.is_file():
+        return SideInput(path, jsonl=path)
+    if not path.exists():
+        raise InputError(f"{arg}: no such file or directory")
+    raise InputError(f"{arg}: neither an implementation directory (memstate-impl.json), "
+                     f"a memstate directory (manifest.json) nor a JSON-lines memstate file")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:40] or "side"
+
+
+def build_job(args: argparse.Namespace, sides: list[SideInput], out: Path, log) -> Job:
+    """The one job both sides run: config from the options (or a memstate side), params, batches."""
+    config = config_from_arguments(args)
+    explicit = explicit_fields(args)
+    given = next((s.memstate for s in sides if s.memstate), None)
+    if given is not None:
+        base = Config.from_dict(given.config, source=str(given.dir / MANIFEST))
+        config = base.replace(**{k: getattr(config, k) for k in explicit})
+        log(f"config taken from {given.dir} (options on the command line override it)")
+    if args.params:
+        params = load_params(args.params)
+        if params.hidden != config.hidden:
+            if "hidden" in explicit:
+                raise InputError(f"{args.params}: parameters have H={params.hidden} but --hidden is {config.hidden}")
+            config = config.replace(hidden=params.hidden)
+            log(f"hidden size {params.hidden} taken from {args.params}")
+    else:
+        params = initial_params(config)
+    return prepare_job(out / "job", config, params, load_mnist(args.data))
+
+
+def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
+    a, b = names
+    lines = []
+    if r.kind in ("values", "labels"):
+        idx = list(r.worst_index) if r.worst_index is not None else []
+        lines.append(f"  worst element {idx}: {a}={r.worst_a!r} {b}={r.worst_b!r} "
+                     f"|{a}-{b}|={r.max_abs:.3g} rel={r.max_rel:.3g} ulp={r.max_ulp:.0f} "
+                     f"({r.worst_ratio:.3g}x the tolerance)")
+        lines.append(f"  {r.n_over} of {r.size} elements beyond tolerance")
+        nonfinite = [f"{a} {r.nan_a} NaN {r.inf_a} Inf" if r.nan_a or r.inf_a else "",
+                     f"{b} {r.nan_b} NaN {r.inf_b} Inf" if r.nan_b or r.inf_b else ""]
+        if any(nonfinite):
+            lines.append("  non-finite: " + "; ".join(x for x in nonfinite if x))
+    elif r.kind == "shape":
+        lines.append(f"  shape {a} {list(r.shape_a or ())} vs {b} {list(r.shape_b or ())}")
+    if r.note:
+        lines.append(f"  {r.note}")
+    return lines
+
+
+def format_text(c: Comparison, limit: int = 8) -> str:
+    names = (c.a.label, c.b.label)
+    cfg = c.a.manifest.get("config", {})
+    lines = [f"memstate: {c.a.label} = {c.a.name} ({c.a.path})", f"          {c.b.label} = {c.b.name} ({c.b.path})"]
+    if cfg:
+        lines.append("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
+    lines.append(f"tolerance: {c.tolerance.describe()}")
+    for path, x, y in c.manifest_diff:
+        lines.append(f"differs: {path}: {names[0]}={x!r} {names[1]}={y!r}")
+    for note in c.notes:
+        lines.append(f"note: {note}")
+    n_steps = len({r.step for r in c.records})
+    lines.append(f"compared {len(c.records)} records over {n_steps} units (load + steps): "
+                 f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")
+    first = c.first
+    if first is None:
+        lines.append("verdict: AGREE")
+        return "\n".join(lines)
+    lines.append(f"verdict: DIVERGED at {first.where} ({first.kind})")
+    lines.extend(describe_record(first, names))
+    rest = c.divergences[1:]
+    if rest:
+        lines.append(f"then {len(rest)} more diverging record(s), first ones:")
+        for r in rest[:limit]:
+            extra = f"{r.n_over}/{r.size} over, worst {r.worst_ratio:.3g}x" if r.kind == "values" else r.note
+            lines.append(f"  {step_label(r.step)} {r.name} ({r.kind}) {extra}")
+    return "\n".join(lines)
+
+
+def exit_code(c: Comparison) -> int:
+    return 0 if c else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", metavar="A", help="implementation directory, memstate directory or .jsonl memstate")
+    p.add_argument("b", metavar="B", help="the other side")
+    p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: bundled subset)")
+    p.add_argument("--params", metavar="FILE", help="parameter JSON (memstate or legacy layout); default: from the seed")
+    p.add_argument("--out", metavar="DIR", help="where job and memstates go (default runs/TIME-A-vs-B)")
+    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON ('-' for stdout)")
+    p.add_argument("--rtol", type=float, help="override the relative tolerance")
+    p.add_argument("--atol", type=float, help="override the absolute tolerance")
+    p.add_argument("--timeout", type=float, help="seconds before an implementation is killed (default 600)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_config_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        sides = [resolve(args.a), resolve(args.b)]
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}"
+        job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
+        states = []
+        for label, side in zip("AB", sides):
+            target = out / f"{label.lower()}-{_slug(side.name)}"
+            if side.impl is not None:
+                assert job is not None
+                log(f"running {label} = {side.impl.name} ({side.path}) ...")
+                result = run_implementation(side.impl, job, target, timeout=args.timeout)
+                log(f"  {result.status} in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
+                states.append(Memstate(result.memstate))
+            elif side.jsonl is not None:
+                states.append(convert_jsonl(side.jsonl, target))
+            else:
+                states.append(side.memstate)
+        tol = choose_tolerance(states[0], states[1], args.rtol, args.atol)
+        comparison = compare_memstates(states[0], states[1], tol)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; every finished step is kept", file=sys.stderr)
+        return 130
+    print(format_text(comparison))
+    if args.json:
+        text = json.dumps(comparison.to_dict(), indent=1, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+    return exit_code(comparison)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
