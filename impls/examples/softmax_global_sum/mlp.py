@@ -1,0 +1,118 @@
+"""PLANTED BUG (the one from the memstate story): impls/numpy with the softmax denominator
+summed over the whole batch instead of per sample, as when Python's builtin sum was ported
+to np.sum. `python -m harness.compare impls/numpy impls/examples/softmax_global_sum`
+names step 0, output/softmax as the origin.
+
+The 784-H-10 MLP in vectorised numpy, backward pass written by hand.
+
+Reads the job directory (job.json, params.json, images.u8, labels.u8) and records
+every tensor of every step through `record(step, name, array)`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def load_param(tensors, key, dtype):
+    t = tensors[key]
+    return np.array(t["data"], dtype=np.float64).reshape(t["shape"]).astype(dtype)
+
+
+def activate(kind, z):
+    if kind == "relu":
+        return np.maximum(z, 0)
+    if kind == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    return np.tanh(z)
+
+
+def activation_slope(kind, z, a):
+    """d activation / d z, from the pre-activation z or the activation a."""
+    if kind == "relu":
+        return (z > 0).astype(z.dtype)
+    if kind == "sigmoid":
+        return a * (1 - a)
+    return 1 - a * a
+
+
+def run(job_dir, record):
+    job_dir = Path(job_dir)
+    job = json.loads((job_dir / "job.json").read_text())
+    cfg = job["config"]
+    dt = np.dtype(cfg["dtype"])
+    m, steps = job["batch_size"], job["steps"]
+    record.describe(device="cpu", numpy=np.__version__)
+
+    tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
+    params = {
+        "hidden/weight": load_param(tensors, "W1", dt),  # (H, 784)
+        "hidden/bias": load_param(tensors, "b1", dt),  # (H,)
+        "output/weight": load_param(tensors, "W2", dt),  # (10, H)
+        "output/bias": load_param(tensors, "b2", dt),  # (10,)
+    }
+    for name, value in params.items():
+        record("load", name, value)
+    velocity = {name: np.zeros_like(value) for name, value in params.items()}
+
+    images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
+    labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
+
+    for step in range(steps):
+        W1, b1 = params["hidden/weight"], params["hidden/bias"]
+        W2, b2 = params["output/weight"], params["output/bias"]
+        X = images[step].astype(dt) / 255  # (m, 784)
+        y = labels[step].astype(np.int64)  # (m,)
+        Y = np.eye(10, dtype=dt)[y]  # (m, 10)
+        record(step, "input/x", X)
+        record(step, "input/y", y)
+
+        M1 = X @ W1.T  # (m, H)
+        Z1 = M1 + b1  # (m, H)
+        A1 = activate(cfg["activation"], Z1)  # (m, H)
+        M2 = A1 @ W2.T  # (m, 10)
+        Z2 = M2 + b2  # (m, 10)
+        record(step, "hidden/matmul", M1)
+        record(step, "hidden/bias_add", Z1)
+        record(step, "hidden/activation", A1)
+        record(step, "output/matmul", M2)
+        record(step, "output/bias_add", Z2)
+
+        if cfg["loss"] == "cross_entropy":
+            E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))  # (m, 10)
+            P = E / E.sum()  # (m, 10)  BUG: should be E.sum(axis=1, keepdims=True)
+            loss = -np.mean(np.log(P[np.arange(m), y]))
+            dZ2 = (P - Y) / m  # (m, 10)
+            record(step, "output/softmax", P)
+        else:
+            P = 1 / (1 + np.exp(-Z2))  # (m, 10)
+            loss = np.mean((P - Y) ** 2)
+            dZ2 = 2 * (P - Y) * P * (1 - P) / (m * 10)  # (m, 10)
+            record(step, "output/sigmoid", P)
+        record(step, "loss/value", loss)
+
+        grads = {}
+        grads["output/weight"] = dZ2.T @ A1  # (10, H)
+        grads["output/bias"] = dZ2.sum(axis=0)  # (10,)
+        dA1 = dZ2 @ W2  # (m, H)
+        dZ1 = dA1 * activation_slope(cfg["activation"], Z1, A1)  # (m, H)
+        grads["hidden/weight"] = dZ1.T @ X  # (H, 784)
+        grads["hidden/bias"] = dZ1.sum(axis=0)  # (H,)
+        record(step, "output/grad_logits", dZ2)
+        record(step, "output/grad_weight", grads["output/weight"])
+        record(step, "output/grad_bias", grads["output/bias"])
+        record(step, "hidden/grad_activation", dA1)
+        record(step, "hidden/grad_preactivation", dZ1)
+        record(step, "hidden/grad_weight", grads["hidden/weight"])
+        record(step, "hidden/grad_bias", grads["hidden/bias"])
+
+        for name in params:
+            g = grads[name] + cfg["weight_decay"] * params[name]
+            if cfg["optimizer"] == "momentum":
+                velocity[name] = cfg["momentum"] * velocity[name] + g
+                record(step, name + "_velocity", velocity[name])
+                g = velocity[name]
+            params[name] = params[name] - cfg["lr"] * g
+        for name, value in params.items():
+            record(step, name, value)

@@ -1,0 +1,213 @@
+"""The 784-H-10 MLP in plain Python: lists of rows and loops, standard library only.
+
+Python floats are doubles. In float32 mode every op's result is rounded to float32 through
+array('f'), so each recorded tensor holds float32 values (sums accumulate in double first,
+which is more accurate than float32 accumulation, never less).
+
+Also a standalone program: `python mlp.py JOB_DIR OUT.jsonl` writes a JSON-lines memstate,
+which is how an implementation in any other language talks to the harness.
+"""
+
+import json
+import math
+import os
+import platform
+import sys
+from array import array
+from operator import mul
+
+
+def make_round(dtype):
+    if dtype == "float32":
+        return lambda values: array("f", values).tolist()
+    return list
+
+
+def transpose(rows):
+    return [list(col) for col in zip(*rows)]
+
+
+def matmul_t(a_rows, b_rows, rnd):
+    """a @ b.T: a (n, k) and b (p, k) as lists of rows -> (n, p)."""
+    return [rnd([sum(map(mul, a, b)) for b in b_rows]) for a in a_rows]
+
+
+def add_row(rows, bias, rnd):
+    return [rnd([v + c for v, c in zip(row, bias)]) for row in rows]
+
+
+def sigmoid(v):
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+def activate(kind, v):
+    if kind == "relu":
+        return v if v > 0 else 0.0
+    if kind == "sigmoid":
+        return sigmoid(v)
+    return math.tanh(v)
+
+
+def slope(kind, z, a):
+    if kind == "relu":
+        return 1.0 if z > 0 else 0.0
+    if kind == "sigmoid":
+        return a * (1.0 - a)
+    return 1.0 - a * a
+
+
+def run(job_dir, record):
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    cfg = job["config"]
+    dtype = cfg["dtype"]
+    rnd = make_round(dtype)
+    m, steps = job["batch_size"], job["steps"]
+    record.describe(device="cpu", python=platform.python_version())
+
+    def rec(step, name, value):
+        record(step, name, value, dtype=dtype)
+
+    with open(os.path.join(job_dir, job["params"])) as f:
+        tensors = json.load(f)["tensors"]
+
+    def rows(key):
+        t = tensors[key]
+        width = t["shape"][1]
+        flat = rnd(t["data"])
+        return [flat[i:i + width] for i in range(0, len(flat), width)]
+
+    params = {"hidden/weight": rows("W1"), "hidden/bias": rnd(tensors["b1"]["data"]),
+              "output/weight": rows("W2"), "output/bias": rnd(tensors["b2"]["data"])}
+    for name, value in params.items():
+        rec("load", name, value)
+    velocity = {name: None for name in params}
+
+    with open(os.path.join(job_dir, job["images"]), "rb") as f:
+        pixels = f.read()
+    with open(os.path.join(job_dir, job["labels"]), "rb") as f:
+        label_bytes = f.read()
+
+    act = cfg["activation"]
+    for step in range(steps):
+        W1, b1, W2, b2 = params.values()
+        base = step * m * 784
+        X = [rnd([pixels[base + i * 784 + k] / 255 for k in range(784)]) for i in range(m)]
+        y = list(label_bytes[step * m:(step + 1) * m])
+        rec(step, "input/x", X)
+        record(step, "input/y", y, dtype="int64")
+
+        M1 = matmul_t(X, W1, rnd)
+        Z1 = add_row(M1, b1, rnd)
+        A1 = [rnd([activate(act, v) for v in row]) for row in Z1]
+        M2 = matmul_t(A1, W2, rnd)
+        Z2 = add_row(M2, b2, rnd)
+        for name, value in (("hidden/matmul", M1), ("hidden/bias_add", Z1), ("hidden/activation", A1),
+                            ("output/matmul", M2), ("output/bias_add", Z2)):
+            rec(step, name, value)
+
+        dZ2 = []
+        if cfg["loss"] == "cross_entropy":
+            P, total = [], 0.0
+            for row, label in zip(Z2, y):
+                top = max(row)
+                e = [math.exp(v - top) for v in row]
+                s = sum(e)
+                p = rnd([v / s for v in e])
+                P.append(p)
+                total -= math.log(p[label])
+                dZ2.append(rnd([(pk - (1.0 if k == label else 0.0)) / m for k, pk in enumerate(p)]))
+            rec(step, "output/softmax", P)
+        else:
+            P, total = [], 0.0
+            for row, label in zip(Z2, y):
+                p = rnd([sigmoid(v) for v in row])
+                P.append(p)
+                target = [1.0 if k == label else 0.0 for k in range(10)]
+                total += sum((pk - t) ** 2 for pk, t in zip(p, target))
+                dZ2.append(rnd([2 * (pk - t) * pk * (1 - pk) / (m * 10) for pk, t in zip(p, target)]))
+            total /= 10
+            rec(step, "output/sigmoid", P)
+        rec(step, "loss/value", rnd([total / m])[0])
+
+        dZ2_t = transpose(dZ2)  # (10, m)
+        A1_t = transpose(A1)  # (H, m)
+        grads = {"output/weight": matmul_t(dZ2_t, A1_t, rnd),
+                 "output/bias": rnd([sum(col) for col in dZ2_t])}
+        W2_t = transpose(W2)  # (H, 10)
+        dA1 = matmul_t(dZ2, W2_t, rnd)
+        dZ1 = [rnd([g * slope(act, z, a) for g, z, a in zip(gr, zr, ar)]) for gr, zr, ar in zip(dA1, Z1, A1)]
+        dZ1_t = transpose(dZ1)  # (H, m)
+        grads["hidden/weight"] = matmul_t(dZ1_t, transpose(X), rnd)
+        grads["hidden/bias"] = rnd([sum(col) for col in dZ1_t])
+        for name, value in (("output/grad_logits", dZ2), ("output/grad_weight", grads["output/weight"]),
+                            ("output/grad_bias", grads["output/bias"]), ("hidden/grad_activation", dA1),
+                            ("hidden/grad_preactivation", dZ1), ("hidden/grad_weight", grads["hidden/weight"]),
+                            ("hidden/grad_bias", grads["hidden/bias"])):
+            rec(step, name, value)
+
+        lr, wd, mu = cfg["lr"], cfg["weight_decay"], cfg["momentum"]
+        for name, value in params.items():
+            params[name] = update(value, grads[name], velocity, name, lr, wd, mu, cfg["optimizer"], rnd)
+            if cfg["optimizer"] == "momentum":
+                rec(step, name + "_velocity", velocity[name])
+        for name, value in params.items():
+            rec(step, name, value)
+
+
+def update(value, grad, velocity, name, lr, wd, mu, optimizer, rnd):
+    """One SGD step for a vector or a list of rows; momentum keeps velocity[name]."""
+    if value and isinstance(value[0], list):
+        old = velocity[name] or [None] * len(value)
+        new_rows, new_vel = [], []
+        for w_row, g_row, v_row in zip(value, grad, old):
+            w, v = step_vector(w_row, g_row, v_row, lr, wd, mu, optimizer, rnd)
+            new_rows.append(w)
+            new_vel.append(v)
+        velocity[name] = new_vel
+        return new_rows
+    w, velocity[name] = step_vector(value, grad, velocity[name], lr, wd, mu, optimizer, rnd)
+    return w
+
+
+def step_vector(w, g, v, lr, wd, mu, optimizer, rnd):
+    g = rnd([gi + wd * wi for gi, wi in zip(g, w)])
+    if optimizer == "momentum":
+        v = g if v is None else rnd([mu * vi + gi for vi, gi in zip(v, g)])
+        g = v
+    return rnd([wi - lr * gi for wi, gi in zip(w, g)]), v
+
+
+class JsonLinesRecorder:
+    """What the harness passes to run(), re-done with the standard library for standalone use."""
+
+    def __init__(self, out):
+        self.out = out
+        self.out.write(json.dumps({"memstate": "jsonl/1", "implementation": "pure_python"}) + "\n")
+
+    def describe(self, device=None, **versions):
+        self.out.write(json.dumps({"memstate": "jsonl/1", "device": device, "versions": versions}) + "\n")
+
+    def __call__(self, step, name, value, dtype="float64"):
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            shape, flat = [len(value), len(value[0])], [v for row in value for v in row]
+        elif isinstance(value, list):
+            shape, flat = [len(value)], value
+        else:
+            shape, flat = [], [value]
+        self.out.write(json.dumps({"step": step, "name": name, "dtype": dtype, "shape": shape,
+                                   "data": flat}) + "\n")
+
+
+if __name__ == "__main__":
+    job_path, out_path = sys.argv[1], sys.argv[2]
+    with open(out_path, "w") as out:
+        try:
+            run(job_path, JsonLinesRecorder(out))
+        except Exception as e:
+            out.write(json.dumps({"end": "error", "error": f"{type(e).__name__}: {e}"}) + "\n")
+            raise
+        out.write(json.dumps({"end": "complete"}) + "\n")

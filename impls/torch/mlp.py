@@ -1,0 +1,99 @@
+"""The 784-H-10 MLP in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD.
+
+Runs on CUDA when there is a GPU (TF32 off, so float32 matmuls are full float32), else the
+CPU. Intermediate gradients come from retain_grad(), parameter gradients from .grad, the
+momentum buffers from the optimizer's state.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+def as_numpy(t):
+    return t.detach().cpu().numpy()
+
+
+def run(job_dir, record):
+    job_dir = Path(job_dir)
+    job = json.loads((job_dir / "job.json").read_text())
+    cfg = job["config"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = getattr(torch, cfg["dtype"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    record.describe(device=device.type if device.type == "cpu" else f"{device.type}:{name}", torch=torch.__version__,
+                    cuda=str(torch.version.cuda))
+
+    tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
+    H = tensors["W1"]["shape"][0]
+    hidden = torch.nn.Linear(784, H, dtype=dtype, device=device)
+    output = torch.nn.Linear(H, 10, dtype=dtype, device=device)
+    named = {"hidden/weight": hidden.weight, "hidden/bias": hidden.bias,
+             "output/weight": output.weight, "output/bias": output.bias}
+    with torch.no_grad():
+        for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
+            values = torch.tensor(tensors[key]["data"], dtype=torch.float64).reshape(tensors[key]["shape"])
+            p.copy_(values.to(dtype))
+    for key, p in named.items():
+        record("load", key, as_numpy(p))
+
+    momentum = cfg["momentum"] if cfg["optimizer"] == "momentum" else 0.0
+    opt = torch.optim.SGD(named.values(), lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
+    activation = ACTIVATIONS[cfg["activation"]]
+
+    m, steps = job["batch_size"], job["steps"]
+    images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784))
+    labels = torch.from_numpy(np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m))
+
+    for step in range(steps):
+        x = images[step].to(device=device, dtype=dtype) / 255  # (m, 784)
+        y = labels[step].to(device=device, dtype=torch.long)  # (m,)
+        record(step, "input/x", as_numpy(x))
+        record(step, "input/y", as_numpy(y))
+
+        opt.zero_grad()
+        m1 = x @ hidden.weight.T  # (m, H)
+        z1 = m1 + hidden.bias  # (m, H)
+        a1 = activation(z1)  # (m, H)
+        m2 = a1 @ output.weight.T  # (m, 10)
+        z2 = m2 + output.bias  # (m, 10)
+        for t in (z1, a1, z2):
+            t.retain_grad()
+        if cfg["loss"] == "cross_entropy":
+            p = torch.softmax(z2, dim=1)  # (m, 10)
+            loss = F.cross_entropy(z2, y)
+            out_name = "output/softmax"
+        else:
+            p = torch.sigmoid(z2)  # (m, 10)
+            loss = F.mse_loss(p, F.one_hot(y, 10).to(dtype))
+            out_name = "output/sigmoid"
+        loss.backward()
+
+        record(step, "hidden/matmul", as_numpy(m1))
+        record(step, "hidden/bias_add", as_numpy(z1))
+        record(step, "hidden/activation", as_numpy(a1))
+        record(step, "output/matmul", as_numpy(m2))
+        record(step, "output/bias_add", as_numpy(z2))
+        record(step, out_name, as_numpy(p))
+        record(step, "loss/value", as_numpy(loss))
+        record(step, "output/grad_logits", as_numpy(z2.grad))
+        record(step, "output/grad_weight", as_numpy(output.weight.grad))
+        record(step, "output/grad_bias", as_numpy(output.bias.grad))
+        record(step, "hidden/grad_activation", as_numpy(a1.grad))
+        record(step, "hidden/grad_preactivation", as_numpy(z1.grad))
+        record(step, "hidden/grad_weight", as_numpy(hidden.weight.grad))
+        record(step, "hidden/grad_bias", as_numpy(hidden.bias.grad))
+
+        opt.step()
+        if cfg["optimizer"] == "momentum":
+            for key, p in named.items():
+                record(step, key + "_velocity", as_numpy(opt.state[p]["momentum_buffer"]))
+        for key, p in named.items():
+            record(step, key, as_numpy(p))
