@@ -36,6 +36,9 @@ def _values(data: Any, dtype: str) -> np.ndarray:
     if dtype.startswith("float"):
         try:
             arr = np.array(flat, dtype=np.float64)
+            for i in np.flatnonzero(np.isnan(arr)):  # numpy reads null as NaN: look where NaN came from
+                if flat[i] is None:
+                    raise TypeError
         except (TypeError, ValueError):
             fixed = []
             for i, v in enumerate(flat):

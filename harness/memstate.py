@@ -94,11 +94,11 @@ class MemstateWriter:
             raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
         if name in self._tensors:
             raise ValueError(f"{step_label(step)}: record {name!r} written twice")
-        array = np.array(value, dtype=dtype, copy=True)
+        array = np.array(value, dtype=dtype, order="C", copy=True)  # keeps 0-d scalars 0-d
         if array.dtype.name not in RECORD_DTYPES:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
-        self._tensors[name] = np.ascontiguousarray(array)
+        self._tensors[name] = array
         self._order.append(name)
 
     def flush(self) -> None:

@@ -1,0 +1,47 @@
+"""`python -m harness.convert SRC DST`: binary memstate directory <-> JSON-lines file.
+
+The direction follows SRC: a directory becomes a .jsonl file, a file becomes a directory.
+Exit codes: 0 converted completely, 1 converted up to a bad line or a missing end line
+(everything before it is kept, the manifest says where), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import InputError
+from .jsonl import convert_jsonl, write_jsonl
+from .memstate import Memstate
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="memstate directory or .jsonl file")
+    p.add_argument("target", help="the .jsonl file or memstate directory to write")
+    args = p.parse_args(argv)
+    src, dst = Path(args.source), Path(args.target)
+    try:
+        if src.is_dir():
+            if dst.exists():
+                raise InputError(f"{dst}: already exists; refusing to overwrite")
+            write_jsonl(Memstate(src), dst)
+            print(f"{dst}: written from {src}")
+            return 0
+        if not src.is_file():
+            raise InputError(f"{src}: no such file or directory")
+        m = convert_jsonl(src, dst)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{dst}: {len(m.units)} units, {m.status}")
+    if m.status != "complete":
+        print(f"stopped: {(m.manifest.get('stopped') or {}).get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

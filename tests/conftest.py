@@ -1,0 +1,61 @@
+"""Shared fixtures: the bundled data, and implementation runs cached per (impl, config)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.config import Config
+from harness.data import Mnist, load_mnist
+from harness.job import Job, prepare_job
+from harness.memstate import Memstate
+from harness.params import initial_params
+from harness.runner import load_implementation, run_implementation
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPLS = ROOT / "impls"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Mnist:
+    return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def shared_mnist_dir() -> Path:
+    path = Path(os.environ.get("MEMSTATE_MNIST", SHARED / "mnist"))
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"full MNIST not found at {path} (set MEMSTATE_MNIST)")
+    return path
+
+
+class Runs:
+    """Runs implementations on jobs, once per (impl, config), under one temporary root."""
+
+    def __init__(self, root: Path, mnist: Mnist):
+        self.root, self.mnist = root, mnist
+        self.jobs: dict[Config, Job] = {}
+        self.done: dict[tuple[str, Config], Memstate] = {}
+
+    def job(self, config: Config) -> Job:
+        if config not in self.jobs:
+            self.jobs[config] = prepare_job(self.root / f"job{len(self.jobs)}", config, initial_params(config), self.mnist)
+        return self.jobs[config]
+
+    def run(self, impl: str | Path, config: Config) -> Memstate:
+        key = (str(impl), config)
+        if key not in self.done:
+            path = Path(impl) if Path(impl).is_absolute() else IMPLS / impl
+            result = run_implementation(load_implementation(path), self.job(config),
+                                        self.root / f"run{len(self.done)}-{path.name}")
+            assert result, f"{impl} did not complete on {config}: {result.error}"
+            self.done[key] = Memstate(result.memstate)
+        return self.done[key]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Runs:
+    return Runs(tmp_path_factory.mktemp("runs"), mnist)

@@ -1,0 +1,149 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from harness.errors import InputError
+from harness.jsonl import convert_jsonl, write_jsonl
+from harness.memstate import Memstate, MemstateWriter
+
+
+def small_memstate(path, steps=3):
+    w = MemstateWriter(path, {"implementation": {"name": "t"}, "config": {}})
+    w.describe(device="cpu", numpy=np.__version__)
+    w("load", "hidden/weight", np.arange(6, dtype=np.float32).reshape(2, 3))
+    for s in range(steps):
+        w(s, "input/y", np.array([s, 1], dtype=np.int64))
+        w(s, "loss/value", np.float32(0.5 + s))
+        w(s, "hidden/weight", np.full((2, 3), s, dtype=np.float32))
+    return w
+
+
+def test_round_trip_keeps_order_dtype_and_values(tmp_path):
+    small_memstate(tmp_path / "m").close()
+    m = Memstate(tmp_path / "m")
+    assert m.status == "complete" and m.units == ["load", 0, 1, 2]
+    assert list(m.unit(1)) == ["input/y", "loss/value", "hidden/weight"]  # written order, not sorted
+    assert m.get(2, "loss/value").shape == () and m.get(2, "loss/value").dtype == np.float32
+    assert float(m.get(2, "loss/value")) == 2.5
+    assert isinstance(m.get("load", "hidden/weight").base, np.memmap)
+    assert m.manifest["runtime"]["device"] == "cpu"
+    # the files are plain safetensors: the reference library reads them too
+    ref = load_file(str(tmp_path / "m" / "step-000001.safetensors"))
+    assert np.array_equal(ref["input/y"], [1, 1])
+
+
+def test_unfinished_run_keeps_finished_steps(tmp_path):
+    w = small_memstate(tmp_path / "m")
+    w(3, "input/y", np.array([0, 0]))
+    w.close("stopped", error="boom")
+    m = Memstate(tmp_path / "m")
+    assert m.status == "stopped" and m.units[-1] == 3
+    assert m.manifest["stopped"]["partial_step"] == 3
+    assert "stopped after step 3: boom" == m.stop_summary()
+
+
+def test_killed_writer_leaves_every_finished_step(tmp_path):
+    code = (
+        "import numpy as np, os, sys\n"
+        "from harness.memstate import MemstateWriter\n"
+        "w = MemstateWriter(sys.argv[1], {})\n"
+        "for s in range(100):\n"
+        "    w(s, 'x', np.full(1000, s, np.float32))\n"
+        "    if s == 7: os._exit(9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], check=False)
+    m = Memstate(tmp_path / "m")
+    assert m.status == "running"  # nobody closed it
+    assert m.units == list(range(7))  # step 7 was never flushed, 0..6 are whole
+    assert all(float(m.get(s, "x")[0]) == s for s in m.units)
+    assert not list((tmp_path / "m").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("calls, message", [
+    ([(0, "a"), (0, "a")], "record 'a' written twice"),
+    ([(1, "a"), (0, "a")], "step 0 comes after step 1"),
+    ([(0, "a"), ("load", "a")], "load comes after step 0"),
+    ([(-1, "a")], "step must be 'load' or a non-negative integer"),
+])
+def test_writer_rejects_out_of_order_records(tmp_path, calls, message):
+    w = MemstateWriter(tmp_path / "m", {})
+    with pytest.raises(ValueError, match=message):
+        for step, name in calls:
+            w(step, name, np.zeros(2, np.float32))
+
+
+def test_writer_refuses_to_overwrite(tmp_path):
+    small_memstate(tmp_path / "m").close()
+    with pytest.raises(InputError, match="not empty; refusing to overwrite"):
+        MemstateWriter(tmp_path / "m", {})
+
+
+def test_truncated_step_file_is_named(tmp_path):
+    small_memstate(tmp_path / "m").close()
+    path = tmp_path / "m" / "step-000001.safetensors"
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(InputError, match=r"step-000001.safetensors: record '[a-z/_]+': data offsets .* \(truncated\?\)"):
+        Memstate(tmp_path / "m").unit(1)
+    (tmp_path / "m" / "step-000002.safetensors").unlink()
+    with pytest.raises(InputError, match="lists step 2 but step-000002.safetensors is missing"):
+        Memstate(tmp_path / "m")
+
+
+def test_jsonl_round_trip(tmp_path):
+    small_memstate(tmp_path / "m").close()
+    write_jsonl(Memstate(tmp_path / "m"), tmp_path / "m.jsonl")
+    back = convert_jsonl(tmp_path / "m.jsonl", tmp_path / "back")
+    assert back.status == "complete" and back.units == ["load", 0, 1, 2]
+    for step in back.units:
+        for name, arr in Memstate(tmp_path / "m").unit(step).items():
+            got = back.get(step, name)
+            assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
+
+
+def write_lines(path, lines):
+    path.write_text("".join((json.dumps(x) if not isinstance(x, str) else x) + "\n" for x in lines))
+
+
+def test_jsonl_special_values_and_the_null_trap(tmp_path):
+    rec = {"step": 0, "name": "x", "dtype": "float32", "shape": [4], "data": ["NaN", "Infinity", "-Infinity", 1]}
+    write_lines(tmp_path / "a.jsonl", [rec, '{"step": 0, "name": "y", "dtype": "float64", "shape": [], "data": NaN}',
+                                       {"end": "complete"}])
+    m = convert_jsonl(tmp_path / "a.jsonl", tmp_path / "a")
+    x = m.get(0, "x")
+    assert np.isnan(x[0]) and x[1] == np.inf and x[2] == -np.inf and x[3] == 1 and np.isnan(m.get(0, "y"))
+    write_lines(tmp_path / "b.jsonl", [{**rec, "data": [1, None, 2, 3]}])
+    m = convert_jsonl(tmp_path / "b.jsonl", tmp_path / "b")
+    assert m.status == "stopped"
+    assert "line 1: record 'x': data[1] is null" in m.manifest["stopped"]["error"]
+    assert "JSON.stringify" in m.manifest["stopped"]["error"]
+
+
+def test_jsonl_bad_line_keeps_what_came_before(tmp_path):
+    ok = lambda s: {"step": s, "name": "x", "dtype": "float32", "shape": [2], "data": [s, s]}  # noqa: E731
+    write_lines(tmp_path / "a.jsonl", [{"memstate": "jsonl/1", "implementation": "go", "device": "cpu"},
+                                       ok(0), ok(1), ok(2), "this is not json", ok(3)])
+    m = convert_jsonl(tmp_path / "a.jsonl", tmp_path / "a")
+    assert m.units == [0, 1, 2] and m.status == "stopped" and m.name == "go"
+    assert "a.jsonl: line 5: not valid JSON" in m.manifest["stopped"]["error"]
+    write_lines(tmp_path / "b.jsonl", [ok(0), ok(1)])
+    m = convert_jsonl(tmp_path / "b.jsonl", tmp_path / "b")
+    assert m.units == [0, 1] and "without an end line" in m.manifest["stopped"]["error"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"step": "first", "name": "x", "dtype": "float32", "shape": [1], "data": [1]}, "field 'step'"),
+    ({"step": 0, "name": "x", "dtype": "float16x", "shape": [1], "data": [1]}, "field 'dtype'"),
+    ({"step": 0, "name": "x", "dtype": "float32", "shape": [2, 2], "data": [1]}, "shape [2, 2] needs 4 values"),
+    ({"step": 0, "name": "x", "dtype": "int64", "shape": [1], "data": [1.5]}, "expected an integer"),
+    ({"step": 0, "name": "x", "dtype": "float32", "shape": [1], "data": ["one"]}, "data[0] is 'one'"),
+    ({"step": 0, "dtype": "float32", "shape": [1], "data": [1]}, "field 'name'"),
+])
+def test_jsonl_bad_record_names_line_and_field(tmp_path, bad, message):
+    write_lines(tmp_path / "a.jsonl", [bad])
+    m = convert_jsonl(tmp_path / "a.jsonl", tmp_path / "a")
+    assert m.status == "stopped" and "line 1" in m.manifest["stopped"]["error"]
+    assert message in m.manifest["stopped"]["error"]
