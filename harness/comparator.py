@@ -113,7 +113,7 @@ class Comparison:
             return {k: v for k, v in asdict(r).items()}
         return {
             "verdict": self.verdict,
-            "first": rec(self.first) if self.first else None,
+            "first": rec(self.first) if self.first is not None else None,
             "tolerance": asdict(self.tolerance),
             "a": {k: v for k, v in asdict(self.a).items() if k != "manifest"},
             "b": {k: v for k, v in asdict(self.b).items() if k != "manifest"},

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comparator import Comparison, RecordDiff, Tolerance, choose_tolerance, compare_memstates
+from .comparator import Comparison, RecordDiff, choose_tolerance, compare_memstates
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
 from .data import load_mnist
 from .errors import InputError
@@ -144,7 +144,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: bundled subset)")
     p.add_argument("--params", metavar="FILE", help="parameter JSON (memstate or legacy layout); default: from the seed")
     p.add_argument("--out", metavar="DIR", help="where job and memstates go (default runs/TIME-A-vs-B)")
-    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON ('-' for stdout)")
+    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON; '-' puts it alone on "
+                   "stdout and the text summary on stderr")
     p.add_argument("--rtol", type=float, help="override the relative tolerance")
     p.add_argument("--atol", type=float, help="override the absolute tolerance")
     p.add_argument("--timeout", type=float, help="seconds before an implementation is killed (default 600)")
@@ -182,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; every finished step is kept", file=sys.stderr)
         return 130
-    print(format_text(comparison))
+    to_stdout = args.json == "-"
+    print(format_text(comparison), file=sys.stderr if to_stdout else sys.stdout)
     if args.json:
         text = json.dumps(comparison.to_dict(), indent=1, default=str)
-        if args.json == "-":
+        if to_stdout:
             print(text)
         else:
             Path(args.json).write_text(text)

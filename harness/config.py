@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class Config:
             raise InputError(f"config field 'seed': expected a non-negative integer, got {self.seed!r}")
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
                 raise InputError(f"config field {name!r}: expected a non-negative number, got {value!r}")
             object.__setattr__(self, name, float(value))
 
@@ -59,11 +60,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "config") -> "Config":
+    def from_dict(cls, data: Any, source: str = "config") -> Config:
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a JSON object of config fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -76,7 +77,7 @@ class Config:
             raise InputError(f"{source}: {e}") from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Config":
+    def from_file(cls, path: str | Path) -> Config:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

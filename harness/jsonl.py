@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .errors import InputError
 from .memstate import RECORD_DTYPES, Memstate, MemstateWriter
 from .records import LOAD
 

@@ -46,7 +46,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 class MemstateWriter:
@@ -135,7 +135,7 @@ class Unit:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path) -> "Unit":
+    def open(cls, path: Path) -> Unit:
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:

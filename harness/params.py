@@ -65,7 +65,7 @@ def initial_params(config: Config) -> Params:
         W1 = rng.uniform(-a, a, size=(H, N_IN))
     a = math.sqrt(6.0 / (H + N_OUT))
     W2 = rng.uniform(-a, a, size=(N_OUT, H))
-    f32 = lambda x: x.astype(np.float32).astype(np.float64)  # noqa: E731
+    f32 = lambda x: x.astype(np.float32).astype(np.float64)
     return Params(W1=f32(W1), b1=np.zeros(H), W2=f32(W2), b2=np.zeros(N_OUT))
 
 

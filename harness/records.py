@@ -7,11 +7,11 @@ loaded are the pseudo-step "load", which comes before step 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from .config import Config
 
-Step = Union[int, Literal["load"]]
+Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"
 PARAMETERS = ("hidden/weight", "hidden/bias", "output/weight", "output/bias")
 GRADIENT_OF = {

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMPLS
 
 from harness.comparator import compare_memstates
 from harness.config import Config
 from harness.records import expected_order
-
-from conftest import IMPLS
 
 FOUR = ("pure_python", "numpy", "jax", "torch")
 DEFAULT_20 = Config(steps=20)

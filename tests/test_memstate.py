@@ -123,7 +123,7 @@ def test_jsonl_special_values_and_the_null_trap(tmp_path):
 
 
 def test_jsonl_bad_line_keeps_what_came_before(tmp_path):
-    ok = lambda s: {"step": s, "name": "x", "dtype": "float32", "shape": [2], "data": [s, s]}  # noqa: E731
+    ok = lambda s: {"step": s, "name": "x", "dtype": "float32", "shape": [2], "data": [s, s]}
     write_lines(tmp_path / "a.jsonl", [{"memstate": "jsonl/1", "implementation": "go", "device": "cpu"},
                                        ok(0), ok(1), ok(2), "this is not json", ok(3)])
     m = convert_jsonl(tmp_path / "a.jsonl", tmp_path / "a")

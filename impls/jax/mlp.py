@@ -9,10 +9,9 @@ import json
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 NAMES = ("hidden/weight", "hidden/bias", "output/weight", "output/bias")

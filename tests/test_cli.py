@@ -1,0 +1,159 @@
+"""The command line as a user runs it: real subprocesses, real implementations."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import IMPLS, ROOT, SHARED
+
+from harness.memstate import Memstate
+
+
+def compare(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness.compare", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=timeout)
+
+
+def make_impl(root: Path, body: str, name="planted") -> Path:
+    """A Python implementation directory whose run() is `body` (for crash, hang and import cases)."""
+    d = root / name
+    d.mkdir()
+    (d / "memstate-impl.json").write_text(json.dumps({"name": name, "entry": "impl.py:run"}))
+    (d / "impl.py").write_text(textwrap.dedent(body))
+    return d
+
+
+SMALL = ["--hidden", "16", "--batch-size", "8", "--steps", "4"]
+
+
+def test_readme_default_command_agrees(tmp_path):
+    r = compare("impls/numpy", "impls/jax", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verdict: AGREE" in r.stdout
+    assert "compared 204 records" in r.stdout  # load (4) + 10 steps x 20 records
+    assert (tmp_path / "run" / "a-numpy" / "manifest.json").is_file()
+
+
+def test_softmax_global_sum_is_named_at_step_0_output_softmax(tmp_path):
+    r = compare("impls/numpy", "impls/examples/softmax_global_sum", "--out", tmp_path / "run", "--json", "-")
+    assert r.returncode == 1, r.stderr
+    assert "verdict: DIVERGED at step 0, output/softmax (values)" in r.stderr
+    result = json.loads(r.stdout)  # stdout holds only the JSON
+    assert result["verdict"] == "diverged"
+    assert (result["first"]["step"], result["first"]["name"]) == (0, "output/softmax")
+    first_bad = next(i for i, rec in enumerate(result["records"]) if rec["kind"] != "agree")
+    assert result["records"][first_bad]["name"] == "output/softmax"
+    assert all(rec["step"] in ("load", 0) for rec in result["records"][:first_bad])
+    # the same two memstates compared again from disk give the same answer
+    again = compare(tmp_path / "run" / "a-numpy", tmp_path / "run" / "b-softmax_global_sum")
+    assert again.returncode == 1 and "DIVERGED at step 0, output/softmax" in again.stdout
+
+
+def test_json_lines_side_and_converter(tmp_path):
+    r = compare("impls/numpy", "impls/torch", *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    conv = subprocess.run([sys.executable, "-m", "harness.convert", tmp_path / "run" / "b-torch",
+                           tmp_path / "torch.jsonl"], capture_output=True, text=True)
+    assert conv.returncode == 0, conv.stderr
+    r = compare(tmp_path / "run" / "a-numpy", tmp_path / "torch.jsonl", "--out", tmp_path / "run2")
+    assert r.returncode == 0 and "verdict: AGREE" in r.stdout, r.stdout + r.stderr
+
+
+def test_command_line_implementation(tmp_path):
+    """The protocol for other languages: a program that reads the job and writes JSON lines."""
+    d = tmp_path / "standalone"
+    d.mkdir()
+    script = IMPLS / "pure_python" / "mlp.py"
+    (d / "memstate-impl.json").write_text(json.dumps(
+        {"name": "pure-python-cli", "command": ["{python}", str(script), "{job}", "{out}"]}))
+    r = compare(d, "impls/numpy", *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = Memstate(tmp_path / "run" / "a-pure-python-cli")
+    assert m.status == "complete" and m.manifest["implementation"]["kind"] == "command"
+
+
+def test_legacy_parameters(tmp_path):
+    legacy = SHARED / "legacy" / "params.json"
+    if not legacy.is_file():
+        pytest.skip("no legacy dump")
+    r = compare("impls/numpy", "impls/torch", "--params", legacy, "--steps", "5", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "hidden size 10 taken from" in r.stderr
+    w1 = Memstate(tmp_path / "run" / "a-numpy").get("load", "hidden/weight")
+    raw = json.loads(legacy.read_text())
+    assert w1.shape == (10, 784) and w1[2, 300] == np.float32(raw["w1"][2][300])
+
+
+CRASH = """
+    import json, numpy as np
+    def run(job, record):
+        cfg = json.load(open(job + "/job.json"))["config"]
+        record("load", "hidden/weight", np.zeros((cfg["hidden"], 784), np.float32))
+        for step in range(2):
+            record(step, "input/x", np.zeros((cfg["batch_size"], 784), np.float32))
+        raise RuntimeError("planted failure in step 1")
+"""
+
+
+def test_crash_is_reported_not_raised(tmp_path):
+    r = compare("impls/numpy", make_impl(tmp_path, CRASH), *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 1
+    assert "RuntimeError: planted failure in step 1" in r.stdout
+    assert "Traceback" not in r.stderr.split("running B")[0]  # no harness traceback
+    m = Memstate(tmp_path / "run" / "b-planted")
+    assert m.status == "stopped" and m.units == ["load", 0, 1]
+    assert "planted failure" in m.manifest["stopped"]["stderr_tail"]
+
+
+@pytest.mark.parametrize("body, words", [
+    ("import os, signal\ndef run(job, record):\n    os.kill(os.getpid(), signal.SIGKILL)\n", "killed by signal SIGKILL"),
+    ("import time\ndef run(job, record):\n    time.sleep(60)\n", "timed out after 3 s"),
+    ("def run(job, record)\n    pass\n", "does not load: SyntaxError"),
+    ("import sys\ndef run(job, record):\n    sys.exit(3)\n", "exited with code 3"),
+])
+def test_failing_implementations(tmp_path, body, words):
+    r = compare("impls/numpy", make_impl(tmp_path, body), *SMALL, "--timeout", "3", "--out", tmp_path / "run")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert words in r.stdout
+    assert "DIVERGED at load, hidden/weight (stopped)" in r.stdout
+
+
+def test_impl_directory_never_shadows_a_library(tmp_path):
+    d = make_impl(tmp_path, (IMPLS / "numpy" / "mlp.py").read_text(), name="numpy")
+    (d / "numpy.py").write_text("raise ImportError('the implementation directory was put on sys.path')\n")
+    r = compare(d, "impls/numpy", *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["impls/numpy", "no/such/dir"], "no/such/dir: no such file or directory"),
+    (["impls/numpy", "impls"], "neither an implementation directory"),
+    (["impls/numpy", "impls/jax", "--hidden", "0"], "'hidden': expected a positive integer"),
+    (["impls/numpy", "impls/jax", "--data", "impls"], "no train-images-idx3-ubyte"),
+    (["impls/numpy", "impls/jax", "--params", "pyproject.toml"], "pyproject.toml: not valid JSON"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, args, words):
+    r = compare(*args, "--out", tmp_path / "run")
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bad_implementation_manifest(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "memstate-impl.json").write_text('{"name": "bad", "entry": "../escape.py:run"}')
+    r = compare("impls/numpy", d)
+    assert r.returncode == 2 and "outside the implementation directory" in r.stderr
+    (d / "memstate-impl.json").write_text('{"name": "bad", "command": "./mlp {out}"}')
+    r = compare("impls/numpy", d)
+    assert r.returncode == 2 and "must be a non-empty list of strings (no shell)" in r.stderr
+
+
+def test_user_data_directory(tmp_path, shared_mnist_dir):
+    r = compare("impls/numpy", "impls/torch", *SMALL, "--data", shared_mnist_dir, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    job = json.loads((tmp_path / "run" / "job" / "job.json").read_text())
+    assert job["data"] == str(shared_mnist_dir)
