@@ -1,6 +1,6 @@
 """The memstate directory: a manifest plus one safetensors file per step.
 
-    manifest.json            what ran, on what, and how it ended
+    manifest.json            what ran, on what, and how it ended (written at start and close)
     load.safetensors         the parameters as loaded
     step-000000.safetensors  every record of step 0, and so on
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,9 @@ class MemstateWriter:
             raise InputError(f"{self.dir}: cannot create memstate directory: {e.strerror}") from None
         if any(self.dir.iterdir()):
             raise InputError(f"{self.dir}: memstate directory is not empty; refusing to overwrite")
-        self.manifest = {"format": FORMAT, **manifest, "status": "running", "units": [], "created": now()}
+        self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
         self.manifest.setdefault("runtime", {})
+        self._units: list[Step] = []
         self._step: Step | None = None
         self._tensors: dict[str, np.ndarray] = {}
         self._order: list[str] = []
@@ -84,7 +86,7 @@ class MemstateWriter:
         step = step if step == LOAD else int(step)
         if step != self._step:
             self.flush()
-            done = self.manifest["units"]
+            done = self._units
             ints = [u for u in done if u != LOAD]
             if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
                 raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
@@ -102,22 +104,23 @@ class MemstateWriter:
         self._order.append(name)
 
     def flush(self) -> None:
-        """Write the current step's unit (atomically) and list it in the manifest."""
+        """Write the current step's unit atomically. The manifest is written only at the start
+        and at close(); a reader of a run that never closed finds its steps from the files."""
         if self._step is None or not self._tensors:
             return
         path = self.dir / unit_file(self._step)
         tmp = path.with_name(path.name + ".tmp")
         save_file(self._tensors, str(tmp), metadata={"step": str(self._step), "order": json.dumps(self._order)})
         os.replace(tmp, path)
-        self.manifest["units"].append(self._step)
+        self._units.append(self._step)
         self._tensors, self._order = {}, []
-        self._write_manifest()
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped or interrupted."""
         pending = self._step if self._tensors else None
         self.flush()
         self.manifest["status"] = status
+        self.manifest["units"] = self._units
         if status != "complete":
             self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}
         self.manifest["finished"] = now()
@@ -192,14 +195,22 @@ class Memstate:
             raise InputError(f"{path}: not valid JSON: {e}") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise InputError(f"{path}: field 'format' must be {FORMAT!r}")
+        on_disk = self._units_on_disk()
         units = self.manifest.get("units")
-        if not isinstance(units, list) or any(u != LOAD and not isinstance(u, int) for u in units):
+        if units is None:  # never closed (the writer was killed): the finished step files are the truth
+            units = on_disk
+        elif not isinstance(units, list) or any(u != LOAD and not isinstance(u, int) for u in units):
             raise InputError(f"{path}: field 'units' must list 'load' and step numbers")
         for u in units:
-            if not (self.dir / unit_file(u)).is_file():
+            if u not in on_disk:
                 raise InputError(f"{path}: lists {step_label(u)} but {unit_file(u)} is missing")
         self.units: list[Step] = units
         self._open: dict[Step, Unit] = {}
+
+    def _units_on_disk(self) -> list[Step]:
+        steps = sorted(int(m.group(1)) for f in self.dir.glob("step-*.safetensors")
+                       if (m := re.fullmatch(r"step-(\d+)\.safetensors", f.name)))
+        return ([LOAD] if (self.dir / unit_file(LOAD)).is_file() else []) + steps
 
     @property
     def status(self) -> str:
