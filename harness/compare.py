@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {result.status} in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
                 states.append(Memstate(result.memstate))
             elif side.jsonl is not None:
-                states.append(convert_jsonl(side.jsonl, target))
+                converted = convert_jsonl(side.jsonl, target)
+                if not converted.units:  # nothing readable at all: bad input, not a run that stopped
+                    raise InputError((converted.manifest.get("stopped") or {}).get("error")
+                                     or f"{side.jsonl}: holds no records")
+                states.append(converted)
             else:
                 states.append(side.memstate)
         tol = choose_tolerance(states[0], states[1], args.rtol, args.atol)

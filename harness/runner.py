@@ -177,15 +177,17 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     elif not (out / MANIFEST).exists():
         MemstateWriter(out, manifest).close("stopped", error=launch_error or "no memstate was written")
     state = json.loads((out / MANIFEST).read_text())
-    failed = launch_error or code != 0
-    if failed and state.get("status") in ("running", "complete"):
+    if launch_error or code != 0:
         why = launch_error or f"the process {_describe_exit(code, timed_out)}"
-        state["status"] = "stopped"
-        state["stopped"] = {**(state.get("stopped") or {}), "error": why, "returncode": code}
-    if failed:
-        state.setdefault("stopped", {})["stderr_tail"] = stderr_tail
-        if timed_out is not None:
-            state["stopped"]["error"] = f"the process {_describe_exit(code, timed_out)}"
+        stopped = state.get("stopped") or {}
+        own = stopped.get("error") if state.get("status") in ("stopped", "interrupted") else None
+        if impl.command and own and not state.get("units"):
+            own = None  # "cannot read the .jsonl" only repeats that the process wrote nothing
+        if timed_out is None and own:
+            why = f"{own} ({why})"  # the implementation's own error first, then how the process ended
+        if state.get("status") != "interrupted":
+            state["status"] = "stopped"
+        state["stopped"] = {**stopped, "error": why, "returncode": code, "stderr_tail": stderr_tail}
     state["wall_seconds"] = round(seconds, 3)
     write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
     result = Memstate(out)

@@ -102,8 +102,8 @@ CRASH = """
 def test_crash_is_reported_not_raised(tmp_path):
     r = compare("impls/numpy", make_impl(tmp_path, CRASH), *SMALL, "--out", tmp_path / "run")
     assert r.returncode == 1
-    assert "RuntimeError: planted failure in step 1" in r.stdout
-    assert "Traceback" not in r.stderr.split("running B")[0]  # no harness traceback
+    assert "RuntimeError: planted failure in step 1 (the process exited with code 1)" in r.stdout
+    assert "Traceback" not in r.stderr  # the child's traceback is in its own stderr file, not the harness's
     m = Memstate(tmp_path / "run" / "b-planted")
     assert m.status == "stopped" and m.units == ["load", 0, 1]
     assert "planted failure" in m.manifest["stopped"]["stderr_tail"]
@@ -157,3 +157,20 @@ def test_user_data_directory(tmp_path, shared_mnist_dir):
     assert r.returncode == 0, r.stdout + r.stderr
     job = json.loads((tmp_path / "run" / "job" / "job.json").read_text())
     assert job["data"] == str(shared_mnist_dir)
+
+
+def test_a_file_that_is_no_memstate_is_bad_input(tmp_path):
+    r = compare("impls/numpy", "pyproject.toml", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "pyproject.toml: line 1: not valid JSON" in r.stderr, r.stderr
+
+
+def test_command_that_writes_nothing_reports_its_exit(tmp_path):
+    d = tmp_path / "silent"
+    d.mkdir()
+    (d / "memstate-impl.json").write_text(json.dumps(
+        {"name": "silent", "command": ["{python}", "-c", "import sys; sys.exit('no job for me')", "{out}"]}))
+    r = compare("impls/numpy", d, *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 1
+    assert "B stopped before writing anything: the process exited with code 1" in r.stdout
+    m = Memstate(tmp_path / "run" / "b-silent")
+    assert "no job for me" in m.manifest["stopped"]["stderr_tail"]
