@@ -234,9 +234,35 @@ def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: 
     return Tolerance(dtype, r if rtol is None else rtol, t if atol is None else atol)
 
 
+def _keys(ms: Memstate) -> list[tuple[Step, str]]:
+    return [(step, name) for step in ms.units for name in ms.unit(step)]
+
+
+def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> list[tuple[Step, str]]:
+    """Every (step, name) to look at: the config's expected records in spec order, with any
+    record the spec does not name placed at the end of its step."""
+    steps = max([cfg.steps if cfg else 0] + [u + 1 for m in (a, b) for u in m.units if u != LOAD])
+    expected = expected_order(cfg.replace(steps=steps)) if cfg else []
+    known = set(expected)
+    extra = [k for k in _keys(a) + _keys(b) if k not in known]
+    by_step: dict[Step, list[str]] = {}
+    for step, name in extra:
+        if name not in by_step.setdefault(step, []):
+            by_step[step].append(name)
+    out: list[tuple[Step, str]] = []
+    units = [LOAD] + sorted({s for s, _ in expected + extra if s != LOAD})
+    for step in units:
+        out += [k for k in expected if k[0] == step] + [(step, n) for n in by_step.get(step, [])]
+    return out
+
+
 def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
                       labels: tuple[str, str] = ("A", "B")) -> Comparison:
-    """Compare every record both sides hold, in the spec's order; see the module docstring."""
+    """Compare every record both sides hold, in the spec's order; see the module docstring.
+
+    A side that did not complete yields a `stopped` divergence at the first record it lacks,
+    so two runs that both failed never read as agreeing.
+    """
     tol = tolerance or choose_tolerance(a, b)
     result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [])
     result.manifest_diff = manifest_differences(a, b)
@@ -247,45 +273,39 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         result.notes.append("the two sides ran different configs: " +
                             ", ".join(p.removeprefix("config.") for p in sorted(changed) if p.startswith("config.")))
     cfg = _config(a) or _config(b)
-    canonical = [n for s, n in expected_order(cfg.replace(steps=1)) if s == 0] if cfg else []
-    load_names = [n for s, n in expected_order(cfg.replace(steps=1)) if s == LOAD] if cfg else []
-    known = set(canonical) | set(load_names)
-
-    units_a, units_b = list(a.units), list(b.units)
-    units = [u for u in [LOAD] + sorted({u for u in units_a + units_b if u != LOAD}) if u in units_a or u in units_b]
+    known = set(expected_order(cfg.replace(steps=1))) if cfg else set()
+    keys = record_keys(a, b, cfg)
+    have = {labels[0]: set(_keys(a)), labels[1]: set(_keys(b))}
+    sides = {labels[0]: a, labels[1]: b}
     unknown: set[str] = set()
-    for step in units:
-        ua, ub = a.unit(step), b.unit(step)
-        stop_a = step not in units_a or (a.status != "complete" and step == units_a[-1] and _partial(a))
-        stop_b = step not in units_b or (b.status != "complete" and step == units_b[-1] and _partial(b))
-        if step not in units_a or step not in units_b:
-            lacking, ms = (a, labels[0]) if step not in units_a else (b, labels[1])
-            if lacking.status == "complete":
-                result.notes.append(f"{ms} has no {step_label(step)} (it ran fewer steps); compared the steps both have")
+    for step, name in keys:
+        x, y = a.get(step, name), b.get(step, name)
+        if x is None or y is None:
+            lacking = [lab for lab, k in have.items() if (step, name) not in k]
+            stopped = [lab for lab in lacking if sides[lab].status != "complete"]
+            if stopped:
+                why = "; ".join(f"{lab} {sides[lab].stop_summary()}" for lab in stopped)
+                result.records.append(RecordDiff(step, name, STOPPED, note=why))
+                result.notes.append(why)
                 break
-        order = load_names if step == LOAD else canonical
-        names = [n for n in order if n in ua or n in ub]
-        names += [n for n in list(ua) + [n for n in ub if n not in ua] if n not in order]
-        for name in names:
-            if name not in known:
-                unknown.add(name)
-            x, y = ua.get(name), ub.get(name)
-            if x is None or y is None:
-                side_lacking = labels[0] if x is None else labels[1]
-                stopped_side = (x is None and stop_a) or (y is None and stop_b)
-                if stopped_side:
-                    ms = a if x is None else b
-                    result.records.append(RecordDiff(step, name, STOPPED, note=f"{side_lacking} {ms.stop_summary()}"))
-                    result.notes.append(f"{side_lacking} {ms.stop_summary()}")
-                    return _finish(result, unknown)
-                result.records.append(RecordDiff(step, name, MISSING, note=f"{side_lacking} has no such record"))
-                continue
-            result.records.append(compare_record(step, name, x, y, tol))
+            if len(lacking) == 2:
+                continue  # neither side has it (e.g. both ran fewer steps than the config says)
+            if step != LOAD and not any(s == step for s, _ in have[lacking[0]]):
+                result.notes.append(f"{lacking[0]} has no {step_label(step)} (it ran fewer steps); "
+                                    f"compared the steps both have")
+                break
+            result.records.append(RecordDiff(step, name, MISSING, note=f"{lacking[0]} has no such record"))
+            continue
+        if (0, name) not in known and (LOAD, name) not in known:
+            unknown.add(name)
+        result.records.append(compare_record(step, name, x, y, tol))
+    else:
+        for lab, ms in sides.items():  # stopped after writing everything the config asks for
+            if ms.status != "complete":
+                last = keys[-1] if keys else (LOAD, "-")
+                result.records.append(RecordDiff(last[0], last[1], STOPPED, note=f"{lab} {ms.stop_summary()}"))
+                break
     return _finish(result, unknown)
-
-
-def _partial(ms: Memstate) -> bool:
-    return (ms.manifest.get("stopped") or {}).get("partial_step") is not None
 
 
 def _finish(result: Comparison, unknown: set[str]) -> Comparison:

@@ -32,7 +32,7 @@ class Job:
 
 def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mnist) -> Job:
     """Write the job files; every implementation run on this job sees exactly the same inputs."""
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # implementations run in their own directory
     if params.hidden != config.hidden:
         raise InputError(f"parameters have H={params.hidden} but the config says hidden={config.hidden}")
     try:

@@ -31,11 +31,13 @@ SMALL = ["--hidden", "16", "--batch-size", "8", "--steps", "4"]
 
 
 def test_readme_default_command_agrees(tmp_path):
-    r = compare("impls/numpy", "impls/jax", "--out", tmp_path / "run")
+    """Exactly the README's command: relative paths, no --out (runs/ under the working directory)."""
+    (tmp_path / "impls").symlink_to(IMPLS)
+    r = compare("impls/numpy", "impls/jax", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict: AGREE" in r.stdout
     assert "compared 204 records" in r.stdout  # load (4) + 10 steps x 20 records
-    assert (tmp_path / "run" / "a-numpy" / "manifest.json").is_file()
+    assert len(list(tmp_path.glob("runs/*-numpy-vs-jax/a-numpy/step-000009.safetensors"))) == 1
 
 
 def test_softmax_global_sum_is_named_at_step_0_output_softmax(tmp_path):
@@ -174,3 +176,12 @@ def test_command_that_writes_nothing_reports_its_exit(tmp_path):
     assert "B stopped before writing anything: the process exited with code 1" in r.stdout
     m = Memstate(tmp_path / "run" / "b-silent")
     assert "no job for me" in m.manifest["stopped"]["stderr_tail"]
+
+
+def test_two_sides_that_both_fail_never_agree(tmp_path):
+    body = "def run(job, record):\n    raise ValueError('cannot even start')\n"
+    r = compare(make_impl(tmp_path, body, "one"), make_impl(tmp_path, body, "two"), *SMALL, "--out", tmp_path / "run")
+    assert r.returncode == 1, r.stdout
+    assert "compared 0 records" not in r.stdout
+    assert "verdict: DIVERGED at load, hidden/weight (stopped)" in r.stdout
+    assert "A stopped before writing anything: ValueError: cannot even start" in r.stdout

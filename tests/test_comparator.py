@@ -160,3 +160,19 @@ def test_result_serialises_to_json(base, tmp_path):
     c = compare_memstates(base, altered(base, tmp_path / "b"))
     d = json.loads(json.dumps(c.to_dict(), default=str))
     assert d["verdict"] == "agree" and d["counts"]["records"] == len(expected_order(CFG))
+
+
+def test_both_stopped_at_the_same_place_is_not_agreement(base, tmp_path):
+    a = altered(base, tmp_path / "a", stop_at=(3, "output/softmax"))
+    b = altered(base, tmp_path / "b", stop_at=(3, "output/softmax"))
+    c = compare_memstates(a, b)
+    assert not c
+    assert (c.first.step, c.first.name, c.first.kind) == (3, "output/softmax", "stopped")
+    assert c.first.note.startswith("A stopped after step 3") and "; B stopped after step 3" in c.first.note
+
+
+def test_a_run_that_failed_after_its_last_record_is_still_reported(base, tmp_path):
+    b = altered(base, tmp_path / "b", status="stopped")
+    c = compare_memstates(base, b)
+    assert not c and c.first.kind == "stopped" and c.first.step == CFG.steps - 1
+    assert all(r for r in c.records[:-1])
