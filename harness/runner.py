@@ -5,13 +5,19 @@ An implementation directory holds memstate-impl.json, either
     {"name": "numpy", "entry": "mlp.py:run"}                       a Python function, or
     {"name": "go", "command": ["./mlp", "{job}", "{out}"]}          any program
 
-Both run in a child process, so a crash, a hang or a kill costs only that side.
+A program may have a build step: "build" (a command, with {build} for its output directory)
+and "sources" (the files it reads). It runs once per distinct sources-and-command, into a
+cache directory keyed by their hash, so a change to any source rebuilds. Everything runs in
+a child process, so a crash, a hang, a kill or a failed build costs only that side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +33,7 @@ from .memstate import MANIFEST, Memstate, MemstateWriter, write_atomic
 
 IMPL_MANIFEST = "memstate-impl.json"
 DEFAULT_TIMEOUT = 600.0
-PLACEHOLDERS = ("{job}", "{out}", "{python}")
+BUILD_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Implementation:
     entry: str | None = None  # "file.py:function"
     command: tuple[str, ...] | None = None
     timeout: float | None = None
+    build: tuple[str, ...] | None = None
+    sources: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -83,7 +91,61 @@ def load_implementation(path: str | Path) -> Implementation:
     timeout = data.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise InputError(f"{mpath}: field 'timeout' must be a positive number of seconds")
-    return Implementation(directory, name, entry, command, timeout)
+    build, sources = data.get("build"), data.get("sources", [])
+    if build is not None:
+        if command is None:
+            raise InputError(f"{mpath}: field 'build' needs a 'command' to run what it builds")
+        if not isinstance(build, list) or not build or not all(isinstance(b, str) for b in build):
+            raise InputError(f"{mpath}: field 'build' must be a non-empty list of strings (no shell), got {build!r}")
+        build = tuple(build)
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+        raise InputError(f"{mpath}: field 'sources' must be a list of file names")
+    for src in sources:
+        path = (directory / src).resolve()
+        if directory not in path.parents:
+            raise InputError(f"{mpath}: source {src!r} is outside the implementation directory")
+        if not path.is_file():
+            raise InputError(f"{mpath}: source {src!r} does not exist in {directory}")
+    return Implementation(directory, name, entry, command, timeout, build, tuple(sources))
+
+
+def build_directory(impl: Implementation) -> Path:
+    """Where `impl`'s build goes: keyed by the build command and every source's name and bytes."""
+    digest = hashlib.sha256(json.dumps(impl.build).encode())
+    for src in sorted(impl.sources):
+        digest.update(src.encode() + b"\0" + (impl.dir / src).read_bytes() + b"\0")
+    root = Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
+    return root / "build" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', impl.name)}-{digest.hexdigest()[:16]}"
+
+
+def ensure_built(impl: Implementation) -> tuple[Path | None, str | None, str]:
+    """Build `impl` unless this exact build exists. Returns (directory, error, build output)."""
+    target = build_directory(impl)
+    if (target / ".built").is_file():
+        return target, None, ""
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    args = [a.replace("{build}", str(tmp)) for a in impl.build or ()]
+    try:
+        proc = subprocess.run(args, cwd=impl.dir, capture_output=True, timeout=BUILD_TIMEOUT, check=False)
+    except FileNotFoundError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, (f"build tool {args[0]!r} is not installed; {impl.dir / IMPL_MANIFEST} needs it "
+                      f"to build {impl.name}"), ""
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"the build ({args[0]}) took over {BUILD_TIMEOUT:g} s and was killed", ""
+    output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"the build failed: {args[0]} exited with code {proc.returncode}", output[-4000:]
+    (tmp / ".built").write_text(json.dumps({"build": args, "sources": list(impl.sources)}))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # built meanwhile by another process: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target, None, output
 
 
 @dataclass
@@ -142,7 +204,12 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
         args = [sys.executable, "-P", "-m", "harness._child", str(impl.dir), impl.entry, str(job.dir), str(out),
                 json.dumps(manifest)]
     else:
-        subst = {"{job}": str(job.dir.resolve()), "{out}": str(jsonl), "{python}": sys.executable}
+        built, build_error, build_output = ensure_built(impl) if impl.build else (None, None, "")
+        if build_error:
+            MemstateWriter(out, manifest).close("stopped", error=build_error, build_output=build_output)
+            return RunResult(impl, out, "stopped", build_error, 0.0, None)
+        subst = {"{job}": str(job.dir.resolve()), "{out}": str(jsonl), "{python}": sys.executable,
+                 "{build}": str(built)}
         args = []
         for a in impl.command or ():
             for k, v in subst.items():
