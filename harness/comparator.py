@@ -144,6 +144,7 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
             diff.worst_ratio = float("inf")
             diff.kind = LABELS if diff.name == "input/y" else VALUES
         return diff
+    exact = tol.rtol == 0 and tol.atol == 0
     cmp = np.dtype(tol.dtype)
     ca, cb = np.asarray(a).astype(cmp), np.asarray(b).astype(cmp)  # judged at the lower precision
     da, db = ca.astype(np.float64), cb.astype(np.float64)
@@ -157,7 +158,7 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
         scale = np.where(np.isfinite(scale), scale, 0.0)
         record_scale = max(float(scale.max(initial=0.0)), float(np.finfo(cmp).tiny))
         allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
-        ratio = err / allowed
+        ratio = np.where(err == 0, 0.0, np.inf) if exact else err / allowed
         rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
         ulp = np.where(same, 0.0, np.abs(_ordered(ca) - _ordered(cb)))
     if diff.size == 0:
@@ -176,11 +177,37 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
     return diff
 
 
-def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tolerance) -> RecordDiff:
+def printed_format(exact: np.ndarray, seen: np.ndarray, sample: int = 500) -> str | None:
+    """The printf format (%.Ng or %.Nf) that turns `exact` into `seen` when printed and read
+    back, if one does: the mark of a port that wrote its floats with too few digits."""
+    if exact.dtype.kind != "f" or seen.dtype.kind != "f":
+        return None
+    differ = np.flatnonzero(np.asarray(exact != seen).ravel())
+    if not differ.size:
+        return None
+    xs, ys = exact.ravel()[differ[:sample]], seen.ravel()[differ[:sample]]
+    for digits in range(1, 17):
+        for fmt in (f"%.{digits}g", f"%.{digits}f"):
+            back = np.array([float(fmt % float(x)) for x in xs]).astype(seen.dtype)
+            if np.array_equal(back, ys):
+                return fmt
+    return None
+
+
+def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tolerance,
+                   labels: tuple[str, str] = ("A", "B")) -> RecordDiff:
     diff = RecordDiff(step, name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
                       dtype_a=a.dtype.name, dtype_b=b.dtype.name)
     if a.shape == b.shape:
-        return compare_values(diff, a, b, tol)
+        compare_values(diff, a, b, tol)
+        if step == LOAD and diff.kind == VALUES:  # the loaded parameters: the same file on both sides
+            for exact, seen, (x, y) in ((a, b, labels), (b, a, labels[::-1])):
+                fmt = printed_format(np.asarray(exact), np.asarray(seen))
+                if fmt:
+                    diff.note = (f"{y}'s values are {x}'s printed as {fmt} and read back: {y} wrote its floats "
+                                 f"with too few digits (print float32 with %.9g, float64 with %.17g)")
+                    break
+        return diff
     diff.kind = SHAPE
     if a.ndim == 2 and b.ndim == 2 and a.shape == b.shape[::-1]:
         again = compare_values(RecordDiff(step, name), a, b.T, tol)
@@ -298,7 +325,9 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             continue
         if (0, name) not in known and (LOAD, name) not in known:
             unknown.add(name)
-        result.records.append(compare_record(step, name, x, y, tol))
+        # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values.
+        record_tol = Tolerance(tol.dtype, 0.0, 0.0) if step == LOAD else tol
+        result.records.append(compare_record(step, name, x, y, record_tol, labels))
     else:
         for lab, ms in sides.items():  # stopped after writing everything the config asks for
             if ms.status != "complete":

@@ -95,3 +95,24 @@ def test_compile_error_is_reported_with_the_compiler_output(tmp_path):
     assert r.returncode == 1 and "the build failed: g++ exited with code 1" in r.stdout
     manifest = json.loads((tmp_path / "run" / "b-cpp" / "manifest.json").read_text())
     assert "oops" in manifest["stopped"]["build_output"] and "was not declared" in manifest["stopped"]["build_output"]
+
+
+@pytest.mark.parametrize("fmt, named", [("%.6g", "%.6g"), ("%f", "%.6f"), ("%.7g", "%.7g")])
+def test_floats_printed_with_too_few_digits_are_named_as_the_cause(runs, tmp_path, fmt, named):
+    """A port that prints floats with C's defaults: every record is a little off, and the load
+    records, which must equal the parameter file, show why."""
+    from harness.memstate import Memstate
+    from harness.jsonl import convert_jsonl
+
+    numpy = runs.run("numpy", Config(hidden=16, batch_size=8, steps=2))
+    lines = []
+    for step in numpy.units:
+        for name, arr in numpy.unit(step).items():
+            data = [float(fmt % v) for v in arr.ravel().tolist()] if arr.dtype.kind == "f" else arr.ravel().tolist()
+            lines.append(json.dumps({"step": step, "name": name, "dtype": arr.dtype.name,
+                                     "shape": list(arr.shape), "data": data}))
+    (tmp_path / "port.jsonl").write_text("\n".join(lines + ['{"end": "complete"}']) + "\n")
+    port = convert_jsonl(tmp_path / "port.jsonl", tmp_path / "port")
+    c = compare_memstates(Memstate(numpy.dir), port)
+    assert (c.first.step, c.first.name, c.first.kind) == ("load", "hidden/weight", "values")
+    assert f"B's values are A's printed as {named} and read back: B wrote its floats with too few digits" in c.first.note
