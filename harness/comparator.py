@@ -293,21 +293,32 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     tol = tolerance or choose_tolerance(a, b)
     result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [])
     result.manifest_diff = manifest_differences(a, b)
-    changed = {p for p, _, _ in result.manifest_diff}
+    changed = {p for p, x, y in result.manifest_diff if x is not None and y is not None}  # both sides say
     if "params_sha256" in changed:
         result.notes.append("the two sides were given different parameter files (params_sha256 differs)")
-    if any(p.startswith("config") and p != "config.dtype" for p in changed):
-        result.notes.append("the two sides ran different configs: " +
-                            ", ".join(p.removeprefix("config.") for p in sorted(changed) if p.startswith("config.")))
+    config_fields = sorted(p.removeprefix("config.") for p in changed if p.startswith("config.") and p != "config.dtype")
+    if config_fields:
+        result.notes.append("the two sides ran different configs: " + ", ".join(config_fields))
     cfg = _config(a) or _config(b)
     known = set(expected_order(cfg.replace(steps=1))) if cfg else set()
     keys = record_keys(a, b, cfg)
     have = {labels[0]: set(_keys(a)), labels[1]: set(_keys(b))}
     sides = {labels[0]: a, labels[1]: b}
+    unmapped = {lab: {(u[0], u[1]): u[2] for u in ms.manifest.get("unmapped", [])} for lab, ms in sides.items()}
+    for lab, items in unmapped.items():
+        by_reason: dict[str, list[str]] = {}
+        for (s, n), why in items.items():
+            by_reason.setdefault(why, []).append(f"{step_label(s)} {n}")
+        for why, where in by_reason.items():
+            result.notes.append(f"{lab} cannot hold {', '.join(where)}: {why}")
+        for name, how in sides[lab].manifest.get("legacy_notes", {}).items():
+            result.notes.append(f"{lab} {name}: {how}")
     unknown: set[str] = set()
     for step, name in keys:
         x, y = a.get(step, name), b.get(step, name)
         if x is None or y is None:
+            if any((step, name) in unmapped[lab] for lab in sides):
+                continue  # a record that side's format cannot hold: listed in the notes
             lacking = [lab for lab, k in have.items() if (step, name) not in k]
             stopped = [lab for lab in lacking if sides[lab].status != "complete"]
             if stopped:

@@ -20,6 +20,7 @@ from .data import load_mnist
 from .errors import InputError
 from .job import Job, prepare_job
 from .jsonl import convert_jsonl
+from .legacy import convert_legacy, looks_legacy
 from .memstate import MANIFEST, Memstate
 from .params import initial_params, load_params
 from .records import step_label
@@ -34,6 +35,7 @@ class SideInput:
     impl: Implementation | None = None
     memstate: Memstate | None = None
     jsonl: Path | None = None
+    legacy: Path | None = None
 
     @property
     def name(self) -> str:
@@ -51,6 +53,13 @@ def resolve(arg: str) -> SideInput:
     if path.is_dir() and (path / MANIFEST).is_file():
         return SideInput(path, memstate=Memstate(path))
     if path.is_file():
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                data = None
+            if looks_legacy(data):
+                return SideInput(path, legacy=path)
         return SideInput(path, jsonl=path)
     if not path.exists():
         raise InputError(f"{arg}: no such file or directory")
@@ -139,7 +148,8 @@ def exit_code(c: Comparison) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a", metavar="A", help="implementation directory, memstate directory or .jsonl memstate")
+    p.add_argument("a", metavar="A", help="implementation directory, memstate directory, .jsonl memstate, "
+                   "or a legacy one-step .json dump")
     p.add_argument("b", metavar="B", help="the other side")
     p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: bundled subset)")
     p.add_argument("--params", metavar="FILE", help="parameter JSON (memstate or legacy layout); default: from the seed")
@@ -171,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_implementation(side.impl, job, target, timeout=args.timeout)
                 log(f"  {result.status} in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
                 states.append(Memstate(result.memstate))
+            elif side.legacy is not None:
+                loss = job.config.loss if job else (next((s.memstate.config.get("loss") for s in sides if s.memstate),
+                                                         None) or "cross_entropy")
+                states.append(convert_legacy(side.legacy, target, loss=loss))
             elif side.jsonl is not None:
                 converted = convert_jsonl(side.jsonl, target)
                 if not converted.units:  # nothing readable at all: bad input, not a run that stopped
