@@ -1,0 +1,43 @@
+"""A port in a language the harness knows nothing about: JavaScript, written from docs/porting.md."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.comparator import compare_memstates
+from harness.config import Config
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: no JavaScript port to run")
+
+
+def js_port(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
+    d = tmp_path / "js-port"
+    d.mkdir()
+    source = (HERE / "ports" / "mlp.js").read_text()
+    if replace:
+        assert source.count(replace[0]) == 1
+        source = source.replace(*replace)
+    (d / "mlp.js").write_text(source)
+    (d / "memstate-impl.json").write_text(json.dumps({"name": "js", "command": ["node", "mlp.js", "{job}", "{out}"]}))
+    return d
+
+
+@pytest.mark.parametrize("config", [
+    Config(hidden=16, batch_size=8, steps=5, dtype="float64"),
+    Config(hidden=16, batch_size=8, steps=5),
+    Config(hidden=16, batch_size=8, steps=5, activation="tanh", loss="mse", optimizer="momentum", weight_decay=1e-3),
+], ids=["relu-ce-sgd-f64", "relu-ce-sgd-f32", "tanh-mse-momentum-f32"])
+def test_javascript_port_agrees_with_numpy(runs, tmp_path, config):
+    c = compare_memstates(runs.run("numpy", config), runs.run(js_port(tmp_path), config))
+    assert c, f"{c.first.where}: {c.first.kind} {c.first.note}"
+    assert c.b.manifest["runtime"]["versions"]["node"].startswith("v")
+
+
+def test_planted_bug_in_the_javascript_port(runs, tmp_path):
+    config = Config(hidden=16, batch_size=8, steps=3)
+    bug = js_port(tmp_path, ("if (ce) P[i * C + c] = r(P[i * C + c] / sum);", "if (ce) P[i * C + c] = r(P[i * C + c] / (sum + 1e-3));"))
+    c = compare_memstates(runs.run("numpy", config), runs.run(bug, config))
+    assert (c.first.step, c.first.name, c.first.kind) == (0, "output/softmax", "values")
