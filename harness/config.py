@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, read_json
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("cross_entropy", "mse")  # cross_entropy: softmax output; mse: sigmoid output
@@ -78,14 +77,7 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as e:
-            raise InputError(f"{path}: cannot read config file: {e.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: not valid JSON: {e}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "config file"), source=str(path))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,5 +107,5 @@ def explicit_fields(args: argparse.Namespace) -> set[str]:
     """The config fields the user set on the command line or in --config."""
     names = {f.name for f in fields(Config) if getattr(args, f"cfg_{f.name}") is not None}
     if args.config:
-        names |= set(json.loads(Path(args.config).read_text()))
+        names |= set(read_json(args.config, "config file"))
     return names

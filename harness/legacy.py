@@ -9,13 +9,12 @@ skipped by the comparison.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, read_json
 from .memstate import Memstate, MemstateWriter
 from .records import LOAD, PARAMETERS
 
@@ -57,10 +56,7 @@ def _scale(dW: np.ndarray | None, dZ: np.ndarray, inputs: np.ndarray, m: int) ->
 def convert_legacy(source: str | Path, target: str | Path, loss: str = "cross_entropy", step: int = 0) -> Memstate:
     """Map one legacy dump onto the spec's records of `step`, as a memstate in `target`."""
     source = Path(source)
-    try:
-        data = json.loads(source.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{source}: cannot read the legacy dump: {e}") from None
+    data = read_json(source, "legacy dump")
     if not looks_legacy(data):
         raise InputError(f"{source}: not a legacy dump (expected keys such as X Z1 W1)")
     unknown = sorted(set(data) - set(KEYS))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from .errors import InputError
+from .errors import InputError, read_json
 from .records import LOAD, Step, step_label
 
 FORMAT = "memstate/1"
@@ -189,10 +189,7 @@ class Memstate:
         path = self.dir / MANIFEST
         if not path.is_file():
             raise InputError(f"{self.dir}: not a memstate (no {MANIFEST})")
-        try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: not valid JSON: {e}") from None
+        self.manifest: dict[str, Any] = read_json(path, "memstate manifest")
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise InputError(f"{path}: field 'format' must be {FORMAT!r}")
         on_disk = self._units_on_disk()

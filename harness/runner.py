@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, read_json
 from .job import Job
 from .jsonl import convert_jsonl
 from .memstate import MANIFEST, Memstate, MemstateWriter, write_atomic
@@ -60,12 +60,7 @@ def is_implementation(path: str | Path) -> bool:
 def load_implementation(path: str | Path) -> Implementation:
     directory = Path(path).resolve()
     mpath = directory / IMPL_MANIFEST
-    try:
-        data = json.loads(mpath.read_text())
-    except OSError as e:
-        raise InputError(f"{mpath}: cannot read implementation manifest: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{mpath}: not valid JSON: {e}") from None
+    data = read_json(mpath, "implementation manifest")
     if not isinstance(data, dict):
         raise InputError(f"{mpath}: expected a JSON object")
     name = data.get("name", directory.name)

@@ -6,13 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import IMPLS, ROOT
+from test_implementations import VARIANTS, label
 
 from harness.comparator import compare_memstates
 from harness.config import Config
+from harness.jsonl import convert_jsonl
+from harness.memstate import Memstate
 from harness.runner import build_directory, ensure_built, load_implementation
-
-from conftest import IMPLS, ROOT
-from test_implementations import VARIANTS, label
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the C++ port cannot be built")
 
@@ -101,9 +102,6 @@ def test_compile_error_is_reported_with_the_compiler_output(tmp_path):
 def test_floats_printed_with_too_few_digits_are_named_as_the_cause(runs, tmp_path, fmt, named):
     """A port that prints floats with C's defaults: every record is a little off, and the load
     records, which must equal the parameter file, show why."""
-    from harness.memstate import Memstate
-    from harness.jsonl import convert_jsonl
-
     numpy = runs.run("numpy", Config(hidden=16, batch_size=8, steps=2))
     lines = []
     for step in numpy.units:

@@ -6,12 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from harness.comparator import compare_memstates
 from harness.config import Config
 from harness.legacy import convert_legacy
-
-from conftest import ROOT
 
 CFG = Config(hidden=10, batch_size=32, steps=3, lr=0.1)
 
