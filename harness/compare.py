@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         sides = [resolve(args.a), resolve(args.b)]
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}"
+        if out.exists() and any(out.iterdir()):
+            raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
         job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
         states = []
         for label, side in zip("AB", sides):

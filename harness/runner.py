@@ -180,6 +180,8 @@ def _describe_exit(code: int | None, timed_out: float | None) -> str:
 def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout: float | None = None) -> RunResult:
     """Run `impl` on `job`, writing its memstate to `out`. Never raises for the impl's own failures."""
     out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: already holds a memstate; refusing to overwrite it (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     timeout = timeout or impl.timeout or DEFAULT_TIMEOUT
     manifest: dict[str, Any] = {

@@ -185,3 +185,12 @@ def test_two_sides_that_both_fail_never_agree(tmp_path):
     assert "compared 0 records" not in r.stdout
     assert "verdict: DIVERGED at load, hidden/weight (stopped)" in r.stdout
     assert "A stopped before writing anything: ValueError: cannot even start" in r.stdout
+
+
+def test_an_earlier_run_is_never_overwritten(tmp_path):
+    assert compare("impls/numpy", "impls/torch", *SMALL, "--out", tmp_path / "run").returncode == 0
+    files = sorted(p for p in (tmp_path / "run").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    r = compare("impls/numpy", "impls/torch", *SMALL, "--seed", "5", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "already holds a run; refusing to overwrite it" in r.stderr
+    assert {p: p.read_bytes() for p in files} == before  # the job and both memstates untouched
