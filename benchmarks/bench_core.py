@@ -5,13 +5,15 @@
 Per implementation, the baseline is its own bare step in the same run: run() with a recorder
 that drops every record. "recorded" is the same run() writing a real memstate. Step time is
 the median gap between the first records of consecutive steps, step 0 (JIT compile) excluded.
-The end-to-end time is `python -m harness.compare impls/numpy impls/jax` as the README runs it.
+The end-to-end times are `python -m harness.compare impls/numpy impls/jax` as the README runs it,
+and the same against the C++ port (a subprocess writing JSON lines).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import subprocess
 import sys
@@ -67,21 +69,24 @@ def main() -> None:
     mnist = load_mnist()
     tmp = Path(tempfile.mkdtemp(prefix="memstate-bench-"))
 
-    print(f"end to end: python -m harness.compare impls/numpy impls/jax (default config, {Config().steps} steps)")
-    walls = []
-    for i in range(args.repeat):
+    for other in ("jax", "cpp"):
+        print(f"end to end: python -m harness.compare impls/numpy impls/{other} (default config, {Config().steps} steps)")
+        walls = []
+        for i in range(args.repeat):
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "harness.compare", "impls/numpy", f"impls/{other}", "--quiet",
+                                "--out", str(tmp / f"e2e-{other}{i}")], cwd=ROOT, capture_output=True, text=True,
+                               check=False)
+            walls.append(time.perf_counter() - t)
+            assert r.returncode == 0, r.stdout + r.stderr
+        a, b = Memstate(tmp / f"e2e-{other}0" / "a-numpy"), Memstate(tmp / f"e2e-{other}0" / f"b-{other}")
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "harness.compare", "impls/numpy", "impls/jax", "--quiet",
-                            "--out", str(tmp / f"e2e{i}")], cwd=ROOT, capture_output=True, text=True, check=False)
-        walls.append(time.perf_counter() - t)
-        assert r.returncode == 0, r.stdout + r.stderr
-    a, b = Memstate(tmp / "e2e0" / "a-numpy"), Memstate(tmp / "e2e0" / "b-jax")
-    t = time.perf_counter()
-    compare_memstates(a, b)
-    compare_s = time.perf_counter() - t
-    print(f"  wall: median {statistics.median(walls):.2f} s over {args.repeat} runs "
-          f"(min {min(walls):.2f}, max {max(walls):.2f}); of which comparing the memstates: {compare_s:.3f} s")
-
+        compare_memstates(a, b)
+        compare_s = time.perf_counter() - t
+        side = json.loads((tmp / f"e2e-{other}0" / f"b-{other}" / "manifest.json").read_text())["wall_seconds"]
+        print(f"  wall: median {statistics.median(walls):.2f} s over {args.repeat} runs (min {min(walls):.2f}, "
+              f"max {max(walls):.2f}, the first includes any build); {other} process {side:.2f} s; "
+              f"comparing the memstates {compare_s:.3f} s")
     print("\nstep time at the default config (H=128, batch 64, float32); baseline: the same impl's bare step")
     print(f"  {'impl':12s} {'steps':>5s} {'bare ms':>9s} {'recorded ms':>12s} {'ratio':>6s} {'MB/step':>8s}")
     for impl in ("numpy", "jax", "torch", "pure_python"):
