@@ -117,6 +117,9 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
                     if "implementation" in obj:
                         writer.manifest.setdefault("implementation", {}).setdefault("name", str(obj["implementation"]))
                     writer.describe(obj.get("device"), **(obj.get("versions") or {}))
+                    if isinstance(obj.get("config"), dict) and not writer.manifest.get("config"):
+                        writer.manifest["config"] = obj["config"]
+                        writer.manifest["dtype"] = obj["config"].get("dtype")
                 elif "end" in obj:
                     status = "complete" if obj["end"] == "complete" else "stopped"
                     error = None if status == "complete" else str(obj.get("error") or f"end: {obj['end']!r}")

@@ -12,7 +12,7 @@ from harness.memstate import Memstate, MemstateWriter
 
 
 def small_memstate(path, steps=3):
-    w = MemstateWriter(path, {"implementation": {"name": "t"}, "config": {}})
+    w = MemstateWriter(path, {"implementation": {"name": "t"}, "config": {"hidden": 2, "dtype": "float32"}})
     w.describe(device="cpu", numpy=np.__version__)
     w("load", "hidden/weight", np.arange(6, dtype=np.float32).reshape(2, 3))
     for s in range(steps):
@@ -98,6 +98,8 @@ def test_jsonl_round_trip(tmp_path):
     write_jsonl(Memstate(tmp_path / "m"), tmp_path / "m.jsonl")
     back = convert_jsonl(tmp_path / "m.jsonl", tmp_path / "back")
     assert back.status == "complete" and back.units == ["load", 0, 1, 2]
+    assert back.name == "t" and back.config == {"hidden": 2, "dtype": "float32"}
+    assert back.manifest["runtime"]["device"] == "cpu"
     for step in back.units:
         for name, arr in Memstate(tmp_path / "m").unit(step).items():
             got = back.get(step, name)
