@@ -1,9 +1,15 @@
-"""Line two memstates up record by record and name the first place they part.
+"""Line two memstates up record by record, say which records diverge, which of those are origins.
 
-Tolerance here is the fixed mode: |a - b| <= rtol * max(|a|, |b|) + atol * S, where S is the
-largest magnitude in the record (so one atol serves pixels, logits and gradients alike), with
-(rtol, atol) chosen by the lower precision of the two sides, so a float64 side is judged at float32
-against a float32 side. Integer records (labels) must match exactly.
+A record *diverges* when the two sides differ by more than its noise bound: by default the noise
+model of `noise.py` (the op's own rounding, from the magnitudes the sides recorded), or in the fixed
+mode |a - b| <= rtol * max(|a|, |b|) + atol * S with S the record's largest magnitude. Both are
+judged at the lower precision of the two sides. Integer records (labels) must match exactly, and
+the parameters as loaded bit for bit.
+
+A diverging record is an *origin* when its difference is not explained by its inputs: each side's
+record minus the op applied to that side's own recorded inputs must be within the op's own
+rounding; otherwise the op itself was computed differently. Otherwise it is *propagated*. The
+verdict is agree (nothing diverges), drift (divergences, no origin) or diverged (an origin).
 """
 
 from __future__ import annotations
@@ -17,21 +23,34 @@ from deepdiff import DeepDiff
 from .config import Config
 from .errors import InputError
 from .memstate import Memstate
-from .records import LOAD, Step, expected_order, step_label
+from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
+from .records import LOAD, Step, expected_order, step_label, step_records
 
-# (rtol, atol) per comparison dtype; docs/comparing.md explains the choice.
+# (rtol, atol) per comparison dtype for the fixed mode; docs/comparing.md explains the choice.
 FIXED_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-11, 1e-12)}
 
 AGREE, VALUES, LABELS, SHAPE, MISSING, STOPPED = "agree", "values", "labels", "shape", "missing", "stopped"
+ORIGIN, PROPAGATED = "origin", "propagated"
+AGREE_VERDICT, DRIFT, DIVERGED = "agree", "drift", "diverged"
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How a record is judged: `noise` (the noise model) or `fixed` (rtol, atol), at `dtype`."""
+
     dtype: str
-    rtol: float
-    atol: float
+    rtol: float = 0.0
+    atol: float = 0.0
+    mode: str = "noise"
+
+    @property
+    def u(self) -> float:
+        return UNIT_ROUNDOFF[self.dtype]
 
     def describe(self) -> str:
+        if self.mode == "noise":
+            return (f"noise model at {self.dtype} (u={self.u:.3g}): |A-B| <= {Z_SIGMA:g}*sqrt(sA^2+sB^2) + fA + fB, "
+                    f"from each op's own rounding (docs/comparing.md)")
         return (f"fixed, judged at {self.dtype}: |A-B| <= {self.rtol:g}*max(|A|,|B|) "
                 f"+ {self.atol:g}*(largest |value| in the record)")
 
@@ -61,9 +80,20 @@ class RecordDiff:
     inf_a: int = 0
     inf_b: int = 0
     note: str = ""
+    role: str = ""  # for a divergence: origin | propagated
+    judged_by: str = ""  # noise | fixed | exact | graph (inputs not recorded: an origin when no input diverged)
+    explained_ratio: float = 0.0  # worst |(B - f(B's inputs)) - (A - f(A's inputs))| / the op's own rounding
+    n_unexplained: int = 0  # elements beyond the op's own rounding once the inputs' differences are taken out
+    unexplained_index: tuple[int, ...] | None = None
+    inconsistent: str = ""  # the side(s) whose value is not the op applied to their own inputs: A, B or A and B
 
     def __bool__(self) -> bool:
         return self.kind == AGREE
+
+    @property
+    def is_origin(self) -> bool:
+        """Structural differences (labels, shape, missing, stopped) always are; values when classified so."""
+        return self.kind != AGREE and (self.kind != VALUES or self.role == ORIGIN)
 
     @property
     def where(self) -> str:
@@ -84,7 +114,10 @@ class Side:
 
 @dataclass
 class Comparison:
-    """The outcome of comparing two memstates. Truthy when they agree."""
+    """The outcome of comparing two memstates.
+
+    Truthy when it passes: agree, or drift unless `strict` (then only agree passes).
+    """
 
     a: Side
     b: Side
@@ -92,34 +125,47 @@ class Comparison:
     records: list[RecordDiff]
     notes: list[str] = field(default_factory=list)
     manifest_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+    strict: bool = False
 
     @property
     def divergences(self) -> list[RecordDiff]:
         return [r for r in self.records if not r]
 
     @property
+    def origins(self) -> list[RecordDiff]:
+        """Every origin, in step order."""
+        return [r for r in self.records if r.is_origin]
+
+    @property
     def first(self) -> RecordDiff | None:
-        return next((r for r in self.records if not r), None)
+        """The answer: the first origin, else (drift) the first divergence, else None."""
+        return next(iter(self.origins), None) or next(iter(self.divergences), None)
 
     @property
     def verdict(self) -> str:
-        return "agree" if self.first is None else "diverged"
+        if self.origins:
+            return DIVERGED
+        return DRIFT if self.divergences else AGREE_VERDICT
 
     def __bool__(self) -> bool:
-        return self.verdict == "agree"
+        return self.verdict == AGREE_VERDICT or (self.verdict == DRIFT and not self.strict)
 
     def to_dict(self) -> dict[str, Any]:
         def rec(r: RecordDiff) -> dict[str, Any]:
             return {k: v for k, v in asdict(r).items()}
         return {
             "verdict": self.verdict,
+            "passed": bool(self),
+            "strict": self.strict,
             "first": rec(self.first) if self.first is not None else None,
+            "origins": [(r.step, r.name) for r in self.origins],
             "tolerance": asdict(self.tolerance),
             "a": {k: v for k, v in asdict(self.a).items() if k != "manifest"},
             "b": {k: v for k, v in asdict(self.b).items() if k != "manifest"},
             "notes": self.notes,
             "manifest_diff": [{"path": p, "a": a, "b": b} for p, a, b in self.manifest_diff],
-            "counts": {"records": len(self.records), "diverged": len(self.divergences)},
+            "counts": {"records": len(self.records), "diverged": len(self.divergences),
+                       "origins": len(self.origins)},
             "records": [rec(r) for r in self.records],
         }
 
@@ -131,8 +177,10 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     return np.where(bits < 0, -top - bits, bits)
 
 
-def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Tolerance) -> RecordDiff:
-    """Fill the metrics of `diff` for two arrays of one shape."""
+def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Tolerance,
+                   allowed: np.ndarray | None = None) -> RecordDiff:
+    """Fill the metrics of `diff` for two arrays of one shape; `allowed` (the noise bound per
+    element) replaces the fixed tolerance when given."""
     diff.size = int(a.size)
     if a.dtype.kind in "iub" and b.dtype.kind in "iub":
         over = np.asarray(a != b)
@@ -156,9 +204,13 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
         err = np.where(np.isnan(err), np.inf, err)  # NaN against a number
         scale = np.fmax(np.abs(da), np.abs(db))
         scale = np.where(np.isfinite(scale), scale, 0.0)
-        record_scale = max(float(scale.max(initial=0.0)), float(np.finfo(cmp).tiny))
-        allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
-        ratio = np.where(err == 0, 0.0, np.inf) if exact else err / allowed
+        if allowed is None:
+            record_scale = max(float(scale.max(initial=0.0)), float(np.finfo(cmp).tiny))
+            allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
+        else:
+            exact = False
+            allowed = np.nan_to_num(np.broadcast_to(allowed, err.shape), nan=0.0)  # NaN inputs allow nothing here
+        ratio = np.where(err == 0, 0.0, np.inf) if exact else np.where(err == 0, 0.0, err / allowed)
         rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
         ulp = np.where(same, 0.0, np.abs(_ordered(ca) - _ordered(cb)))
     if diff.size == 0:
@@ -195,11 +247,13 @@ def printed_format(exact: np.ndarray, seen: np.ndarray, sample: int = 500) -> st
 
 
 def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tolerance,
-                   labels: tuple[str, str] = ("A", "B")) -> RecordDiff:
+                   labels: tuple[str, str] = ("A", "B"), allowed: np.ndarray | None = None) -> RecordDiff:
+    """Compare one record: against `allowed` (its noise bound) when given, else the fixed tolerance."""
     diff = RecordDiff(step, name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
                       dtype_a=a.dtype.name, dtype_b=b.dtype.name)
     if a.shape == b.shape:
-        compare_values(diff, a, b, tol)
+        diff.judged_by = "exact" if step == LOAD else ("noise" if allowed is not None else "fixed")
+        compare_values(diff, a, b, tol, allowed)
         if step == LOAD and diff.kind == VALUES:  # the loaded parameters: the same file on both sides
             for exact, seen, (x, y) in ((a, b, labels), (b, a, labels[::-1])):
                 fmt = printed_format(np.asarray(exact), np.asarray(seen))
@@ -221,6 +275,56 @@ def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tol
     else:
         diff.note = f"shapes {a.shape} and {b.shape} hold {a.size} and {b.size} elements"
     return diff
+
+
+def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = False) -> np.ndarray:
+    """Z * sqrt(sigma_A^2 + sigma_B^2) + fixed_A + fixed_B, plus the smallest normal number on each
+    side (flushing subnormals to zero is an accepted way to compute). With `harness`, the harness's
+    own float64 arithmetic counts as two more sides when the comparison itself is at float64."""
+    k = 2.0 if harness and tol.dtype == "float64" else 1.0
+    floor = 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
+    return (Z_SIGMA * np.sqrt(k * (np.square(ma.sigma) + np.square(mb.sigma)))
+            + k * (np.asarray(ma.fixed) + mb.fixed) + floor)
+
+
+def _deviation(r: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """r - value, with equal non-finite values (NaN and NaN, equal infinities) counted as no deviation."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        same = (r == value) | (np.isnan(r) & np.isnan(value))
+        d = np.where(same, 0.0, r - value)
+    return np.where(np.isnan(d), np.inf, d)
+
+
+def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
+            labels: tuple[str, str] = ("A", "B")) -> None:
+    """Origin or propagated, for a diverging record both of whose sides have a model: does
+    (B - f(B's inputs)) - (A - f(A's inputs)) stay within the op's own rounding?"""
+    assert ma.value is not None and mb.value is not None
+    ea = _deviation(np.asarray(a, dtype=np.float64), ma.value)
+    eb = _deviation(np.asarray(b, dtype=np.float64), mb.value)
+    allowed = np.nan_to_num(noise_bound(ma, mb, tol, harness=True), nan=np.inf)  # NaN inputs explain anything
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        resid = np.abs(eb - ea)
+        resid = np.where(np.isnan(resid), 0.0, resid)  # the same infinity on both sides
+        ratio = np.where(resid == 0, 0.0, resid / np.broadcast_to(allowed, resid.shape))
+    diff.judged_by = "noise" if tol.mode == "noise" else "fixed"
+    diff.n_unexplained = int((ratio > 1).sum())
+    worst = int(np.argmax(ratio)) if ratio.size else 0
+    diff.explained_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
+    if diff.n_unexplained:
+        diff.role = ORIGIN
+        diff.unexplained_index = tuple(int(k) for k in np.unravel_index(worst, ratio.shape))
+        k = 2.0 if tol.dtype == "float64" else 1.0
+        off = []
+        for label, e, m in ((labels[0], ea, ma), (labels[1], eb, mb)):
+            own = np.nan_to_num(Z_SIGMA * np.sqrt(k) * np.asarray(m.sigma) + k * np.asarray(m.fixed)
+                                + float(np.finfo(np.dtype(tol.dtype)).tiny), nan=np.inf)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if np.any(np.abs(e) > np.broadcast_to(own, e.shape)):
+                    off.append(label)
+        diff.inconsistent = " and ".join(off)
+    else:
+        diff.role = PROPAGATED
 
 
 def _side(label: str, ms: Memstate) -> Side:
@@ -254,11 +358,14 @@ def _config(ms: Memstate) -> Config | None:
         return None
 
 
-def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: float | None = None,
+                     mode: str | None = None) -> Tolerance:
+    """The lower precision of the two sides; the noise model unless `mode` is fixed or rtol/atol is given."""
     dtypes = {str(m.manifest.get("dtype") or m.config.get("dtype") or "float32") for m in (a, b)}
     dtype = "float32" if "float32" in dtypes or not dtypes <= {"float64"} else "float64"
     r, t = FIXED_TOLERANCES[dtype]
-    return Tolerance(dtype, r if rtol is None else rtol, t if atol is None else atol)
+    mode = mode or ("fixed" if rtol is not None or atol is not None else "noise")
+    return Tolerance(dtype, r if rtol is None else rtol, t if atol is None else atol, mode)
 
 
 def _keys(ms: Memstate) -> list[tuple[Step, str]]:
@@ -283,15 +390,85 @@ def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> list[tuple[Step
     return out
 
 
+class _Models:
+    """Each side's noise model, one step's inputs at a time (float64 copies are made lazily)."""
+
+    def __init__(self, cfg: Config | None, sides: dict[str, Memstate], u: float):
+        self.cfg, self.sides, self.u = cfg, sides, u
+        self.inputs: dict[str, Inputs] = {}
+
+    def get(self, label: str, step: Step, name: str) -> Expected | None:
+        if self.cfg is None or step == LOAD:
+            return None
+        inp = self.inputs.get(label)
+        if inp is None or inp.step != step:
+            inp = self.inputs[label] = Inputs(self.sides[label].get, int(step))
+        try:
+            with np.errstate(all="ignore"):
+                return expected(name, self.cfg, inp, self.u)
+        except (MissingInput, KeyError, IndexError, ValueError):
+            return None  # an input not recorded, a name the spec does not know, or inputs of the wrong shape
+
+    def bound(self, step: Step, name: str, pair: tuple[Expected | None, Expected | None], tol: Tolerance,
+              bounds: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The record's noise bound: both sides' own rounding, plus the most either side's inputs'
+        bounds (`bounds`, this step's records so far) can carry into it; None without a model."""
+        if tol.mode != "noise" or None in pair or self.cfg is None:
+            return None
+        assert pair[0] is not None and pair[1] is not None
+
+        def input_bound(n: str) -> np.ndarray:
+            if n not in bounds:
+                raise MissingInput(n)
+            return bounds[n]
+        try:
+            with np.errstate(all="ignore"):
+                carry = [np.asarray(carried(name, self.cfg, self.inputs[lab], input_bound), dtype=np.float64)
+                         for lab in self.sides]
+        except (MissingInput, KeyError, IndexError, ValueError):
+            return None
+        return noise_bound(pair[0], pair[1], tol) + np.nan_to_num(np.maximum(*carry), nan=0.0)
+
+
+def _graph_inputs(cfg: Config | None, step: Step, name: str) -> list[tuple[Step, str]] | None:
+    """The records a record is computed from, per records.py; None when the spec does not name it."""
+    spec = next((s for s in step_records(cfg) if s.name == name), None) if cfg and step != LOAD else None
+    if spec is None:
+        return None
+    if step == 0:  # the loaded parameters; velocities start at zero, which is no record
+        prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if not p.endswith("_velocity")]
+    else:
+        prev = [(int(step) - 1, p) for p in spec.previous]
+    return [(step, i) for i in spec.inputs] + prev
+
+
+def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expected | None, Expected | None],
+             tol: Tolerance, labels: tuple[str, str], cfg: Config | None, diverged: set[tuple[Step, str]]) -> None:
+    """Set `role` of a diverging record: sources, loads and structural differences are origins;
+    others by `explain` when both models exist, else by the graph (no recorded input diverged)."""
+    ma, mb = models
+    if diff.step == LOAD or diff.kind != VALUES or diff.name in SOURCES:
+        diff.role = ORIGIN
+    elif ma is not None and mb is not None and ma.value is not None and mb.value is not None:
+        explain(diff, x, y, ma, mb, tol, labels)
+    else:
+        inputs = _graph_inputs(cfg, diff.step, diff.name)
+        diff.judged_by = "graph"
+        if inputs is None:
+            diff.note = (diff.note + " " if diff.note else "") + "no model for this record: neither origin nor propagated"
+        else:
+            diff.role = PROPAGATED if any(k in diverged for k in inputs) else ORIGIN
+
+
 def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
-                      labels: tuple[str, str] = ("A", "B")) -> Comparison:
+                      labels: tuple[str, str] = ("A", "B"), strict: bool = False) -> Comparison:
     """Compare every record both sides hold, in the spec's order; see the module docstring.
 
     A side that did not complete yields a `stopped` divergence at the first record it lacks,
     so two runs that both failed never read as agreeing.
     """
     tol = tolerance or choose_tolerance(a, b)
-    result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [])
+    result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [], strict=strict)
     result.manifest_diff = manifest_differences(a, b)
     changed = {p for p, x, y in result.manifest_diff if x is not None and y is not None}  # both sides say
     if "params_sha256" in changed:
@@ -314,6 +491,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         for name, how in sides[lab].manifest.get("legacy_notes", {}).items():
             result.notes.append(f"{lab} {name}: {how}")
     unknown: set[str] = set()
+    models = _Models(cfg, sides, tol.u)
+    diverged: set[tuple[Step, str]] = set()
+    bounds: dict[str, np.ndarray] = {}  # this step's noise bounds so far, for the records after them
+    bounds_step: Step | None = None
     for step, name in keys:
         x, y = a.get(step, name), b.get(step, name)
         if x is None or y is None:
@@ -337,8 +518,18 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         if (0, name) not in known and (LOAD, name) not in known:
             unknown.add(name)
         # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values.
-        record_tol = Tolerance(tol.dtype, 0.0, 0.0) if step == LOAD else tol
-        result.records.append(compare_record(step, name, x, y, record_tol, labels))
+        record_tol = Tolerance(tol.dtype, 0.0, 0.0, "fixed") if step == LOAD else tol
+        pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
+        if step != bounds_step:
+            bounds, bounds_step = {}, step
+        allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
+        if allowed is not None:
+            bounds[name] = np.broadcast_to(allowed, x.shape)
+        diff = compare_record(step, name, x, y, record_tol, labels, allowed)
+        if not diff:
+            classify(diff, x, y, pair, tol, labels, cfg, diverged)
+            diverged.add((step, name))
+        result.records.append(diff)
     else:
         for lab, ms in sides.items():  # stopped after writing everything the config asks for
             if ms.status != "complete":

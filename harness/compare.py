@@ -1,7 +1,8 @@
 """`python -m harness.compare A B`: run or load two sides, compare them, say where they part.
 
 A and B are implementation directories (both are run on the same job), memstate
-directories, or JSON-lines memstate files. Exit codes: 0 agree, 1 diverged, 2 bad input.
+directories, or JSON-lines memstate files. Exit codes: 0 agree or drift, 1 diverged (or drift
+with --strict), 2 bad input.
 """
 
 from __future__ import annotations
@@ -97,10 +98,26 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
     lines = []
     if r.kind in ("values", "labels"):
         idx = list(r.worst_index) if r.worst_index is not None else []
+        bound = "the noise bound" if r.judged_by == "noise" else "the tolerance"
         lines.append(f"  worst element {idx}: {a}={r.worst_a!r} {b}={r.worst_b!r} "
                      f"|{a}-{b}|={r.max_abs:.3g} rel={r.max_rel:.3g} ulp={r.max_ulp:.0f} "
-                     f"({r.worst_ratio:.3g}x the tolerance)")
-        lines.append(f"  {r.n_over} of {r.size} elements beyond tolerance")
+                     f"({r.worst_ratio:.3g}x {bound})")
+        lines.append(f"  {r.n_over} of {r.size} elements beyond {bound}")
+        if r.role == "origin" and r.n_unexplained:
+            where = list(r.unexplained_index or ())
+            lines.append(f"  origin: {r.n_unexplained} elements not explained by the inputs' differences "
+                         f"(worst {where}: {r.explained_ratio:.3g}x the op's own rounding)")
+            if r.inconsistent in (a, b):
+                other = b if r.inconsistent == a else a
+                lines.append(f"  {r.inconsistent}'s value is not the op applied to {r.inconsistent}'s own inputs; "
+                             f"{other}'s is")
+            elif r.inconsistent:
+                lines.append("  neither side's value is the op applied to its own inputs as the spec defines it")
+        elif r.role == "origin" and r.judged_by == "graph":
+            lines.append("  origin by the graph alone: its inputs are not recorded, and none recorded diverged")
+        elif r.role == "propagated":
+            lines.append(f"  propagated: the inputs' differences explain it ({r.explained_ratio:.3g}x the op's own "
+                         f"rounding at worst)" if r.judged_by != "graph" else "  propagated: an input diverged before it")
         nonfinite = [f"{a} {r.nan_a} NaN {r.inf_a} Inf" if r.nan_a or r.inf_a else "",
                      f"{b} {r.nan_b} NaN {r.inf_b} Inf" if r.nan_b or r.inf_b else ""]
         if any(nonfinite):
@@ -128,16 +145,28 @@ def format_text(c: Comparison, limit: int = 8) -> str:
                  f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")
     first = c.first
     if first is None:
-        lines.append("verdict: AGREE")
+        lines.append("verdict: AGREE (every record within its noise bound)")
         return "\n".join(lines)
-    lines.append(f"verdict: DIVERGED at {first.where} ({first.kind})")
+    if c.verdict == "drift":
+        lines.append(f"verdict: DRIFT: {len(c.divergences)} record(s) differ by more than a step's rounding, first at "
+                     f"{first.where}; each is explained by differences upstream (no origin)")
+        lines.append("  drift passes" + (" only without --strict: exit 1 (--strict)" if c.strict else
+                                          "; use --strict to make it fail"))
+        lines.extend(describe_record(first, names))
+        return "\n".join(lines)
+    origins = c.origins
+    lines.append(f"verdict: DIVERGED at {first.where} ({first.kind}): the first origin")
     lines.extend(describe_record(first, names))
-    rest = c.divergences[1:]
-    if rest:
-        lines.append(f"then {len(rest)} more diverging record(s), first ones:")
-        for r in rest[:limit]:
+    if len(origins) > 1:
+        lines.append(f"{len(origins)} origins in all (where the op itself differs), first ones:")
+        for r in origins[:limit]:
+            lines.append(f"  {step_label(r.step)} {r.name} ({r.kind})")
+    propagated = [r for r in c.divergences if not r.is_origin]
+    if propagated:
+        lines.append(f"{len(propagated)} more diverging record(s) only pass differences on, first ones:")
+        for r in propagated[:limit]:
             extra = f"{r.n_over}/{r.size} over, worst {r.worst_ratio:.3g}x" if r.kind == "values" else r.note
-            lines.append(f"  {step_label(r.step)} {r.name} ({r.kind}) {extra}")
+            lines.append(f"  {step_label(r.step)} {r.name} {extra}")
     return "\n".join(lines)
 
 
@@ -156,8 +185,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where job and memstates go (default runs/TIME-A-vs-B)")
     p.add_argument("--json", metavar="FILE", help="also write the full result as JSON; '-' puts it alone on "
                    "stdout and the text summary on stderr")
-    p.add_argument("--rtol", type=float, help="override the relative tolerance")
-    p.add_argument("--atol", type=float, help="override the absolute tolerance")
+    p.add_argument("--strict", action="store_true", help="drift (divergences with no origin) exits 1 too")
+    p.add_argument("--tolerance", choices=("noise", "fixed"), help="noise: the noise model (default); fixed: "
+                   "rtol/atol per dtype")
+    p.add_argument("--rtol", type=float, help="fixed mode's relative tolerance (implies --tolerance fixed)")
+    p.add_argument("--atol", type=float, help="fixed mode's absolute tolerance, times the record's largest "
+                   "magnitude (implies --tolerance fixed)")
     p.add_argument("--timeout", type=float, help="seconds before an implementation is killed (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_config_arguments(p)
@@ -195,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 states.append(converted)
             else:
                 states.append(side.memstate)
-        tol = choose_tolerance(states[0], states[1], args.rtol, args.atol)
-        comparison = compare_memstates(states[0], states[1], tol)
+        tol = choose_tolerance(states[0], states[1], args.rtol, args.atol, args.tolerance)
+        comparison = compare_memstates(states[0], states[1], tol, strict=args.strict)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,223 @@
+"""`python -m harness.evaluate`: the scorecard. Plant each bug and benign variant of the catalogue,
+compare it with the unedited reference, and print expected against found.
+
+A bug scores when the verdict is diverged and the first origin is exactly the expected
+(step, record); a benign variant scores when the verdict is agree or drift. Any origin before a
+bug's own, or any origin at all in a benign variant, is a false origin. Exit 0 when every case scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .catalogue import BENIGN, BUG, CATALOGUE, Case
+from .comparator import Comparison, compare_memstates
+from .config import Config
+from .data import Mnist, load_mnist
+from .errors import InputError
+from .job import Job, prepare_job
+from .memstate import Memstate
+from .params import initial_params
+from .records import step_label
+from .runner import load_implementation, run_implementation
+
+IMPLS = Path(__file__).resolve().parents[1] / "impls"
+BUG_STEPS, BENIGN_STEPS = 3, 200
+
+
+@dataclass
+class Score:
+    """One case's outcome. Truthy when it scored."""
+
+    case: str
+    kind: str
+    expected: str
+    verdict: str
+    found: str  # the first origin (or first divergence under drift), as "step N, record"
+    role: str
+    false_origins: int  # origins before a bug's own; any origin of a benign variant
+    origins: int
+    worst_explained: float  # the largest residual / own-rounding ratio of any record (> 1 is an origin)
+    seconds: float
+    ok: bool
+    error: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def case_config(case: Case, steps: int | None = None) -> Config:
+    default = BUG_STEPS if case.kind == BUG else BENIGN_STEPS
+    return Config(**{"steps": steps or default, **case.config})
+
+
+def plant(case: Case, root: Path) -> Path:
+    """A copy of the case's implementation directory with its edits made."""
+    source = IMPLS / case.impl
+    target = root / f"planted-{case.name}"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    code = target / "mlp.py"
+    text = code.read_text()
+    for old, new in case.edits:
+        if text.count(old) != 1:
+            raise InputError(f"catalogue case {case.name!r}: {source / 'mlp.py'} holds {old!r} "
+                             f"{text.count(old)} times, expected once")
+        text = text.replace(old, new)
+    code.write_text(text)
+    manifest = json.loads((target / "memstate-impl.json").read_text())
+    manifest["name"] = case.name
+    (target / "memstate-impl.json").write_text(json.dumps(manifest))
+    return target
+
+
+class Evaluator:
+    """Runs cases under one root; reference runs are shared between cases with the same job."""
+
+    def __init__(self, root: Path, mnist: Mnist, keep: bool = False):
+        self.root, self.mnist, self.keep = root, mnist, keep
+        self.jobs: dict[Config, Job] = {}
+        self.references: dict[tuple[str, Config], Memstate] = {}
+
+    def job(self, config: Config) -> Job:
+        if config not in self.jobs:
+            self.jobs[config] = prepare_job(self.root / f"job-{len(self.jobs)}", config, initial_params(config), self.mnist)
+        return self.jobs[config]
+
+    def _run(self, impl_dir: Path, config: Config, out: Path) -> Memstate:
+        result = run_implementation(load_implementation(impl_dir), self.job(config), out)
+        return Memstate(result.memstate)
+
+    def reference(self, name: str, config: Config) -> Memstate:
+        key = (name, config)
+        if key not in self.references:
+            out = self.root / f"reference-{len(self.references)}-{name}"
+            self.references[key] = self._run(IMPLS / name, config, out)
+        return self.references[key]
+
+    def compare(self, case: Case, steps: int | None = None) -> Comparison:
+        config = case_config(case, steps)
+        ref = self.reference(case.reference, config)
+        impl_dir = plant(case, self.root) if case.edits else IMPLS / case.impl
+        out = self.root / f"case-{case.name}"
+        if out.exists():
+            shutil.rmtree(out)
+        planted = self._run(impl_dir, config, out)
+        result = compare_memstates(ref, planted)
+        if not self.keep:
+            shutil.rmtree(out, ignore_errors=True)
+        return result
+
+    def score(self, case: Case, steps: int | None = None) -> Score:
+        start = time.perf_counter()
+        try:
+            c = self.compare(case, steps)
+        except InputError as e:
+            return Score(case.name, case.kind, _expected(case), "error", "-", "", 0, 0, 0.0,
+                         time.perf_counter() - start, False, str(e))
+        return judge(case, c, time.perf_counter() - start)
+
+
+def _where(step, name) -> str:
+    return f"{step_label(step)}, {name}"
+
+
+def _expected(case: Case) -> str:
+    return f"diverged at {_where(*case.expect)}" if case.expect else "agree or drift"
+
+
+def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
+    """Score one comparison against what the case expects."""
+    first = c.first
+    found = _where(first.step, first.name) if first is not None else "-"
+    origins = c.origins
+    if case.kind == BUG:
+        assert case.expect is not None
+        keys = [(o.step, o.name) for o in origins]
+        at = keys.index(case.expect) if case.expect in keys else len(keys)
+        false = at  # every origin before the expected one
+        ok = c.verdict == "diverged" and at == 0
+    else:
+        false = len(origins)
+        ok = c.verdict in ("agree", "drift")
+    worst = max((r.explained_ratio for r in c.records), default=0.0)
+    return Score(case.name, case.kind, _expected(case), c.verdict, found,
+                 first.role or first.kind if first is not None else "", false, len(origins), worst, seconds, ok,
+                 "" if ok or first is None else (first.note or ""))
+
+
+def format_table(scores: list[Score]) -> str:
+    head = (f"{'case':34} {'kind':6} {'expected':44} {'verdict':9} {'found':38} {'false':>5} {'resid':>8} "
+            f"{'ok':>3}")
+    lines = [head, "-" * len(head)]
+    for s in scores:
+        lines.append(f"{s.case:34} {s.kind:6} {s.expected:44} {s.verdict:9} {s.found:38} {s.false_origins:5d} "
+                     f"{s.worst_explained:8.3g} {'yes' if s.ok else 'NO':>3}" + (f"  ({s.error})" if s.error else ""))
+    bugs = [s for s in scores if s.kind == BUG]
+    good = [s for s in scores if s.kind == BENIGN]
+    lines.append("")
+    if bugs:
+        lines.append(f"bugs: {sum(map(bool, bugs))}/{len(bugs)} found as the first origin at the exact step and record")
+    if good:
+        lines.append(f"benign variants: {sum(map(bool, good))}/{len(good)} agree or drift")
+    lines.append(f"false origins: {sum(s.false_origins for s in scores)}")
+    if good:
+        lines.append(f"largest residual of a benign variant: {max(s.worst_explained for s in good):.3g} of the op's "
+                     f"own rounding (resid column; an origin needs > 1)")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cases", nargs="*", metavar="CASE", help="case names (default: the whole catalogue)")
+    p.add_argument("--kind", choices=(BUG, BENIGN), help="only bugs or only benign variants")
+    p.add_argument("--steps", type=int, help=f"steps per run (default {BUG_STEPS} for bugs, {BENIGN_STEPS} for benign)")
+    p.add_argument("--data", metavar="DIR", help="MNIST directory (default: the bundled subset)")
+    p.add_argument("--out", metavar="DIR", help="keep every run under DIR (default: a temporary directory, removed)")
+    p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
+    p.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cases = [c for c in CATALOGUE if (not args.cases or c.name in args.cases) and (not args.kind or c.kind == args.kind)]
+    unknown = set(args.cases) - {c.name for c in CATALOGUE}
+    if unknown:
+        print(f"error: no such case: {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+        return 2
+    if args.list:
+        for c in cases:
+            print(f"{c.name:34} {c.kind:6} {_expected(c):44} {c.what}")
+        return 0
+    try:
+        mnist = load_mnist(args.data)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="memstate-evaluate-") as tmp:
+        root = Path(args.out) if args.out else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        ev = Evaluator(root, mnist, keep=bool(args.out))
+        scores = []
+        for case in cases:
+            scores.append(ev.score(case, args.steps))
+            s = scores[-1]
+            print(f"  {s.case}: {s.verdict} {s.found} ({s.seconds:.1f} s)", file=sys.stderr, flush=True)
+    print(format_table(scores))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=1))
+    return 0 if all(scores) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
