@@ -442,6 +442,12 @@ def _graph_inputs(cfg: Config | None, step: Step, name: str) -> list[tuple[Step,
     return [(step, i) for i in spec.inputs] + prev
 
 
+def _pixels(x: np.ndarray) -> bool:
+    """Every value is a byte / 255, to float32 accuracy."""
+    v = np.asarray(x, dtype=np.float64) * 255
+    return bool(np.all((np.abs(v - np.round(v)) <= 1e-4) & (v > -0.5) & (v < 255.5)))
+
+
 def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expected | None, Expected | None],
              tol: Tolerance, labels: tuple[str, str], cfg: Config | None, diverged: set[tuple[Step, str]]) -> None:
     """Set `role` of a diverging record: sources, loads and structural differences are origins;
@@ -449,6 +455,8 @@ def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expec
     ma, mb = models
     if diff.step == LOAD or diff.kind != VALUES or diff.name in SOURCES:
         diff.role = ORIGIN
+        if diff.name == "input/x" and diff.kind == VALUES:  # pixels are bytes / 255: whose are not?
+            diff.inconsistent = " and ".join(lab for lab, v in zip(labels, (x, y)) if not _pixels(v))
     elif ma is not None and mb is not None and ma.value is not None and mb.value is not None:
         explain(diff, x, y, ma, mb, tol, labels)
     else:
@@ -546,3 +554,19 @@ def _finish(result: Comparison, unknown: set[str]) -> Comparison:
         if side.status != "complete" and not any(side.label in n for n in result.notes):
             result.notes.append(f"{side.label} {side.stop_summary}")
     return result
+
+
+def step_bounds(a: Memstate, b: Memstate, step: int, tol: Tolerance | None = None) -> dict[str, np.ndarray]:
+    """Every record's noise bound at one step (name -> |A-B| allowed per element), for reports and
+    benchmarks: what `compare_memstates` judges that step's records against."""
+    tol = tol or choose_tolerance(a, b, mode="noise")
+    cfg = _config(a) or _config(b)
+    models = _Models(cfg, {"A": a, "B": b}, tol.u)
+    bounds: dict[str, np.ndarray] = {}
+    for spec in step_records(cfg) if cfg else []:
+        x = a.get(step, spec.name)
+        pair = (models.get("A", step, spec.name), models.get("B", step, spec.name))
+        allowed = models.bound(step, spec.name, pair, tol, bounds) if x is not None else None
+        if allowed is not None:
+            bounds[spec.name] = np.broadcast_to(allowed, x.shape)
+    return bounds

@@ -317,6 +317,11 @@ def _grad_preactivation(cfg: Config, inp: Inputs, u: float) -> Expected:
     return Expected(value, 0.0, np.abs(da) * dslope * a_err + 2 * C_ELEM * u * np.abs(value))
 
 
+def rss(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sqrt((a*a) @ (b*b)): how independent errors a, each scaled by |b|, add up in a @ b."""
+    return np.sqrt((a * a) @ (b * b))
+
+
 def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarray]) -> np.ndarray | float:
     """How far a record may move when its inputs of the same step move by their noise bounds:
     sum over inputs of |d record / d input| * bound(input), to first order (the step's own inputs,
@@ -324,11 +329,13 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
 
     With this a record's noise bound is the rounding two correct sides may accumulate from the
     start of the step to this record, so a relu that passes Z1's rounding on is not a divergence.
+    Through sums the inputs' bounds add as a root sum of squares (`rss`): their rounding is
+    independent from element to element, so it does not line up across the terms of a sum.
     """
     if name in SOURCES:
         return 0.0
     if name == "hidden/matmul":
-        return bound("input/x") @ np.abs(inp.prev("hidden/weight")).T  # (m, H)
+        return rss(bound("input/x"), inp.prev("hidden/weight").T)  # (m, H)
     if name in ("hidden/bias_add", "output/bias_add"):
         return bound(name.split("/")[0] + "/matmul")
     if name == "hidden/activation":
@@ -338,7 +345,7 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         a = inp.cur(name)
         return dz * (a * (1 - a) if cfg.activation == "sigmoid" else 1 - a * a)
     if name == "output/matmul":
-        return bound("hidden/activation") @ np.abs(inp.prev("output/weight")).T  # (m, 10)
+        return rss(bound("hidden/activation"), inp.prev("output/weight").T)  # (m, 10)
     if name == "output/softmax":
         p, dz = inp.cur(name), bound("output/bias_add")
         return p * (dz + (p * dz).sum(axis=1, keepdims=True))  # dP_i = P_i (dz_i - sum_j P_j dz_j)
@@ -351,8 +358,10 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         y = inp.cur("input/y").astype(np.int64)
         if cfg.loss == "cross_entropy":
             rows = np.arange(len(y))
-            return float(np.mean(dp[rows, y] / np.maximum(p[rows, y], np.finfo(np.float64).tiny)))
-        return float(np.mean(2 * np.abs(p - _one_hot(y)) * dp))
+            terms = dp[rows, y] / np.maximum(p[rows, y], np.finfo(np.float64).tiny)  # (m,)
+        else:
+            terms = (2 * np.abs(p - _one_hot(y)) * dp).ravel()  # (m * 10,)
+        return float(np.sqrt(np.sum(terms * terms))) / len(terms)
     if name == "output/grad_logits":
         p, dp = inp.cur(probs), bound(probs)
         m = p.shape[0]
@@ -361,12 +370,12 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         y1 = _one_hot(inp.cur("input/y"))
         return 2 / (10 * m) * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p)) * dp
     if name == "output/grad_weight":
-        return (bound("output/grad_logits").T @ np.abs(inp.cur("hidden/activation"))
-                + np.abs(inp.cur("output/grad_logits")).T @ bound("hidden/activation"))  # (10, H)
+        return (rss(bound("output/grad_logits").T, inp.cur("hidden/activation"))
+                + rss(inp.cur("output/grad_logits").T, bound("hidden/activation")))  # (10, H)
     if name == "output/grad_bias":
-        return bound("output/grad_logits").sum(axis=0)
+        return np.sqrt((bound("output/grad_logits") ** 2).sum(axis=0))
     if name == "hidden/grad_activation":
-        return bound("output/grad_logits") @ np.abs(inp.prev("output/weight"))  # (m, H)
+        return rss(bound("output/grad_logits"), inp.prev("output/weight"))  # (m, H)
     if name == "hidden/grad_preactivation":
         dda, da, z = bound("hidden/grad_activation"), inp.cur("hidden/grad_activation"), inp.cur("hidden/bias_add")
         if cfg.activation == "relu":  # where Z1 is within its bound of zero the mask may flip
@@ -376,10 +385,10 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
             return dda * a * (1 - a) + np.abs(da) * np.abs(1 - 2 * a) * daa
         return dda * (1 - a * a) + np.abs(da) * 2 * np.abs(a) * daa
     if name == "hidden/grad_weight":
-        return (bound("hidden/grad_preactivation").T @ np.abs(inp.cur("input/x"))
-                + np.abs(inp.cur("hidden/grad_preactivation")).T @ bound("input/x"))  # (H, 784)
+        return (rss(bound("hidden/grad_preactivation").T, inp.cur("input/x"))
+                + rss(inp.cur("hidden/grad_preactivation").T, bound("input/x")))  # (H, 784)
     if name == "hidden/grad_bias":
-        return bound("hidden/grad_preactivation").sum(axis=0)
+        return np.sqrt((bound("hidden/grad_preactivation") ** 2).sum(axis=0))
     for p in PARAMETERS:
         if name == velocity(p):
             return bound(GRADIENT_OF[p])

@@ -1,0 +1,75 @@
+"""The scorecard's catalogue, case by case: each planted bug is the first origin at exactly its
+(step, record), with no origin before it; each benign variant agrees or drifts over 200 steps."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from harness.catalogue import BENIGN_VARIANTS, BUGS, CATALOGUE
+from harness.evaluate import BENIGN_STEPS, Evaluator, case_config, judge
+from harness.records import LOAD, step_records
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory, mnist):
+    return Evaluator(tmp_path_factory.mktemp("catalogue"), mnist)
+
+
+def test_catalogue_covers_what_the_issue_asks():
+    phases = {c.phase for c in BUGS}
+    assert {"load", "input", "hidden", "output", "loss"} <= phases
+    records = {c.expect[1] for c in BUGS}
+    assert {"hidden/weight_velocity", "hidden/bias_velocity"} <= records  # momentum
+    assert any(c.config.get("activation") == "sigmoid" for c in BUGS)
+    assert any(c.config.get("activation") == "tanh" for c in BUGS)
+    assert any(c.config.get("loss") == "mse" for c in BUGS)
+    assert any(c.expect[0] not in (LOAD, 0) for c in BUGS)  # only after step 0
+    assert len(BUGS) >= 20 and len(BENIGN_VARIANTS) >= 12
+    assert len({c.name for c in CATALOGUE}) == len(CATALOGUE)
+    for c in BUGS:  # every expectation names a record of its own config
+        names = {s.name for s in step_records(case_config(c))}
+        assert c.expect[1] in names or c.expect[0] == LOAD, c.name
+
+
+@pytest.mark.parametrize("case", BUGS, ids=lambda c: c.name)
+def test_bug_is_the_first_origin_at_its_exact_record(evaluator, case):
+    c = evaluator.compare(case)
+    score = judge(case, c)
+    assert c.verdict == "diverged"
+    first = c.first
+    assert (first.step, first.name) == case.expect, f"found {first.where}: {first.note}"
+    assert first.is_origin and score.false_origins == 0 and score
+    if first.judged_by == "noise" and first.kind == "values":
+        assert first.inconsistent == "B"  # the edited side, and only it, is not its own op
+
+
+@pytest.mark.parametrize("case", BENIGN_VARIANTS, ids=lambda c: c.name)
+def test_benign_variant_agrees_or_drifts_over_200_steps(evaluator, case):
+    c = evaluator.compare(case)
+    assert len({r.step for r in c.records}) == BENIGN_STEPS + 1  # load + every step compared
+    assert c.verdict in ("agree", "drift") and c, [(o.where, o.explained_ratio) for o in c.origins[:3]]
+    assert not c.origins
+
+
+def test_scorecard_command_prints_the_table_and_totals(tmp_path):
+    cases = ["softmax-global-sum", "momentum-0.99", "matmul-32u", "relu-as-where"]
+    r = subprocess.run([sys.executable, "-m", "harness.evaluate", *cases, "--steps", "3", "--json", tmp_path / "s.json"],
+                       capture_output=True, text=True, cwd=ROOT, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bugs: 3/3 found as the first origin at the exact step and record" in r.stdout
+    assert "benign variants: 1/1 agree or drift" in r.stdout and "false origins: 0" in r.stdout
+    rows = {s["case"]: s for s in json.loads((tmp_path / "s.json").read_text())}
+    assert rows["momentum-0.99"]["found"] == "step 1, hidden/weight_velocity" and rows["momentum-0.99"]["ok"]
+
+
+def test_scorecard_fails_on_a_wrong_expectation(tmp_path, evaluator):
+    """judge() is not a rubber stamp: the same comparison scored against a wrong record fails."""
+    case = next(c for c in BUGS if c.name == "grad-b2-mean")
+    c = evaluator.compare(case)
+    wrong = type(case)(case.name, case.kind, case.what, case.edits, (0, "output/grad_weight"), case.config)
+    assert judge(case, c) and not judge(wrong, c)
+    benign = type(case)("x", "benign", "", ())
+    assert not judge(benign, c)  # an origin in a benign variant fails it

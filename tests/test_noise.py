@@ -1,0 +1,117 @@
+"""The noise model against real float32 rounding, and origin/propagation on real memstates."""
+
+import numpy as np
+import pytest
+from test_comparator import CFG, altered
+
+from harness.comparator import compare_memstates, step_bounds
+from harness.noise import UNIT_ROUNDOFF, dot, ordered_partial_sums, sum_sigma
+
+U32 = UNIT_ROUNDOFF["float32"]
+
+
+def sequential_float32_sums(terms: np.ndarray) -> np.ndarray:
+    """Rows of float32 terms added one at a time in float32 (np.cumsum is sequential)."""
+    return np.cumsum(terms.astype(np.float32), axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+
+
+@pytest.mark.parametrize("mean", [0.0, 0.3])
+def test_sum_sigma_matches_measured_float32_rounding(mean):
+    """2,000 sums of 784 terms in random-sign order (mean 0) and in same-sign order (mean 0.3):
+    the model's sigma is an upper estimate of the measured spread, and not by more than 3x."""
+    rng = np.random.default_rng(1)
+    terms = (rng.normal(mean, 1.0, size=(2000, 784))).astype(np.float32).astype(np.float64)
+    exact = terms.sum(axis=1)
+    err = sequential_float32_sums(terms) - exact
+    n = np.full(2000, 784.0)
+    sigma = sum_sigma(n, exact, (terms * terms).sum(axis=1), U32)
+    measured, modelled = np.sqrt(np.mean(err ** 2)), np.sqrt(np.mean(sigma ** 2))
+    assert measured <= modelled <= 3 * measured, (measured, modelled)
+    assert np.max(np.abs(err) / sigma) < 6  # the bound's 6 sigma is never reached
+
+
+def test_ordered_estimate_covers_sums_whose_order_follows_the_signs():
+    """Terms positive in the first half, negative in the second (a trained weight row over an
+    image): the running total climbs then falls, which random-order sigma does not expect."""
+    rng = np.random.default_rng(2)
+    x = rng.random((500, 784))  # (p, n)
+    w = np.concatenate([np.full(392, 0.05), np.full(392, -0.05)])[:, None]  # (n, 1)
+    terms = x * w.T
+    err = sequential_float32_sums(terms) - terms.sum(axis=1)
+    _, random_only = dot(x, w, U32)
+    _, with_order = dot(x, w, U32, ordered=True)
+    assert np.sqrt(np.mean(err ** 2)) > np.sqrt(np.mean(random_only[:, 0] ** 2))  # the random model alone is short
+    assert np.max(np.abs(err) / with_order[:, 0]) < 6
+
+
+def test_ordered_partial_sums_is_at_least_the_exact_one_in_either_direction():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(20, 100)) + 0.5, rng.random((100, 3))
+    value = a @ b
+    t = a[:, :, None] * b[None, :, :]  # (p, n, q)
+    forwards = (np.cumsum(t, axis=1) ** 2).sum(axis=1)
+    backwards = (np.cumsum(t[:, ::-1], axis=1) ** 2).sum(axis=1)
+    estimate = ordered_partial_sums(a, b, value)
+    assert np.all(estimate >= 0.99 * np.maximum(forwards, backwards))
+    assert np.all(estimate <= 6 * np.maximum(forwards, backwards))
+
+
+@pytest.fixture(scope="module")
+def pair(runs):
+    return runs.run("numpy", CFG), runs.run("torch", CFG)
+
+
+def test_a_recorded_value_that_is_not_its_op_is_an_origin_of_that_side(pair, tmp_path):
+    """B's hidden/activation rescaled after the fact: B's value is no longer relu of B's Z1."""
+    a, b = pair
+    def edit(step, name, x):
+        return x * np.float32(1 + 1e-4) if (step, name) == (2, "hidden/activation") else x
+    c = compare_memstates(a, altered(b, tmp_path / "b", edit))
+    assert c.verdict == "diverged" and not c
+    o = c.origins[0]
+    assert (o.step, o.name, o.role, o.inconsistent, o.judged_by) == (2, "hidden/activation", "origin", "B", "noise")
+    assert o.n_unexplained > 0 and o.explained_ratio > 1
+    # B computed everything after it from its true activation: those records agree with A's
+    assert [(r.step, r.name) for r in c.origins] == [(2, "hidden/activation")]
+
+
+def test_propagated_divergence_is_not_an_origin(pair, tmp_path):
+    """The same change made to B's Z1 and to everything computed from it in that step is one
+    origin: the records after it are explained by their inputs."""
+    a, b = pair
+    z1 = np.array(b.get(1, "hidden/bias_add")) * np.float32(1.001)  # (m, H)
+    a1 = np.maximum(z1, 0)
+    m2 = (a1.astype(np.float64) @ np.array(b.get(0, "output/weight"), np.float64).T).astype(np.float32)
+    def edit(step, name, x):
+        if step == 1 and name == "hidden/bias_add":
+            return z1
+        if step == 1 and name == "hidden/activation":
+            return a1
+        if step == 1 and name == "output/matmul":
+            return m2
+        return x
+    c = compare_memstates(a, altered(b, tmp_path / "b", edit))
+    roles = {r.name: r.role for r in c.divergences if r.step == 1}
+    assert (c.first.step, c.first.name) == (1, "hidden/bias_add")
+    assert roles["hidden/activation"] == "propagated" and roles["output/matmul"] == "propagated"
+
+
+def test_noise_bound_is_what_the_comparison_uses(pair):
+    a, b = pair
+    bounds = step_bounds(a, b, 0)
+    c = compare_memstates(a, b)
+    r = next(r for r in c.records if (r.step, r.name) == (0, "hidden/matmul"))
+    diff = np.abs(np.array(a.get(0, "hidden/matmul"), np.float64) - np.array(b.get(0, "hidden/matmul"), np.float64))
+    assert r.worst_ratio == pytest.approx(float(np.max(diff / bounds["hidden/matmul"])), rel=1e-9)
+    assert 0 < r.worst_ratio < 1
+
+
+def test_float64_bounds_are_float64_sized(runs):
+    """Judged at float64, the hidden matmul's bound is 2^29 times smaller than at float32."""
+    c64 = CFG.replace(dtype="float64")
+    a, b = runs.run("numpy", c64), runs.run("torch", c64)
+    b64 = step_bounds(a, b, 0)["hidden/matmul"]
+    b32 = step_bounds(*[runs.run(i, CFG) for i in ("numpy", "torch")], 0)["hidden/matmul"]
+    assert np.median(b32 / b64) > 1e7
+    c = compare_memstates(a, b)
+    assert c.verdict in ("agree", "drift") and not c.origins
