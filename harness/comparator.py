@@ -139,7 +139,10 @@ class Comparison:
     @property
     def first(self) -> RecordDiff | None:
         """The answer: the first origin, else (drift) the first divergence, else None."""
-        return next(iter(self.origins), None) or next(iter(self.divergences), None)
+        origins = self.origins  # a RecordDiff that diverges is falsy, so no `or` here
+        if origins:
+            return origins[0]
+        return next(iter(self.divergences), None)
 
     @property
     def verdict(self) -> str:

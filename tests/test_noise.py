@@ -73,6 +73,8 @@ def test_a_recorded_value_that_is_not_its_op_is_an_origin_of_that_side(pair, tmp
     assert o.n_unexplained > 0 and o.explained_ratio > 1
     # B computed everything after it from its true activation: those records agree with A's
     assert [(r.step, r.name) for r in c.origins] == [(2, "hidden/activation")]
+    # the pair drifts from step 1 (parameters), yet the answer is the origin, not the first divergence
+    assert c.divergences[0].step == 1 and (c.first.step, c.first.name) == (2, "hidden/activation")
 
 
 def test_propagated_divergence_is_not_an_origin(pair, tmp_path):
