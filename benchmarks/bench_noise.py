@@ -5,7 +5,8 @@ Prints, for the default config on the bundled subset:
    their ratio per element, and how many elements of this correct pair allclose flags;
 2. per record, the smallest relative change of one op's value (B's record at step 1 scaled by
    1 + eps, nothing else touched) that is still found as the first origin at that record;
-3. the comparator's time per step, noise model against the fixed mode (the baseline).
+3. the comparator's time, noise mode against the fixed mode (the baseline). Both recompute every
+   op from its inputs for the origin test; the difference is the noise bounds themselves.
 
     python benchmarks/bench_noise.py [--steps-time 20]
 """
@@ -25,23 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.comparator import choose_tolerance, compare_memstates, step_bounds  # noqa: E402
 from harness.config import Config  # noqa: E402
 from harness.data import load_mnist  # noqa: E402
-from harness.job import Job, prepare_job  # noqa: E402
+from harness.evaluate import IMPLS, Evaluator  # noqa: E402
 from harness.memstate import Memstate, MemstateWriter  # noqa: E402
-from harness.params import initial_params  # noqa: E402
-from harness.runner import load_implementation, run_implementation  # noqa: E402
 
-IMPLS = Path(__file__).resolve().parents[1] / "impls"
 EPSILONS = [10.0 ** (-k / 2) for k in range(2, 20)]  # 1e-1 ... 3.2e-10
-
-
-JOBS: dict[Config, Job] = {}
-
-
-def run(name: str, config: Config, root: Path) -> Memstate:
-    if config not in JOBS:
-        JOBS[config] = prepare_job(root / f"job-{len(JOBS)}", config, initial_params(config), load_mnist())
-    result = run_implementation(load_implementation(IMPLS / name), JOBS[config], root / f"{name}-{config.steps}")
-    return Memstate(result.memstate)
 
 
 def scaled_copy(base: Memstate, path: Path, step: int, name: str, eps: float) -> Memstate:
@@ -89,9 +77,9 @@ def sensitivity(a: Memstate, b: Memstate, root: Path) -> None:
         print(f"   {name:28} {found if found is None else f'{found:.2g}':>18}")
 
 
-def speed(root: Path, steps: int) -> None:
+def speed(ev: Evaluator, steps: int) -> None:
     config = Config(steps=steps)
-    a, b = run("numpy", config, root), run("jax", config, root)
+    a, b = (ev.run(IMPLS / name, config, ev.root / f"{name}-{steps}") for name in ("numpy", "jax"))
     times = {}
     for mode in ("fixed", "noise"):
         tol = choose_tolerance(a, b, mode=mode)
@@ -102,7 +90,7 @@ def speed(root: Path, steps: int) -> None:
             best = min(best, time.perf_counter() - t)
         times[mode] = best
     print(f"\n3. comparing {steps} steps of numpy vs jax (best of 3): fixed mode (baseline) {times['fixed']:.2f} s, "
-          f"noise model {times['noise']:.2f} s = {times['noise'] / times['fixed']:.2f}x; "
+          f"noise mode {times['noise']:.2f} s = {times['noise'] / times['fixed']:.2f}x (the noise bounds); "
           f"{times['noise'] / steps * 1000:.0f} ms per step")
 
 
@@ -111,12 +99,12 @@ def main() -> None:
     p.add_argument("--steps-time", type=int, default=20, help="steps for the timing (default 20)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        ev = Evaluator(Path(tmp), load_mnist())
         config = Config(steps=2)
-        a, b = run("numpy", config, root), run("jax", config, root)
+        a, b = (ev.run(IMPLS / name, config, ev.root / f"{name}-2") for name in ("numpy", "jax"))
         tightness(a, b)
-        sensitivity(a, b, root)
-        speed(root, args.steps_time)
+        sensitivity(a, b, ev.root)
+        speed(ev, args.steps_time)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class Evaluator:
             self.jobs[config] = prepare_job(self.root / f"job-{len(self.jobs)}", config, initial_params(config), self.mnist)
         return self.jobs[config]
 
-    def _run(self, impl_dir: Path, config: Config, out: Path) -> Memstate:
+    def run(self, impl_dir: Path, config: Config, out: Path) -> Memstate:
+        """Run one implementation directory on the config's job."""
         result = run_implementation(load_implementation(impl_dir), self.job(config), out)
         return Memstate(result.memstate)
 
@@ -100,7 +101,7 @@ class Evaluator:
         key = (name, config)
         if key not in self.references:
             out = self.root / f"reference-{len(self.references)}-{name}"
-            self.references[key] = self._run(IMPLS / name, config, out)
+            self.references[key] = self.run(IMPLS / name, config, out)
         return self.references[key]
 
     def compare(self, case: Case, steps: int | None = None) -> Comparison:
@@ -110,7 +111,7 @@ class Evaluator:
         out = self.root / f"case-{case.name}"
         if out.exists():
             shutil.rmtree(out)
-        planted = self._run(impl_dir, config, out)
+        planted = self.run(impl_dir, config, out)
         result = compare_memstates(ref, planted)
         if not self.keep:
             shutil.rmtree(out, ignore_errors=True)
