@@ -573,3 +573,37 @@ def step_bounds(a: Memstate, b: Memstate, step: int, tol: Tolerance | None = Non
         if allowed is not None:
             bounds[spec.name] = np.broadcast_to(allowed, x.shape)
     return bounds
+
+
+@dataclass
+class RecordArrays:
+    """One record on both sides, for a report: the values, the |A-B| allowed per element, and
+    each side's deviation from the op applied to its own inputs (None where there is no model)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    allowed: np.ndarray | None
+    off_a: np.ndarray | None
+    off_b: np.ndarray | None
+
+
+def record_arrays(a: Memstate, b: Memstate, step: Step, name: str, tol: Tolerance) -> RecordArrays | None:
+    """What the report draws for one record; None when either side lacks it or the shapes differ."""
+    x, y = a.get(step, name), b.get(step, name)
+    if x is None or y is None or x.shape != y.shape:
+        return None
+    cmp = np.dtype(tol.dtype)
+    da, db = np.asarray(x).astype(cmp).astype(np.float64), np.asarray(y).astype(cmp).astype(np.float64)
+    if step == LOAD:
+        return RecordArrays(da, db, np.zeros_like(da), None, None)
+    if tol.mode == "noise":
+        allowed = step_bounds(a, b, int(step), tol).get(name)
+    else:
+        scale = np.fmax(np.abs(da), np.abs(db))
+        allowed = tol.rtol * scale + tol.atol * max(float(np.nanmax(scale, initial=0.0)), float(np.finfo(cmp).tiny))
+    models = _Models(_config(a) or _config(b), {"A": a, "B": b}, tol.u)
+    off = []
+    for label, v in (("A", da), ("B", db)):
+        m = models.get(label, step, name)
+        off.append(None if m is None or m.value is None else _deviation(v, np.broadcast_to(m.value, v.shape)))
+    return RecordArrays(da, db, None if allowed is None else np.asarray(allowed, dtype=np.float64), off[0], off[1])

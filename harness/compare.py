@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comparator import Comparison, RecordDiff, choose_tolerance, compare_memstates
+from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
 from .data import load_mnist
+from .describe import describe_record
 from .errors import InputError
 from .job import Job, prepare_job
 from .jsonl import convert_jsonl
@@ -25,6 +28,7 @@ from .legacy import convert_legacy, looks_legacy
 from .memstate import MANIFEST, Memstate
 from .params import initial_params, load_params
 from .records import step_label
+from .report import write_report
 from .runner import Implementation, is_implementation, load_implementation, run_implementation
 
 
@@ -93,42 +97,6 @@ def build_job(args: argparse.Namespace, sides: list[SideInput], out: Path, log) 
     return prepare_job(out / "job", config, params, load_mnist(args.data))
 
 
-def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
-    a, b = names
-    lines = []
-    if r.kind in ("values", "labels"):
-        idx = list(r.worst_index) if r.worst_index is not None else []
-        bound = "the noise bound" if r.judged_by == "noise" else "the tolerance"
-        lines.append(f"  worst element {idx}: {a}={r.worst_a!r} {b}={r.worst_b!r} "
-                     f"|{a}-{b}|={r.max_abs:.3g} rel={r.max_rel:.3g} ulp={r.max_ulp:.0f} "
-                     f"({r.worst_ratio:.3g}x {bound})")
-        lines.append(f"  {r.n_over} of {r.size} elements beyond {bound}")
-        if r.role == "origin" and r.n_unexplained:
-            where = list(r.unexplained_index or ())
-            lines.append(f"  origin: {r.n_unexplained} elements not explained by the inputs' differences "
-                         f"(worst {where}: {r.explained_ratio:.3g}x the op's own rounding)")
-            if r.inconsistent in (a, b):
-                other = b if r.inconsistent == a else a
-                lines.append(f"  {r.inconsistent}'s value is not the op applied to {r.inconsistent}'s own inputs; "
-                             f"{other}'s is")
-            elif r.inconsistent:
-                lines.append("  neither side's value is the op applied to its own inputs as the spec defines it")
-        elif r.role == "origin" and r.judged_by == "graph":
-            lines.append("  origin by the graph alone: its inputs are not recorded, and none recorded diverged")
-        elif r.role == "propagated":
-            lines.append(f"  propagated: the inputs' differences explain it ({r.explained_ratio:.3g}x the op's own "
-                         f"rounding at worst)" if r.judged_by != "graph" else "  propagated: an input diverged before it")
-        nonfinite = [f"{a} {r.nan_a} NaN {r.inf_a} Inf" if r.nan_a or r.inf_a else "",
-                     f"{b} {r.nan_b} NaN {r.inf_b} Inf" if r.nan_b or r.inf_b else ""]
-        if any(nonfinite):
-            lines.append("  non-finite: " + "; ".join(x for x in nonfinite if x))
-    elif r.kind == "shape":
-        lines.append(f"  shape {a} {list(r.shape_a or ())} vs {b} {list(r.shape_b or ())}")
-    if r.note:
-        lines.append(f"  {r.note}")
-    return lines
-
-
 def format_text(c: Comparison, limit: int = 8) -> str:
     names = (c.a.label, c.b.label)
     cfg = c.a.manifest.get("config", {})
@@ -185,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where job and memstates go (default runs/TIME-A-vs-B)")
     p.add_argument("--json", metavar="FILE", help="also write the full result as JSON; '-' puts it alone on "
                    "stdout and the text summary on stderr")
+    p.add_argument("--html", metavar="FILE", help="where the HTML report goes (default: reports/TIME-A-vs-B.html, "
+                   "or under $MEMSTATE_REPORTS)")
+    p.add_argument("--no-html", action="store_true", help="write no HTML report")
     p.add_argument("--strict", action="store_true", help="drift (divergences with no origin) exits 1 too")
     p.add_argument("--tolerance", choices=("noise", "fixed"), help="noise: the noise model (default); fixed: "
                    "rtol/atol per dtype")
@@ -197,7 +168,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_path(args: argparse.Namespace, stamp: str, sides: list[SideInput]) -> Path | None:
+    """Where the HTML report goes, its directory made now so that an unwritable one fails before any run."""
+    if args.no_html:
+        return None
+    path = Path(args.html) if args.html else (Path(os.environ.get("MEMSTATE_REPORTS") or "reports")
+                                              / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}.html")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path.parent}: cannot create the report directory: {e.strerror or e}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path.parent}: the report directory is not writable")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     args = parser().parse_args(argv)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -206,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}"
         if out.exists() and any(out.iterdir()):
             raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
+        html = report_path(args, stamp, sides)
         job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
         states = []
         for label, side in zip("AB", sides):
@@ -237,14 +225,24 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; every finished step is kept", file=sys.stderr)
         return 130
     to_stdout = args.json == "-"
-    print(format_text(comparison), file=sys.stderr if to_stdout else sys.stdout)
+    text_out = sys.stderr if to_stdout else sys.stdout
+    print(format_text(comparison), file=text_out)
+    code = exit_code(comparison)
+    if html is not None:
+        try:
+            write_report(comparison, states[0], states[1], html, shlex.join(["python", "-m", "harness.compare", *argv]))
+            print(f"report: {html}", file=text_out)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 2
     if args.json:
-        text = json.dumps(comparison.to_dict(), indent=1, default=str)
+        result = {**comparison.to_dict(), "report": str(html) if html is not None and html.exists() else None}
+        text = json.dumps(result, indent=1, default=str)
         if to_stdout:
             print(text)
         else:
             Path(args.json).write_text(text)
-    return exit_code(comparison)
+    return code
 
 
 if __name__ == "__main__":

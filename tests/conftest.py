@@ -59,3 +59,11 @@ class Runs:
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Runs:
     return Runs(tmp_path_factory.mktemp("runs"), mnist)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reports_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reports of the CLI tests (subprocesses included) go to a temporary directory, not reports/."""
+    path = tmp_path_factory.mktemp("reports")
+    os.environ["MEMSTATE_REPORTS"] = str(path)
+    return path
