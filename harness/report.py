@@ -516,9 +516,14 @@ def facts(c: Comparison) -> ReportFacts:
         head = (f"DRIFT: {len(c.divergences)} records differ by more than a step's rounding, the first at {first.where}; "
                 f"every one is explained by differences upstream (no origin).")
         return ReportFacts(title, "DRIFT", head + (" Exit 1 under --strict." if c.strict else " This passes."), code)
+    n, more = len(c.origins), len(c.divergences) - len(c.origins)
+    counts = (f"{n} origin{'s' if n != 1 else ''} in all, {more} more record{'s' if more != 1 else ''} only pass "
+              f"differences on.")
+    if first.kind != "values":  # stopped, missing, shape, labels: what happened says more than the op
+        return ReportFacts(title, "DIVERGED", f"DIVERGED at {first.where} ({first.kind}): {first.note or 'the first origin'}. "
+                           + counts, code)
     return ReportFacts(title, "DIVERGED", f"DIVERGED at {step_label(first.step)}, layer {layer}, op {op or layer} "
-                       f"({first.kind}): the first origin. {len(c.origins)} origins in all, "
-                       f"{len(c.divergences) - len(c.origins)} more records only pass differences on.", code)
+                       f"({first.kind}): the first origin. " + counts, code)
 
 
 def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None = None) -> str:
