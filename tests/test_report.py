@@ -20,7 +20,7 @@ from conftest import IMPLS, ROOT
 from harness.comparator import compare_memstates
 from harness.config import Config
 from harness.records import LOAD, expected_order
-from harness.report import causal_chain, render_report, tiles, write_report
+from harness.report import causal_chain, grid_units, render_report, tiles, write_report
 
 CFG = Config(hidden=32, batch_size=16, steps=3)
 HOSTILE_NAME = "<script>alert(1)</script>"
@@ -316,3 +316,13 @@ def test_hostile_strings_run_nothing_in_chromium(browser, hostile_report):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "hostile-report.png"), full_page=True)
     page.context.close()
+
+
+def test_long_runs_show_the_start_and_the_steps_around_the_divergence():
+    units = [LOAD, *range(100)]
+    shown = grid_units(units, 70, limit=60)
+    assert shown[:20] == units[:20] and shown[20] is None
+    assert shown[21:] == list(range(60, 100))  # 40 steps from 10 before the divergence
+    assert grid_units(units[:30], 5) == units[:30]
+    early = grid_units(units, 3, limit=60)
+    assert early == [*units[:60], None]  # a divergence near the start: one contiguous run, no gap inside
