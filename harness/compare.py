@@ -228,15 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     text_out = sys.stderr if to_stdout else sys.stdout
     print(format_text(comparison), file=text_out)
     code = exit_code(comparison)
+    written = None
     if html is not None:
         try:
-            write_report(comparison, states[0], states[1], html, shlex.join(["python", "-m", "harness.compare", *argv]))
+            written = write_report(comparison, states[0], states[1], html,
+                                   shlex.join(["python", "-m", "harness.compare", *argv]))
             print(f"report: {html}", file=text_out)
         except InputError as e:
             print(f"error: {e}", file=sys.stderr)
             code = 2
+        except Exception as e:  # noqa: BLE001 - a report that cannot be drawn must not hide the verdict above
+            print(f"error: {html}: the report could not be drawn ({type(e).__name__}: {e}); the comparison above "
+                  f"stands", file=sys.stderr)
+            code = 2
     if args.json:
-        result = {**comparison.to_dict(), "report": str(html) if html is not None and html.exists() else None}
+        result = {**comparison.to_dict(), "report": str(written) if written is not None else None}
         text = json.dumps(result, indent=1, default=str)
         if to_stdout:
             print(text)

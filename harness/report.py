@@ -344,10 +344,10 @@ def histogram(arr: RecordArrays, labels: tuple[str, str]) -> str:
             ax.hist(np.log10(allowed), bins=60, histtype="stepfilled", color="tab:green", alpha=0.5, label="allowed (noise bound)")
     ax.set_xlabel("log10 of the absolute difference")
     ax.set_ylabel("elements")
-    ax.set_title(f"{d.size - int((d > 0).sum())} of {d.size} elements are equal; {int((~np.isfinite(d)).sum())} "
-                 f"non-finite", fontsize=9)
+    summary = f"{d.size - int((d > 0).sum())} of {d.size} elements are equal; {int((~np.isfinite(d)).sum())} non-finite"
+    ax.set_title(summary, fontsize=9)
     ax.legend(fontsize=8)
-    return _img(_png(fig), "histogram of the differences")
+    return _img(_png(fig), f"histogram of the differences: {summary}")
 
 
 def worst_table(arr: RecordArrays, labels: tuple[str, str], limit: int = WORST_ROWS) -> str:

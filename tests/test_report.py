@@ -17,10 +17,19 @@ import numpy as np
 import pytest
 from conftest import IMPLS, ROOT
 
-from harness.comparator import compare_memstates
+from harness.comparator import RecordArrays, compare_memstates
 from harness.config import Config
 from harness.records import LOAD, expected_order
-from harness.report import causal_chain, grid_units, render_report, tiles, write_report
+from harness.report import (
+    causal_chain,
+    grid_units,
+    heatmaps,
+    histogram,
+    render_report,
+    tiles,
+    worst_table,
+    write_report,
+)
 
 CFG = Config(hidden=32, batch_size=16, steps=3)
 HOSTILE_NAME = "<script>alert(1)</script>"
@@ -105,7 +114,8 @@ def test_report_is_self_contained_and_small(origin_report):
                                                                           if "href" in a]
     assert sources and all(s.startswith(("data:image/png;base64,", "#")) for s in sources), sources
     images = page.find("img")
-    assert [i["alt"] for i in images] == ["worst ratio per step", "output/softmax", "histogram of the differences"]
+    assert [i["alt"] for i in images] == ["worst ratio per step", "output/softmax",
+                                          f"histogram of the differences: 0 of {16 * 10} elements are equal; 0 non-finite"]
     for img in images:
         png = base64.b64decode((img["src"] or "").split(",", 1)[1])
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
@@ -326,3 +336,29 @@ def test_long_runs_show_the_start_and_the_steps_around_the_divergence():
     assert grid_units(units[:30], 5) == units[:30]
     early = grid_units(units, 3, limit=60)
     assert early == [*units[:60], None]  # a divergence near the start: one contiguous run, no gap inside
+
+
+def test_unwritable_report_directory_fails_before_anything_runs(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = subprocess.run([sys.executable, "-m", "harness.compare", IMPLS / "numpy", IMPLS / "numpy", "--out",
+                        tmp_path / "run", "--html", blocker / "report.html"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300, check=False)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: {blocker}: cannot create the report directory")
+    assert not (tmp_path / "run").exists()  # refused before the job was made or a side was run
+
+
+def test_non_finite_values_are_drawn_not_raised():
+    """NaN and Inf on one side (a blown-up port) still give heatmaps, a histogram and a worst-element table."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(16, 784))  # (units, pixels)
+    b = a.copy()
+    b[3, 100], b[5, :10], b[0, 0] = np.nan, np.inf, -np.inf
+    arr = RecordArrays(a, b, np.full(a.shape, 1e-6), None, np.where(np.isfinite(b), 0.0, np.inf))
+    for tiled in (False, True):
+        assert heatmaps(arr, "hidden/weight", ("A", "B"), tiled).startswith('<img src="data:image/png;base64,')
+    assert "12 non-finite" in histogram(arr, ("A", "B"))
+    table = Page(worst_table(arr, ("A", "B")))
+    first_row = [t for t in table.text if t.strip()][8:16]
+    assert first_row[0] in ("[0, 0]", "[3, 100]", "[5, 0]") and first_row[5] == "inf"
