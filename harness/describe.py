@@ -26,6 +26,9 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
                              f"{other}'s is")
             elif r.inconsistent:
                 lines.append("  neither side's value is the op applied to its own inputs as the spec defines it")
+        elif r.role == "origin" and r.name == "input/x" and r.inconsistent in (a, b):
+            other = b if r.inconsistent == a else a
+            lines.append(f"  {r.inconsistent}'s pixels are not bytes / 255; {other}'s are")
         elif r.role == "origin" and r.judged_by == "graph":
             lines.append("  origin by the graph alone: its inputs are not recorded, and none recorded diverged")
         elif r.role == "propagated":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from .errors import InputError, read_json
 from .records import LOAD, Step, step_label
@@ -44,6 +44,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def sorted_header(blob: bytes) -> bytes:
+    """A safetensors file with its header's keys sorted: safetensors writes the metadata map in
+    hash order, which would make two writes of the same step differ in bytes."""
+    n = int.from_bytes(blob[:8], "little")
+    text = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 def now() -> str:
@@ -110,7 +119,9 @@ class MemstateWriter:
             return
         path = self.dir / unit_file(self._step)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(self._tensors, str(tmp), metadata={"step": str(self._step), "order": json.dumps(self._order)})
+        blob = save(self._tensors, metadata={"step": str(self._step), "order": json.dumps(self._order)})
+        with open(tmp, "wb") as f:
+            f.write(sorted_header(blob))
         os.replace(tmp, path)
         self._units.append(self._step)
         self._tensors, self._order = {}, []

@@ -67,3 +67,6 @@ def reports_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("reports")
     os.environ["MEMSTATE_REPORTS"] = str(path)
     return path
+
+
+pytest_plugins = ["pytester"]  # the plugin's tests run a user's project in a subprocess

@@ -1,0 +1,155 @@
+"""The memstate pytest plugin, registered through the `pytest11` entry point: installing the
+package makes it available in any project.
+
+    def test_my_port_matches_golden(memstate):
+        run = memstate.run("ports/my-mlp", hidden=16, batch_size=8, steps=3, seed=0)
+        memstate.assert_golden(run, "relu-h16-seed0")   # fails naming the first origin
+
+    @pytest.mark.memstate_impls("impls/numpy", "ports/my-mlp")
+    def test_each(memstate, memstate_impl): ...          # once per implementation directory
+
+Options: `--memstate-update-goldens` (write the goldens instead of checking them),
+`--memstate-impl NAME` (run only these implementations of a `memstate_impls` marker;
+repeatable), `--memstate-reports DIR` (where failing comparisons' HTML reports go). The ini
+option `memstate_goldens` names the goldens' directory (default tests/golden).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .comparator import Comparison, compare_memstates
+from .config import Config
+from .data import load_mnist
+from .describe import describe_record
+from .golden import write_golden
+from .job import prepare_job
+from .memstate import Memstate
+from .params import initial_params, load_params
+from .report import write_report
+from .runner import load_implementation, run_implementation
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memstate")
+    group.addoption("--memstate-update-goldens", action="store_true",
+                    help="write every golden that a test asserts against instead of checking it")
+    group.addoption("--memstate-impl", action="append", default=[], metavar="NAME",
+                    help="run only these implementations (directory name or path) of memstate_impls markers")
+    group.addoption("--memstate-reports", metavar="DIR", help="where HTML reports of failing comparisons go "
+                    "(default: the test's temporary directory)")
+    parser.addini("memstate_goldens", "directory of golden memstates, relative to the rootdir", default="tests/golden")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "memstate_impls(*dirs): run the test once per implementation directory "
+                            "(the memstate_impl fixture); --memstate-impl narrows the list")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "memstate_impl" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("memstate_impls")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: the memstate_impl fixture needs "
+                                f"@pytest.mark.memstate_impls('path/to/impl', ...)")
+    root = metafunc.config.rootpath
+    dirs = [Path(d) if Path(d).is_absolute() else root / d for d in marker.args]
+    chosen = metafunc.config.getoption("memstate_impl")
+    if chosen:
+        dirs = [d for d in dirs if d.name in chosen or any(Path(c).resolve() == d.resolve() for c in chosen)]
+    metafunc.parametrize("memstate_impl", dirs, ids=[d.name for d in dirs])
+
+
+@dataclass
+class MemstateHelper:
+    """What the `memstate` fixture gives a test: run implementations, compare, check goldens."""
+
+    tmp: Path
+    goldens: Path
+    reports: Path
+    update: bool = False
+    runs: int = field(default=0)
+
+    def run(self, impl: str | Path, *, data: str | Path | None = None, params: str | Path | None = None,
+            timeout: float | None = None, **config: object) -> Memstate:
+        """Run an implementation directory on a config (fields as keywords) and its seed's
+        parameters (or `params`), on the bundled MNIST subset (or `data`). A crash is no exception
+        here: the memstate says where it stopped, and a comparison reports it."""
+        cfg = Config(**config)  # type: ignore[arg-type]
+        p = load_params(params) if params else initial_params(cfg)
+        self.runs += 1
+        work = self.tmp / f"memstate-{self.runs}"
+        job = prepare_job(work / "job", cfg, p, load_mnist(data))
+        result = run_implementation(load_implementation(impl), job, work / Path(impl).name, timeout=timeout)
+        return Memstate(result.memstate)
+
+    def golden(self, name: str) -> Memstate:
+        return Memstate(self.goldens / name)
+
+    def compare(self, a: Memstate, b: Memstate, *, strict: bool = False) -> Comparison:
+        return compare_memstates(a, b, strict=strict)
+
+    def assert_agrees(self, a: Memstate, b: Memstate, *, strict: bool = False) -> Comparison:
+        """Fails unless the two agree (or drift, unless `strict`), naming the first origin and
+        writing the HTML report."""
+        __tracebackhide__ = True
+        c = self.compare(a, b, strict=strict)
+        if not c:
+            raise AssertionError(self.explain(c, a, b))
+        return c
+
+    def assert_golden(self, run: Memstate, name: str, *, strict: bool = False) -> Comparison | None:
+        """Compare a run with the golden `name` (golden is A); with --memstate-update-goldens,
+        write the run as that golden instead."""
+        __tracebackhide__ = True
+        path = self.goldens / name
+        if self.update:
+            write_golden(run, path)
+            return None
+        if not path.is_dir():
+            raise AssertionError(f"memstate: no golden {name!r} at {path}; run pytest --memstate-update-goldens "
+                                   f"to write it")
+        return self.assert_agrees(self.golden(name), run, strict=strict)
+
+    def explain(self, c: Comparison, a: Memstate, b: Memstate) -> str:
+        """The failure message: verdict and first origin on the first line (JUnit's message), then
+        the worst element, notes and the report's path."""
+        first = c.first
+        head = f"memstate: {c.verdict.upper()}"
+        if first is not None:
+            head += f" at {first.where} ({first.kind}): " + ("the first origin" if first.is_origin else
+                                                             "drift (--strict)")
+        lines = [head + f"; A = {c.a.name} ({c.a.path}), B = {c.b.name} ({c.b.path})"]
+        if first is not None:
+            lines += [line.strip() for line in describe_record(first, (c.a.label, c.b.label))]
+        if len(c.origins) > 1:
+            lines.append(f"{len(c.origins)} origins in all: " + "; ".join(r.where for r in c.origins[:5])
+                         + (" ..." if len(c.origins) > 5 else ""))
+        lines += [f"note: {n}" for n in c.notes]
+        self.reports.mkdir(parents=True, exist_ok=True)
+        report = self.reports / f"{_slug(c.a.name)}-vs-{_slug(c.b.name)}-{self.runs}.html"
+        try:
+            write_report(c, a, b, report)
+            lines.append(f"report: {report}")
+        except Exception as e:  # noqa: BLE001 - the verdict above matters more than the page
+            lines.append(f"report: not written ({type(e).__name__}: {e})")
+        return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:40] or "side"
+
+
+@pytest.fixture
+def memstate(request: pytest.FixtureRequest, tmp_path: Path) -> MemstateHelper:
+    """Run implementations, compare memstates, check goldens; see the module docstring."""
+    cfg = request.config
+    goldens = Path(cfg.getini("memstate_goldens"))
+    reports = cfg.getoption("memstate_reports")
+    return MemstateHelper(tmp=tmp_path, goldens=goldens if goldens.is_absolute() else cfg.rootpath / goldens,
+                          reports=Path(reports) if reports else tmp_path / "reports",
+                          update=cfg.getoption("memstate_update_goldens"))
