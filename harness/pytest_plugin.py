@@ -69,6 +69,7 @@ class MemstateHelper:
     """What the `memstate` fixture gives a test: run implementations, compare, check goldens."""
 
     tmp: Path
+    root: Path  # relative implementation paths are taken from here (pytest's rootdir)
     goldens: Path
     reports: Path
     update: bool = False
@@ -84,7 +85,8 @@ class MemstateHelper:
         self.runs += 1
         work = self.tmp / f"memstate-{self.runs}"
         job = prepare_job(work / "job", cfg, p, load_mnist(data))
-        result = run_implementation(load_implementation(impl), job, work / Path(impl).name, timeout=timeout)
+        path = Path(impl) if Path(impl).is_absolute() else self.root / impl
+        result = run_implementation(load_implementation(path), job, work / path.name, timeout=timeout)
         return Memstate(result.memstate)
 
     def golden(self, name: str) -> Memstate:
@@ -150,6 +152,6 @@ def memstate(request: pytest.FixtureRequest, tmp_path: Path) -> MemstateHelper:
     cfg = request.config
     goldens = Path(cfg.getini("memstate_goldens"))
     reports = cfg.getoption("memstate_reports")
-    return MemstateHelper(tmp=tmp_path, goldens=goldens if goldens.is_absolute() else cfg.rootpath / goldens,
+    return MemstateHelper(tmp=tmp_path, root=cfg.rootpath, goldens=goldens if goldens.is_absolute() else cfg.rootpath / goldens,
                           reports=Path(reports) if reports else tmp_path / "reports",
                           update=cfg.getoption("memstate_update_goldens"))
