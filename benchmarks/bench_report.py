@@ -23,9 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.config import Config  # noqa: E402
 from harness.data import load_mnist  # noqa: E402
-from harness.job import prepare_job  # noqa: E402
-from harness.params import initial_params  # noqa: E402
-from harness.runner import load_implementation, run_implementation  # noqa: E402
+from harness.runner import run_config  # noqa: E402
 
 PAIRS = [  # (label, A, B, config changes)
     ("default: numpy vs jax (drift)", "numpy", "jax", {}),
@@ -60,10 +58,9 @@ def main() -> None:
         root = Path(tmp)
         for i, (label, a, b, changes) in enumerate(PAIRS):
             cfg = Config(steps=args.steps).replace(**changes)
-            job = prepare_job(root / f"job{i}", cfg, initial_params(cfg), mnist)
             dirs = []
             for side, impl in (("a", a), ("b", b)):
-                result = run_implementation(load_implementation(ROOT / "impls" / impl), job, root / f"{i}{side}")
+                result = run_config(ROOT / "impls" / impl, cfg, root / f"{i}{side}", mnist)
                 assert result, result.error
                 dirs.append(str(result.memstate))
             best: dict[str, float] = {}

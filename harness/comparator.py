@@ -354,7 +354,7 @@ def manifest_differences(a: Memstate, b: Memstate) -> list[tuple[str, Any, Any]]
     return sorted(out, key=lambda x: x[0])
 
 
-def _config(ms: Memstate) -> Config | None:
+def config_of(ms: Memstate) -> Config | None:
     try:
         return Config.from_dict(ms.config, source=str(ms.dir))
     except InputError:
@@ -487,7 +487,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     config_fields = sorted(p.removeprefix("config.") for p in changed if p.startswith("config.") and p != "config.dtype")
     if config_fields:
         result.notes.append("the two sides ran different configs: " + ", ".join(config_fields))
-    cfg = _config(a) or _config(b)
+    cfg = config_of(a) or config_of(b)
     known = set(expected_order(cfg.replace(steps=1))) if cfg else set()
     keys = record_keys(a, b, cfg)
     have = {labels[0]: set(_keys(a)), labels[1]: set(_keys(b))}
@@ -563,7 +563,7 @@ def step_bounds(a: Memstate, b: Memstate, step: int, tol: Tolerance | None = Non
     """Every record's noise bound at one step (name -> |A-B| allowed per element), for reports and
     benchmarks: what `compare_memstates` judges that step's records against."""
     tol = tol or choose_tolerance(a, b, mode="noise")
-    cfg = _config(a) or _config(b)
+    cfg = config_of(a) or config_of(b)
     models = _Models(cfg, {"A": a, "B": b}, tol.u)
     bounds: dict[str, np.ndarray] = {}
     for spec in step_records(cfg) if cfg else []:
@@ -601,7 +601,7 @@ def record_arrays(a: Memstate, b: Memstate, step: Step, name: str, tol: Toleranc
     else:
         scale = np.fmax(np.abs(da), np.abs(db))
         allowed = tol.rtol * scale + tol.atol * max(float(np.nanmax(scale, initial=0.0)), float(np.finfo(cmp).tiny))
-    models = _Models(_config(a) or _config(b), {"A": a, "B": b}, tol.u)
+    models = _Models(config_of(a) or config_of(b), {"A": a, "B": b}, tol.u)
     off = []
     for label, v in (("A", da), ("B", db)):
         m = models.get(label, step, name)

@@ -72,7 +72,8 @@ def resolve(arg: str) -> SideInput:
                      f"a memstate directory (manifest.json) nor a JSON-lines memstate file")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name made safe for a file or directory name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:40] or "side"
 
 
@@ -173,7 +174,7 @@ def report_path(args: argparse.Namespace, stamp: str, sides: list[SideInput]) ->
     if args.no_html:
         return None
     path = Path(args.html) if args.html else (Path(os.environ.get("MEMSTATE_REPORTS") or "reports")
-                                              / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}.html")
+                                              / f"{stamp}-{slug(sides[0].name)}-vs-{slug(sides[1].name)}.html")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -190,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sides = [resolve(args.a), resolve(args.b)]
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{_slug(sides[0].name)}-vs-{_slug(sides[1].name)}"
+        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{slug(sides[0].name)}-vs-{slug(sides[1].name)}"
         if out.exists() and any(out.iterdir()):
             raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
         html = report_path(args, stamp, sides)
         job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
         states = []
         for label, side in zip("AB", sides):
-            target = out / f"{label.lower()}-{_slug(side.name)}"
+            target = out / f"{label.lower()}-{slug(side.name)}"
             if side.impl is not None:
                 assert job is not None
                 log(f"running {label} = {side.impl.name} ({side.path}) ...")

@@ -29,10 +29,8 @@ from .comparator import Comparison, compare_memstates
 from .config import Config
 from .data import load_mnist
 from .errors import InputError
-from .job import prepare_job
 from .memstate import MANIFEST, Memstate, unit_file, write_atomic
-from .params import initial_params
-from .runner import load_implementation, run_implementation
+from .runner import load_implementation, run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = ROOT / "fixtures" / "golden"
@@ -94,12 +92,12 @@ def make_goldens(out: str | Path = GOLDEN_DIR, producer: str | Path = PRODUCER) 
                              "data": "fixtures/mnist (bundled subset)", "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in CASES.items():
-            job = prepare_job(Path(tmp) / f"job-{name}", cfg, initial_params(cfg), mnist)
-            result = run_implementation(impl, job, Path(tmp) / f"run-{name}")
+            result = run_config(impl.dir, cfg, Path(tmp) / name, mnist)
             if not result:
                 raise InputError(f"{producer}: failed on golden case {name}: {result.error}")
-            dest = write_golden(Memstate(result.memstate), out / name)
-            index["cases"][name] = {"config": cfg.to_dict(), "params_sha256": job.params_sha256,
+            run = Memstate(result.memstate)
+            dest = write_golden(run, out / name)
+            index["cases"][name] = {"config": cfg.to_dict(), "params_sha256": run.manifest["params_sha256"],
                                     "files": {f.name: sha256(f) for f in sorted(dest.iterdir())}}
     write_atomic(out / INDEX, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
     return index
@@ -126,9 +124,7 @@ def check_against_golden(impl_dir: str | Path, case: str, work: str | Path, dire
                          strict: bool = False) -> GoldenCheck:
     """Run an implementation on a golden's config and seed (bundled data) and compare: golden is A."""
     golden = Memstate(Path(directory) / case)
-    cfg = golden_config(case, directory)
-    job = prepare_job(Path(work) / "job", cfg, initial_params(cfg), load_mnist())
-    result = run_implementation(load_implementation(impl_dir), job, Path(work) / "run")
+    result = run_config(impl_dir, golden_config(case, directory), work, load_mnist())
     return GoldenCheck(case, compare_memstates(golden, Memstate(result.memstate), strict=strict))
 
 

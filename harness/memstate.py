@@ -46,13 +46,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def sorted_header(blob: bytes) -> bytes:
-    """A safetensors file with its header's keys sorted: safetensors writes the metadata map in
-    hash order, which would make two writes of the same step differ in bytes."""
+def sorted_header(blob: bytes) -> tuple[bytes, memoryview]:
+    """A safetensors file as (header, data) with the header's keys sorted: safetensors writes the
+    metadata map in hash order, which would make two writes of the same step differ in bytes.
+    The data is a view, not a copy."""
     n = int.from_bytes(blob[:8], "little")
     text = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned
-    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+    return len(text).to_bytes(8, "little") + text, memoryview(blob)[8 + n:]
 
 
 def now() -> str:
@@ -120,8 +121,10 @@ class MemstateWriter:
         path = self.dir / unit_file(self._step)
         tmp = path.with_name(path.name + ".tmp")
         blob = save(self._tensors, metadata={"step": str(self._step), "order": json.dumps(self._order)})
+        header, data = sorted_header(blob)
         with open(tmp, "wb") as f:
-            f.write(sorted_header(blob))
+            f.write(header)
+            f.write(data)
         os.replace(tmp, path)
         self._units.append(self._step)
         self._tensors, self._order = {}, []

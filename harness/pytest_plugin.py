@@ -16,21 +16,21 @@ option `memstate_goldens` names the goldens' directory (default tests/golden).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .comparator import Comparison, compare_memstates
+from .compare import slug
 from .config import Config
 from .data import load_mnist
 from .describe import describe_record
 from .golden import write_golden
-from .job import prepare_job
 from .memstate import Memstate
-from .params import initial_params, load_params
+from .params import load_params
 from .report import write_report
-from .runner import load_implementation, run_implementation
+from .runner import run_config
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,20 +73,17 @@ class MemstateHelper:
     goldens: Path
     reports: Path
     update: bool = False
-    runs: int = field(default=0)
+    runs: int = 0
 
     def run(self, impl: str | Path, *, data: str | Path | None = None, params: str | Path | None = None,
             timeout: float | None = None, **config: object) -> Memstate:
         """Run an implementation directory on a config (fields as keywords) and its seed's
         parameters (or `params`), on the bundled MNIST subset (or `data`). A crash is no exception
         here: the memstate says where it stopped, and a comparison reports it."""
-        cfg = Config(**config)  # type: ignore[arg-type]
-        p = load_params(params) if params else initial_params(cfg)
         self.runs += 1
-        work = self.tmp / f"memstate-{self.runs}"
-        job = prepare_job(work / "job", cfg, p, load_mnist(data))
         path = Path(impl) if Path(impl).is_absolute() else self.root / impl
-        result = run_implementation(load_implementation(path), job, work / path.name, timeout=timeout)
+        result = run_config(path, Config(**config), self.tmp / f"memstate-{self.runs}-{path.name}",  # type: ignore[arg-type]
+                            load_mnist(data), load_params(params) if params else None, timeout)
         return Memstate(result.memstate)
 
     def golden(self, name: str) -> Memstate:
@@ -133,17 +130,13 @@ class MemstateHelper:
                          + (" ..." if len(c.origins) > 5 else ""))
         lines += [f"note: {n}" for n in c.notes]
         self.reports.mkdir(parents=True, exist_ok=True)
-        report = self.reports / f"{_slug(c.a.name)}-vs-{_slug(c.b.name)}-{self.runs}.html"
+        report = self.reports / f"{slug(c.a.name)}-vs-{slug(c.b.name)}-{self.runs}.html"
         try:
             write_report(c, a, b, report)
             lines.append(f"report: {report}")
         except Exception as e:  # noqa: BLE001 - the verdict above matters more than the page
             lines.append(f"report: not written ({type(e).__name__}: {e})")
         return "\n".join(lines)
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:40] or "side"
 
 
 @pytest.fixture

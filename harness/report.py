@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .comparator import AGREE, DRIFT, Comparison, RecordArrays, RecordDiff, record_arrays
+from .comparator import AGREE, DRIFT, Comparison, RecordArrays, RecordDiff, config_of, record_arrays
 from .config import Config
 from .describe import describe_record
 from .errors import InputError
@@ -88,15 +88,6 @@ def status_text(r: RecordDiff) -> str:
     if r.kind not in (AGREE, "values"):
         return f"origin ({r.kind})"
     return {"exact": "equal", "noise": "within noise"}.get(cat, cat)
-
-
-def _config(c: Comparison) -> Config | None:
-    for side in (c.a, c.b):
-        try:
-            return Config.from_dict(side.manifest.get("config", {}), source=side.path)
-        except InputError:
-            continue
-    return None
 
 
 def _png(fig: Any) -> str:
@@ -546,7 +537,7 @@ def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None =
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in c.notes) + "</ul>")
     first = c.first
     if first is not None:
-        cfg = _config(c)
+        cfg = config_of(a) or config_of(b)
         units = list(dict.fromkeys(r.step for r in c.records))
         names = list(dict.fromkeys([r.name for r in c.records if r.step != LOAD] + [r.name for r in c.records]))
         shown = grid_units(units, first.step)

@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import Config
+from .data import Mnist
 from .errors import InputError, read_json
-from .job import Job
+from .job import Job, prepare_job
 from .jsonl import convert_jsonl
 from .memstate import MANIFEST, Memstate, MemstateWriter, write_atomic
+from .params import Params, initial_params
 
 IMPL_MANIFEST = "memstate-impl.json"
 DEFAULT_TIMEOUT = 600.0
@@ -257,3 +260,12 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     result = Memstate(out)
     err = (result.manifest.get("stopped") or {}).get("error")
     return RunResult(impl, out, result.status, err, seconds, code)
+
+
+def run_config(impl: str | Path, config: Config, work: str | Path, mnist: Mnist, params: Params | None = None,
+               timeout: float | None = None) -> RunResult:
+    """Prepare a job for `config` under work/job (the seed's parameters unless `params`) and run an
+    implementation directory on it into work/run: prepare_job and run_implementation in one call."""
+    work = Path(work)
+    job = prepare_job(work / "job", config, params if params is not None else initial_params(config), mnist)
+    return run_implementation(load_implementation(impl), job, work / "run", timeout=timeout)

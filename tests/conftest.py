@@ -9,9 +9,9 @@ import pytest
 
 from harness.config import Config
 from harness.data import Mnist, load_mnist
-from harness.job import Job, prepare_job
+from harness.evaluate import Evaluator
+from harness.job import Job
 from harness.memstate import Memstate
-from harness.params import initial_params
 from harness.runner import load_implementation, run_implementation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,17 +33,16 @@ def shared_mnist_dir() -> Path:
 
 
 class Runs:
-    """Runs implementations on jobs, once per (impl, config), under one temporary root."""
+    """Runs implementations on jobs, once per (impl, config), under one temporary root; the jobs
+    are the Evaluator's (one per config)."""
 
     def __init__(self, root: Path, mnist: Mnist):
-        self.root, self.mnist = root, mnist
-        self.jobs: dict[Config, Job] = {}
+        self.root = root
+        self.evaluator = Evaluator(root, mnist)
         self.done: dict[tuple[str, Config], Memstate] = {}
 
     def job(self, config: Config) -> Job:
-        if config not in self.jobs:
-            self.jobs[config] = prepare_job(self.root / f"job{len(self.jobs)}", config, initial_params(config), self.mnist)
-        return self.jobs[config]
+        return self.evaluator.job(config)
 
     def run(self, impl: str | Path, config: Config) -> Memstate:
         key = (str(impl), config)
