@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
 
-from .memstate import MemstateWriter
+from .memstate import WRITE_FAILED, MemstateWriter, WriteError
+
+
+def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> int:
+    """Close the memstate; if even that cannot be written (a full disk), say so on stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the manifest short
+    try:
+        writer.close(status, **stopped)
+    except OSError as e:
+        print(f"memstate: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return WRITE_FAILED
+    return code
 
 
 def main(argv: list[str]) -> int:
@@ -25,22 +37,23 @@ def main(argv: list[str]) -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         run = getattr(module, func)
+    except KeyboardInterrupt:
+        return finish(writer, 130, "interrupted", error="interrupted (Ctrl-C) while loading the entry point")
     except Exception as e:  # noqa: BLE001 - any import failure is the implementation's, reported in the manifest
-        writer.close("stopped", error=f"entry point {entry} does not load: {type(e).__name__}: {e}",
-                     traceback=traceback.format_exc()[-4000:])
         print(traceback.format_exc(), file=sys.stderr)
-        return 1
+        return finish(writer, 1, "stopped", error=f"entry point {entry} does not load: {type(e).__name__}: {e}",
+                      traceback=traceback.format_exc()[-4000:])
     try:
         run(job_dir, writer)
     except KeyboardInterrupt:
-        writer.close("interrupted", error="interrupted (Ctrl-C)")
-        return 130
+        return finish(writer, 130, "interrupted", error="interrupted (Ctrl-C)")
+    except WriteError as e:  # the memstate's own file, not the implementation's fault
+        print(f"memstate: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return finish(writer, WRITE_FAILED, "stopped", error=f"cannot write {e.filename}: {e.strerror}")
     except Exception as e:  # noqa: BLE001 - the implementation's crash is data for the comparison
-        writer.close("stopped", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
         print(traceback.format_exc(), file=sys.stderr)
-        return 1
-    writer.close("complete")
-    return 0
+        return finish(writer, 1, "stopped", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+    return finish(writer, 0, "complete")
 
 
 if __name__ == "__main__":

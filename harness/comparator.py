@@ -22,7 +22,7 @@ from deepdiff import DeepDiff
 
 from .config import Config
 from .errors import InputError
-from .memstate import Memstate
+from .memstate import Memstate, unit_file
 from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from .records import LOAD, Step, expected_order, step_label, step_records
 
@@ -212,8 +212,10 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
             allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
         else:
             exact = False
-            allowed = np.nan_to_num(np.broadcast_to(allowed, err.shape), nan=0.0)  # NaN inputs allow nothing here
-        ratio = np.where(err == 0, 0.0, np.inf) if exact else np.where(err == 0, 0.0, err / allowed)
+            allowed = np.maximum(np.nan_to_num(np.broadcast_to(allowed, err.shape), nan=0.0), 0.0)  # NaN allows nothing
+        # a NaN against a number, or an infinity against a finite value, is never within any bound
+        ratio = np.where(err == 0, 0.0, np.inf) if exact else np.where(err == 0, 0.0, np.where(np.isinf(err), np.inf,
+                                                                                               err / allowed))
         rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
         ulp = np.where(same, 0.0, np.abs(_ordered(ca) - _ordered(cb)))
     if diff.size == 0:
@@ -448,7 +450,8 @@ def _graph_inputs(cfg: Config | None, step: Step, name: str) -> list[tuple[Step,
 def _pixels(x: np.ndarray) -> bool:
     """Every value is a byte / 255, to float32 accuracy."""
     v = np.asarray(x, dtype=np.float64) * 255
-    return bool(np.all((np.abs(v - np.round(v)) <= 1e-4) & (v > -0.5) & (v < 255.5)))
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf are simply not pixels
+        return bool(np.all((np.abs(v - np.round(v)) <= 1e-4) & (v > -0.5) & (v < 255.5)))
 
 
 def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expected | None, Expected | None],
@@ -501,6 +504,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             result.notes.append(f"{lab} cannot hold {', '.join(where)}: {why}")
         for name, how in sides[lab].manifest.get("legacy_notes", {}).items():
             result.notes.append(f"{lab} {name}: {how}")
+    for lab, ms in sides.items():
+        if ms.unlisted:
+            result.notes.append(f"{lab}'s directory holds {', '.join(unit_file(u) for u in ms.unlisted)}, which its "
+                                f"manifest does not list: not compared")
     unknown: set[str] = set()
     models = _Models(cfg, sides, tol.u)
     diverged: set[tuple[Step, str]] = set()

@@ -21,13 +21,13 @@ from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
 from .data import load_mnist
 from .describe import describe_record
-from .errors import InputError
+from .errors import InputError, OutputError
 from .job import Job, prepare_job
 from .jsonl import convert_jsonl
 from .legacy import convert_legacy, looks_legacy
-from .memstate import MANIFEST, Memstate
+from .memstate import MANIFEST, Memstate, write_atomic
 from .params import initial_params, load_params
-from .records import step_label
+from .records import LOAD, step_label
 from .report import write_report
 from .runner import Implementation, is_implementation, load_implementation, run_implementation
 
@@ -184,10 +184,20 @@ def report_path(args: argparse.Namespace, stamp: str, sides: list[SideInput]) ->
     return path
 
 
+def kept(out: Path, sides: list[SideInput]) -> str:
+    """Where an interrupted or failed run left its memstates, and how to compare them later."""
+    made = [p for p in sorted(out.glob("[ab]-*")) if p.is_dir() and (p / MANIFEST).is_file()]
+    if len(made) == 2:
+        return f"; compare what they hold with: python -m harness.compare {made[0]} {made[1]}"
+    return f" in {made[0]}" if made else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     args = parser().parse_args(argv)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    sides: list[SideInput] = []
+    out = Path(args.out or "runs")
     try:
         sides = [resolve(args.a), resolve(args.b)]
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -220,15 +230,24 @@ def main(argv: list[str] | None = None) -> int:
         tol = choose_tolerance(states[0], states[1], args.rtol, args.atol, args.tolerance)
         comparison = compare_memstates(states[0], states[1], tol, strict=args.strict)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a vanished directory: say which file, keep what was written
+        print(f"error: {e.filename or out}: {e.strerror or e}; every finished step is kept"
+              f"{kept(out, sides) if sides else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; every finished step is kept", file=sys.stderr)
+        print(f"interrupted; every finished step is kept{kept(out, sides) if sides else ''}", file=sys.stderr)
         return 130
     to_stdout = args.json == "-"
     text_out = sys.stderr if to_stdout else sys.stdout
     print(format_text(comparison), file=text_out)
     code = exit_code(comparison)
+    for label, ms in zip("AB", states):
+        if ms.damaged:  # compared up to the damage; the input is still bad
+            print(f"error: {label}'s memstate is damaged: {ms.damaged}; the comparison above covers the "
+                  f"{len([u for u in ms.units if u != LOAD])} step(s) before it", file=sys.stderr)
+            code = 2
     written = None
     if html is not None:
         try:
@@ -248,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         if to_stdout:
             print(text)
         else:
-            Path(args.json).write_text(text)
+            try:
+                write_atomic(Path(args.json), text.encode())
+            except OSError as e:
+                print(f"error: {args.json}: cannot write the JSON result: {e.strerror or e}", file=sys.stderr)
+                code = 2
     return code
 
 

@@ -9,6 +9,11 @@ class InputError(Exception):
     """Bad input. The message names the file, field or record and what was expected."""
 
 
+class OutputError(InputError):
+    """What memstate must write cannot be written (a full disk, an unwritable directory).
+    Everything finished before it is kept."""
+
+
 class ImplementationError(Exception):
     """An implementation could not be run at all (bad manifest, entry point that does not import)."""
 
@@ -22,3 +27,5 @@ def read_json(path: str | Path, what: str) -> Any:
         raise InputError(f"{path}: cannot read {what}: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: {what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(f"{path}: {what} nests arrays or objects too deeply to read") from None

@@ -32,18 +32,37 @@ ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4
 RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
+WRITE_FAILED = 74  # a child's exit code when it could not write its memstate (sysexits' EX_IOERR)
+
+
+class WriteError(OSError):
+    """A memstate file could not be written (a full disk): raised by the writer, not by the
+    implementation's own code, so the child can tell the two apart."""
+
+
 def unit_file(step: Step) -> str:
     return "load.safetensors" if step == LOAD else f"step-{step:06d}.safetensors"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary sibling, then rename: readers see the old file or the whole new one."""
+    _write_then_rename(path, [data], sync=True)
+
+
+def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
+    """Write `parts` to PATH.tmp and rename it to PATH; on failure (a full disk) remove PATH.tmp
+    and raise, so that no half-written file is left under either name."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.writelines(parts)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sorted_header(blob: bytes) -> tuple[bytes, memoryview]:
@@ -119,20 +138,24 @@ class MemstateWriter:
         if self._step is None or not self._tensors:
             return
         path = self.dir / unit_file(self._step)
-        tmp = path.with_name(path.name + ".tmp")
         blob = save(self._tensors, metadata={"step": str(self._step), "order": json.dumps(self._order)})
-        header, data = sorted_header(blob)
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            _write_then_rename(path, list(sorted_header(blob)))
+        except OSError as e:
+            self._tensors, self._order = {}, []  # this step is lost; close() must not try it again
+            raise WriteError(e.errno, e.strerror, str(path)) from None
         self._units.append(self._step)
         self._tensors, self._order = {}, []
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped or interrupted."""
         pending = self._step if self._tensors else None
-        self.flush()
+        try:
+            self.flush()
+        except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
+            status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
+                f"; before that: {error}" if error else "")
+            self._tensors, self._order = {}, []
         self.manifest["status"] = status
         self.manifest["units"] = self._units
         if status != "complete":
@@ -210,13 +233,22 @@ class Memstate:
         units = self.manifest.get("units")
         if units is None:  # never closed (the writer was killed): the finished step files are the truth
             units = on_disk
-        elif not isinstance(units, list) or any(u != LOAD and not isinstance(u, int) for u in units):
-            raise InputError(f"{path}: field 'units' must list 'load' and step numbers")
-        for u in units:
-            if u not in on_disk:
-                raise InputError(f"{path}: lists {step_label(u)} but {unit_file(u)} is missing")
-        self.units: list[Step] = units
+        elif not isinstance(units, list) or any(u != LOAD and (not isinstance(u, int) or isinstance(u, bool) or u < 0)
+                                                for u in units):
+            raise InputError(f"{path}: field 'units' must list 'load' and non-negative step numbers")
+        self.unlisted: list[Step] = [u for u in on_disk if u not in units]  # files the manifest does not name
+        self.damaged: str | None = None  # what is wrong with the first unreadable unit; units stop before it
         self._open: dict[Step, Unit] = {}
+        self.units: list[Step] = []
+        for u in units:  # every header is read now, so a damaged file ends the memstate where it is
+            try:
+                if u not in on_disk:
+                    raise InputError(f"{path}: lists {step_label(u)} but {unit_file(u)} is missing")
+                self._open[u] = Unit.open(self.dir / unit_file(u))
+            except InputError as e:
+                self.damaged = str(e)
+                break
+            self.units.append(u)
 
     def _units_on_disk(self) -> list[Step]:
         steps = sorted(int(m.group(1)) for f in self.dir.glob("step-*.safetensors")
@@ -225,7 +257,8 @@ class Memstate:
 
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status", "unknown"))
+        """complete, stopped, interrupted, running (never closed), or damaged (a unit cannot be read)."""
+        return "damaged" if self.damaged else str(self.manifest.get("status", "unknown"))
 
     @property
     def name(self) -> str:
@@ -237,11 +270,7 @@ class Memstate:
 
     def unit(self, step: Step) -> dict[str, np.ndarray]:
         """The records of one step, name -> array (memory-mapped), in written order."""
-        if step not in self.units:
-            return {}
-        if step not in self._open:
-            self._open[step] = Unit.open(self.dir / unit_file(step))
-        return self._open[step].arrays
+        return self._open[step].arrays if step in self.units else {}
 
     def get(self, step: Step, name: str) -> np.ndarray | None:
         return self.unit(step).get(name)
@@ -253,5 +282,9 @@ class Memstate:
         s = self.manifest.get("stopped") or {}
         last = self.units[-1] if self.units else None
         where = f"after {step_label(last)}" if last is not None else "before writing anything"
+        if self.damaged:
+            return f"damaged {'after ' + step_label(last) if last is not None else 'from the start'}: {self.damaged}"
+        if self.status == "running":
+            return f"never closed {where} (the writer was killed, or could not write its manifest)"
         err = s.get("error") or "no error message"
         return f"{self.status} {where}: {err}"

@@ -28,10 +28,10 @@ from typing import Any
 
 from .config import Config
 from .data import Mnist
-from .errors import InputError, read_json
+from .errors import InputError, OutputError, read_json
 from .job import Job, prepare_job
 from .jsonl import convert_jsonl
-from .memstate import MANIFEST, Memstate, MemstateWriter, write_atomic
+from .memstate import MANIFEST, WRITE_FAILED, Memstate, MemstateWriter, write_atomic
 from .params import Params, initial_params
 
 IMPL_MANIFEST = "memstate-impl.json"
@@ -180,8 +180,30 @@ def _describe_exit(code: int | None, timed_out: float | None) -> str:
     return f"exited with code {code}"
 
 
+INTERRUPT_GRACE = 10.0  # seconds an interrupted implementation has to close its memstate
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _interrupt(proc: subprocess.Popen) -> int:
+    """Ctrl-C: pass SIGINT to the implementation's process group, give it INTERRUPT_GRACE seconds to
+    close its memstate, then kill it. A second Ctrl-C kills it at once."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=INTERRUPT_GRACE)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, ProcessLookupError):
+        _kill_group(proc)
+        return proc.wait()
+
+
 def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout: float | None = None) -> RunResult:
-    """Run `impl` on `job`, writing its memstate to `out`. Never raises for the impl's own failures."""
+    """Run `impl` on `job`, writing its memstate to `out`. Never raises for the impl's own failures;
+    Ctrl-C closes the memstate as interrupted (every finished step kept) and raises KeyboardInterrupt."""
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: already holds a memstate; refusing to overwrite it (choose another --out)")
@@ -216,10 +238,11 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
                 a = a.replace(k, v)
             args.append(a)
     start = time.perf_counter()
-    timed_out = None
+    timed_out, interrupted = None, False
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
-        try:
-            proc = subprocess.Popen(args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env)
+        try:  # its own process group: a timeout kills whatever it started too, and Ctrl-C reaches it through us
+            proc = subprocess.Popen(args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
         except OSError as e:
             code, launch_error = None, f"could not start {args[0]!r}: {e.strerror}"
         else:
@@ -227,36 +250,53 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _kill_group(proc)
                 code, timed_out = proc.wait(), timeout
             except KeyboardInterrupt:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
+                code, interrupted = _interrupt(proc), True
     seconds = time.perf_counter() - start
     stderr_tail = _tail(stderr_path)
+    try:
+        return _finish_run(impl, out, manifest, jsonl, seconds, code, launch_error, timed_out, interrupted,
+                           stderr_tail)
+    except OSError as e:  # the harness's own writes: converting the .jsonl, the final manifest
+        raise OutputError(f"{e.filename or out}: cannot write: {e.strerror or e}; the finished steps in {out} "
+                          f"are kept") from None
+
+
+def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl: Path, seconds: float,
+                code: int | None, launch_error: str | None, timed_out: float | None, interrupted: bool,
+                stderr_tail: str) -> RunResult:
+    """Turn how the process ended into the memstate's final manifest."""
+    if impl.entry and code == WRITE_FAILED:
+        said = [line for line in stderr_tail.splitlines() if line.startswith("memstate: cannot write")]
+        raise OutputError(f"{out}: {impl.name}'s memstate could not be written"
+                          f"{': ' + said[-1].removeprefix('memstate: ') if said else ''}; its finished steps are kept")
     if impl.command:
         if not out.exists():
             convert_jsonl(jsonl, out, manifest, stderr_tail=stderr_tail if code else None)
     elif not (out / MANIFEST).exists():
         MemstateWriter(out, manifest).close("stopped", error=launch_error or "no memstate was written")
     state = json.loads((out / MANIFEST).read_text())
-    if launch_error or code != 0:
+    if launch_error or code != 0 or interrupted:
         why = launch_error or f"the process {_describe_exit(code, timed_out)}"
         stopped = state.get("stopped") or {}
         own = stopped.get("error") if state.get("status") in ("stopped", "interrupted") else None
         if impl.command and own and not state.get("units"):
             own = None  # "cannot read the .jsonl" only repeats that the process wrote nothing
-        if timed_out is None and own:
+        if interrupted:
+            why = f"interrupted (Ctrl-C): the process {_describe_exit(code, None)}"
+        elif timed_out is None and own:
             why = f"{own} ({why})"  # the implementation's own error first, then how the process ended
         if state.get("status") != "interrupted":
-            state["status"] = "stopped"
+            state["status"] = "interrupted" if interrupted else "stopped"
         state["stopped"] = {**stopped, "error": why, "returncode": code, "stderr_tail": stderr_tail}
+    if state.get("units") is None:  # the process died before closing: its finished step files are the record
+        state["units"] = Memstate(out).units
     state["wall_seconds"] = round(seconds, 3)
     write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
+    if interrupted:
+        raise KeyboardInterrupt
     result = Memstate(out)
     err = (result.manifest.get("stopped") or {}).get("error")
     return RunResult(impl, out, result.status, err, seconds, code)

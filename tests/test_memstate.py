@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -82,15 +83,28 @@ def test_writer_refuses_to_overwrite(tmp_path):
         MemstateWriter(tmp_path / "m", {})
 
 
-def test_truncated_step_file_is_named(tmp_path):
+def test_a_damaged_or_missing_step_file_ends_the_memstate_before_it(tmp_path):
+    """A damaged unit is named, and every unit before it stays readable: nothing written is lost."""
     small_memstate(tmp_path / "m").close()
     path = tmp_path / "m" / "step-000001.safetensors"
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(InputError, match=r"step-000001.safetensors: record '[a-z/_]+': data offsets .* \(truncated\?\)"):
-        Memstate(tmp_path / "m").unit(1)
-    (tmp_path / "m" / "step-000002.safetensors").unlink()
-    with pytest.raises(InputError, match="lists step 2 but step-000002.safetensors is missing"):
-        Memstate(tmp_path / "m")
+    m = Memstate(tmp_path / "m")
+    assert m.units == ["load", 0] and m.status == "damaged"
+    assert re.search(r"step-000001.safetensors: record '[a-z/_]+': data offsets .* \(truncated\?\)", m.damaged)
+    assert m.stop_summary().startswith("damaged after step 0: ")
+    assert float(m.get(0, "loss/value")) == 0.5
+    path.unlink()
+    m = Memstate(tmp_path / "m")
+    assert m.units == ["load", 0]
+    assert m.damaged.endswith("manifest.json: lists step 1 but step-000001.safetensors is missing")
+
+
+def test_step_files_the_manifest_does_not_list_are_found_not_read(tmp_path):
+    small_memstate(tmp_path / "m", steps=2).close()
+    (tmp_path / "m" / "step-000001.safetensors").rename(tmp_path / "m" / "step-000005.safetensors")
+    m = Memstate(tmp_path / "m")
+    assert m.unlisted == [5] and m.units == ["load", 0]
+    assert m.damaged.endswith("lists step 1 but step-000001.safetensors is missing")
 
 
 def test_jsonl_round_trip(tmp_path):
