@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
         raise InputError(f"{path}: truncated IDX header: {len(raw)} bytes, need {header} for {dims} dimensions")
     shape = struct.unpack(f">{dims}I", raw[4:header])
     dtype = np.dtype(IDX_TYPES[code])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: 2^32-sized dimensions do not wrap
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise InputError(f"{path}: {what}: {len(raw)} bytes, expected {expected} for shape "

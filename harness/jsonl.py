@@ -38,7 +38,7 @@ def _values(data: Any, dtype: str) -> np.ndarray:
             for i in np.flatnonzero(np.isnan(arr)):  # numpy reads null as NaN: look where NaN came from
                 if flat[i] is None:
                     raise TypeError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             fixed = []
             for i, v in enumerate(flat):
                 if isinstance(v, str) and v in SPECIAL:
@@ -50,12 +50,20 @@ def _values(data: Any, dtype: str) -> np.ndarray:
                     raise LineError(f"data[{i}] is {v!r}, expected a number") from None
                 else:
                     fixed.append(v)
-            arr = np.array(fixed, dtype=np.float64)
-        return arr.astype(dtype)
+            try:
+                arr = np.array(fixed, dtype=np.float64)
+            except OverflowError:
+                raise LineError("an integer in 'data' is too large for a float") from None
+        with np.errstate(over="ignore"):
+            return arr.astype(dtype)  # beyond float32's range is inf, as a float32 program would hold it
     for i, v in enumerate(flat):
         ok = isinstance(v, (bool, int)) if dtype == "bool" else isinstance(v, int) and not isinstance(v, bool)
         if not ok:
             raise LineError(f"data[{i}] is {v!r}, expected an integer for dtype {dtype}")
+    info = np.iinfo(dtype) if dtype != "bool" else None
+    for i, v in enumerate(flat):
+        if info is not None and not info.min <= v <= info.max:
+            raise LineError(f"data[{i}] is {v}, outside {dtype}'s range {info.min}..{info.max}")
     return np.array(flat, dtype=dtype)
 
 
@@ -108,15 +116,21 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise LineError(f"not valid JSON ({e.msg} at column {e.colno}): {line[:80].rstrip()!r}")
+                    raise LineError(f"not valid JSON ({e.msg} at column {e.colno}): {line[:80].rstrip()!r}") from None
+                except RecursionError:
+                    raise LineError("nests arrays or objects too deeply to read") from None
                 if not isinstance(obj, dict):
                     raise LineError(f"expected a JSON object, got {line[:80].rstrip()!r}")
                 if "memstate" in obj:
                     if obj["memstate"] != FORMAT:
                         raise LineError(f"header says format {obj['memstate']!r}, this reader knows {FORMAT!r}")
+                    versions = obj.get("versions") or {}
+                    if not isinstance(versions, dict):
+                        raise LineError(f"header field 'versions' must be an object like {{\"go\": \"1.22\"}}, "
+                                        f"got {versions!r:.60}")
                     if "implementation" in obj:
                         writer.manifest.setdefault("implementation", {}).setdefault("name", str(obj["implementation"]))
-                    writer.describe(obj.get("device"), **(obj.get("versions") or {}))
+                    writer.describe(obj.get("device"), **versions)
                     if isinstance(obj.get("config"), dict) and not writer.manifest.get("config"):
                         writer.manifest["config"] = obj["config"]
                         writer.manifest["dtype"] = obj["config"].get("dtype")

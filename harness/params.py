@@ -69,6 +69,14 @@ def initial_params(config: Config) -> Params:
     return Params(W1=f32(W1), b1=np.zeros(H), W2=f32(W2), b2=np.zeros(N_OUT))
 
 
+def _fits_float(v: int) -> bool:
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
+
+
 def _numbers(source: str, key: str, values: Any) -> np.ndarray:
     """A flat list of finite JSON numbers as float64, or an error naming the key and index."""
     if not isinstance(values, list):
@@ -76,7 +84,12 @@ def _numbers(source: str, key: str, values: Any) -> np.ndarray:
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{source}: tensor {key!r}: element {i} is {v!r}, expected a number")
-    arr = np.array(values, dtype=np.float64)
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64's range
+        i = next(i for i, v in enumerate(values) if isinstance(v, int) and not _fits_float(v))
+        raise InputError(f"{source}: tensor {key!r}: element {i} is an integer too large for a float "
+                         f"({len(str(values[i]))} digits); parameters must be finite") from None
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise InputError(f"{source}: tensor {key!r}: element {int(bad[0])} is {arr[bad[0]]}; "
@@ -85,11 +98,11 @@ def _numbers(source: str, key: str, values: Any) -> np.ndarray:
 
 
 def _check_shapes(source: str, arrays: dict[str, np.ndarray], names: dict[str, str]) -> None:
-    H = arrays["W1"].shape[0] if arrays["W1"].ndim == 2 else None
+    H = arrays["W1"].shape[0] if arrays["W1"].ndim == 2 and arrays["W1"].shape[0] > 0 else None
     expected = {"W1": (H, N_IN), "b1": (H,), "W2": (N_OUT, H), "b2": (N_OUT,)}
     for n in NAMES:
         if H is None or arrays[n].shape != expected[n]:
-            want = "(H, 784)" if H is None else str(expected[n])
+            want = "(H, 784) with H >= 1" if H is None else str(expected[n])
             raise InputError(f"{source}: tensor {names[n]!r} has shape {arrays[n].shape}, expected {want}")
 
 
@@ -159,6 +172,8 @@ def parse_params(text: str | bytes, source: str = "parameters") -> Params:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{source}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(f"{source}: nests arrays or objects too deeply to be a parameter file") from None
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if "w1" in data:
