@@ -259,6 +259,8 @@ def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tol
     if a.shape == b.shape:
         diff.judged_by = "exact" if step == LOAD else ("noise" if allowed is not None else "fixed")
         compare_values(diff, a, b, tol, allowed)
+        if a.dtype.kind != b.dtype.kind:  # e.g. a float record written as integers
+            diff.note = f"{labels[0]} holds {a.dtype.name}, {labels[1]} {b.dtype.name}"
         if step == LOAD and diff.kind == VALUES:  # the loaded parameters: the same file on both sides
             for exact, seen, (x, y) in ((a, b, labels), (b, a, labels[::-1])):
                 fmt = printed_format(np.asarray(exact), np.asarray(seen))
@@ -509,6 +511,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             result.notes.append(f"{lab}'s directory holds {', '.join(unit_file(u) for u in ms.unlisted)}, which its "
                                 f"manifest does not list: not compared")
     unknown: set[str] = set()
+    one_sided: dict[tuple[str, str], list[Step]] = {}
     models = _Models(cfg, sides, tol.u)
     diverged: set[tuple[Step, str]] = set()
     bounds: dict[str, np.ndarray] = {}  # this step's noise bounds so far, for the records after them
@@ -527,6 +530,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 break
             if len(lacking) == 2:
                 continue  # neither side has it (e.g. both ran fewer steps than the config says)
+            if cfg is not None and (0, name) not in known and (LOAD, name) not in known:
+                own = next(lab for lab in sides if lab not in lacking)
+                one_sided.setdefault((own, name), []).append(step)  # a side's own extra record: not the spec's
+                continue
             if step != LOAD and not any(s == step for s, _ in have[lacking[0]]):
                 result.notes.append(f"{lacking[0]} has no {step_label(step)} (it ran fewer steps); "
                                     f"compared the steps both have")
@@ -554,6 +561,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 last = keys[-1] if keys else (LOAD, "-")
                 result.records.append(RecordDiff(last[0], last[1], STOPPED, note=f"{lab} {ms.stop_summary()}"))
                 break
+    for (lab, name), steps in one_sided.items():
+        other = next(x for x in sides if x != lab)
+        result.notes.append(f"{lab} records {name} ({len(steps)} unit(s) from {step_label(steps[0])}), which the spec "
+                            f"does not name and {other} does not have: not compared")
     return _finish(result, unknown)
 
 

@@ -245,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     code = exit_code(comparison)
     for label, ms in zip("AB", states):
         if ms.damaged:  # compared up to the damage; the input is still bad
-            print(f"error: {label}'s memstate is damaged: {ms.damaged}; the comparison above covers the "
-                  f"{len([u for u in ms.units if u != LOAD])} step(s) before it", file=sys.stderr)
+            n = len([u for u in ms.units if u != LOAD])
+            covers = f"the {n} step(s) before it" if n else "only what was loaded before it"
+            print(f"error: {label}'s memstate is damaged: {ms.damaged}; the comparison above covers {covers}",
+                  file=sys.stderr)
             code = 2
     written = None
     if html is not None:

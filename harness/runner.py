@@ -85,6 +85,12 @@ def load_implementation(path: str | Path) -> Implementation:
             raise InputError(f"{mpath}: field 'command' must be a non-empty list of strings (no shell), got {command!r}")
         if "{out}" not in " ".join(command):
             raise InputError(f"{mpath}: field 'command' must pass the output path with the placeholder {{out}}")
+        program = command[0]
+        relative = "/" in program and not program.startswith(("{", "/"))  # it must stay in the directory
+        if relative and directory not in (directory / program).resolve().parents:
+            raise InputError(f"{mpath}: program {program!r} is outside the implementation directory; name a "
+                             f"program on PATH (\"node\"), one in the directory (\"./mlp\"), {{build}}/..., "
+                             f"or an absolute path")
         command = tuple(command)
     timeout = data.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -174,9 +180,9 @@ def _describe_exit(code: int | None, timed_out: float | None) -> str:
         return f"timed out after {timed_out:g} s and was killed"
     if code is not None and code < 0:
         try:
-            return f"killed by signal {signal.Signals(-code).name}"
+            return f"was killed by signal {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"was killed by signal {-code}"
     return f"exited with code {code}"
 
 
