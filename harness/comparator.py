@@ -153,12 +153,18 @@ class Comparison:
     def __bool__(self) -> bool:
         return self.verdict == AGREE_VERDICT or (self.verdict == DRIFT and not self.strict)
 
+    @property
+    def exit_code(self) -> int:
+        """0 passes, 1 fails, 2 when a side's memstate is damaged (compared only up to the damage)."""
+        return 2 if "damaged" in (self.a.status, self.b.status) else 0 if self else 1
+
     def to_dict(self) -> dict[str, Any]:
         def rec(r: RecordDiff) -> dict[str, Any]:
             return {k: v for k, v in asdict(r).items()}
         return {
             "verdict": self.verdict,
             "passed": bool(self),
+            "exit_code": self.exit_code,
             "strict": self.strict,
             "first": rec(self.first) if self.first is not None else None,
             "origins": [(r.step, r.name) for r in self.origins],

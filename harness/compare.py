@@ -139,10 +139,6 @@ def format_text(c: Comparison, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
-def exit_code(c: Comparison) -> int:
-    return 0 if c else 1
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,14 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     to_stdout = args.json == "-"
     text_out = sys.stderr if to_stdout else sys.stdout
     print(format_text(comparison), file=text_out)
-    code = exit_code(comparison)
+    code = comparison.exit_code
     for label, ms in zip("AB", states):
-        if ms.damaged:  # compared up to the damage; the input is still bad
+        if ms.damaged:  # compared up to the damage; the input is still bad (exit 2)
             n = len([u for u in ms.units if u != LOAD])
             covers = f"the {n} step(s) before it" if n else "only what was loaded before it"
             print(f"error: {label}'s memstate is damaged: {ms.damaged}; the comparison above covers {covers}",
                   file=sys.stderr)
-            code = 2
     written = None
     if html is not None:
         try:

@@ -27,14 +27,21 @@ def main(argv: list[str] | None = None) -> int:
         if src.is_dir():
             if dst.exists():
                 raise InputError(f"{dst}: already exists; refusing to overwrite")
-            write_jsonl(Memstate(src), dst)
+            ms = Memstate(src)
+            write_jsonl(ms, dst)
             print(f"{dst}: written from {src}")
+            if ms.damaged:
+                print(f"error: {src} is damaged: {ms.damaged}; {dst} holds what came before it", file=sys.stderr)
+                return 2
             return 0
         if not src.is_file():
             raise InputError(f"{src}: no such file or directory")
         m = convert_jsonl(src, dst)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk: nothing half-written is left under the target's name
+        print(f"error: {e.filename or dst}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"{dst}: {len(m.units)} units, {m.status}")
     if m.status != "complete":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -163,20 +164,27 @@ def _jsonable(array: np.ndarray) -> list[Any]:
 
 
 def write_jsonl(memstate: Memstate, target: str | Path) -> None:
-    """Write a binary memstate as JSON lines (floats at full precision, NaN/Infinity bare)."""
+    """Write a binary memstate as JSON lines (floats at full precision, NaN/Infinity bare), to
+    TARGET.tmp renamed into place: a failed write leaves no partial file under the target's name."""
     m = memstate.manifest
     runtime = m.get("runtime", {})
-    with open(target, "w", encoding="utf-8") as f:
-        header = {"memstate": FORMAT, "implementation": memstate.name, "device": runtime.get("device"),
-                  "versions": runtime.get("versions", {}), "config": m.get("config")}
-        f.write(json.dumps(header) + "\n")
-        for step in memstate.units:
-            for name, array in memstate.unit(step).items():
-                rec = {"step": step, "name": name, "dtype": array.dtype.name, "shape": list(array.shape),
-                       "data": _jsonable(array)}
-                f.write(json.dumps(rec) + "\n")
-        if memstate.status == "complete":
-            f.write(json.dumps({"end": "complete"}) + "\n")
-        else:
-            err = (m.get("stopped") or {}).get("error") or memstate.status
-            f.write(json.dumps({"end": "error", "error": err}) + "\n")
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            header = {"memstate": FORMAT, "implementation": memstate.name, "device": runtime.get("device"),
+                      "versions": runtime.get("versions", {}), "config": m.get("config")}
+            f.write(json.dumps(header) + "\n")
+            for step in memstate.units:
+                for name, array in memstate.unit(step).items():
+                    rec = {"step": step, "name": name, "dtype": array.dtype.name, "shape": list(array.shape),
+                           "data": _jsonable(array)}
+                    f.write(json.dumps(rec) + "\n")
+            if memstate.status == "complete":
+                f.write(json.dumps({"end": "complete"}) + "\n")
+            else:
+                f.write(json.dumps({"end": "error", "error": memstate.stop_summary()}) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -487,7 +487,7 @@ def facts(c: Comparison) -> ReportFacts:
     first = c.first
     units = {r.step for r in c.records}
     title = f"{c.a.name} vs {c.b.name}"
-    code = 0 if c else 1
+    code = c.exit_code
     if first is None:
         closest = max((r for r in c.records if r.kind == AGREE), key=lambda r: r.worst_ratio, default=None)
         equal = sum(1 for r in c.records if r.max_abs == 0)
