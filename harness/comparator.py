@@ -382,7 +382,7 @@ def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: 
 
 
 def _keys(ms: Memstate) -> list[tuple[Step, str]]:
-    return [(step, name) for step in ms.units for name in ms.unit(step)]
+    return [(step, name) for step in ms.units for name in ms.names(step)]
 
 
 def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> list[tuple[Step, str]]:

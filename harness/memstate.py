@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import struct
@@ -169,10 +170,23 @@ class MemstateWriter:
 
 @dataclass
 class Unit:
-    """One safetensors file, memory-mapped: its records in the order they were written."""
+    """One safetensors file: its header read and checked when opened, its data memory-mapped on
+    first use (opening a 5,000-step memstate reads headers only). Records in written order."""
 
     path: Path
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    size: int = 0
+    # name -> (dtype, shape, first byte, end byte) in the file
+    entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int]] = field(default_factory=dict)
+    _arrays: dict[str, np.ndarray] | None = None
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            raw = np.memmap(self.path, dtype=np.uint8, mode="r") if self.size else np.zeros(0, np.uint8)
+            if raw.size < self.size:
+                raise InputError(f"{self.path}: shrank to {raw.size} bytes after it was opened ({self.size})")
+            self._arrays = {n: raw[a:b].view(dt).reshape(sh) for n, (dt, sh, a, b) in self.entries.items()}
+        return self._arrays
 
     @classmethod
     def open(cls, path: Path) -> Unit:
@@ -199,8 +213,7 @@ class Unit:
             order = []
         names = [o for o in order if o in header] + sorted(set(header) - set(order))
         base = 8 + n
-        raw = np.memmap(path, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
-        unit = cls(path)
+        unit = cls(path, size if size > base else 0)
         for name in names:
             info = header[name]
             try:
@@ -210,16 +223,17 @@ class Unit:
             except (KeyError, TypeError, ValueError):
                 raise InputError(f"{path}: record {name!r}: bad entry {info!r} "
                                  f"(expected dtype one of {', '.join(ST_DTYPES)}, shape, data_offsets)") from None
-            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            need = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot wrap around
             if end - begin != need or begin < 0 or base + end > size:
                 raise InputError(f"{path}: record {name!r}: data offsets {begin}..{end} do not hold shape "
                                  f"{list(shape)} of {dtype.name} ({need} bytes) in a {size}-byte file (truncated?)")
-            unit.arrays[name] = raw[base + begin: base + end].view(dtype).reshape(shape)
+            unit.entries[name] = (dtype, shape, base + begin, base + end)
         return unit
 
 
 class Memstate:
-    """A memstate directory opened for reading. Steps are opened lazily."""
+    """A memstate directory opened for reading: every step's header is read and checked at once, its data
+    memory-mapped when first asked for."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
@@ -271,6 +285,10 @@ class Memstate:
     def unit(self, step: Step) -> dict[str, np.ndarray]:
         """The records of one step, name -> array (memory-mapped), in written order."""
         return self._open[step].arrays if step in self.units else {}
+
+    def names(self, step: Step) -> list[str]:
+        """The record names of one step in written order, without mapping its data."""
+        return list(self._open[step].entries) if step in self.units else []
 
     def get(self, step: Step, name: str) -> np.ndarray | None:
         return self.unit(step).get(name)

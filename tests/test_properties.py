@@ -217,3 +217,32 @@ def test_memstate_comparison_survives_special_values_anywhere(tmp_path_factory, 
         if (np.isnan(a) != np.isnan(ref)).any():
             rec = next(r for r in c.records if (r.step, r.name) == (u, n))
             assert not rec, f"{u} {n}: a NaN against a number passed"
+
+
+def safetensors_files() -> st.SearchStrategy[bytes]:
+    """A header length, a JSON header (any values where dtype, shape and offsets belong) and data."""
+    entry = st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F64", "I64", "U8", "BF16", 3]),
+                                   "shape": st.lists(st.integers(-2, 2**62), max_size=3) | json_values,
+                                   "data_offsets": st.lists(st.integers(-8, 64), min_size=0, max_size=3)})
+    header = st.dictionaries(st.text(max_size=6), entry | json_values, max_size=3).map(json.dumps)
+    return st.builds(lambda h, pad, data: struct.pack("<Q", len(h.encode()) + pad) + h.encode() + b" " * pad + data,
+                     header, st.integers(0, 3), st.binary(max_size=64)) | st.binary(max_size=80)
+
+
+WRAPS = json.dumps({"x": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}).encode()  # 2^64 * 4 bytes
+
+
+@FAST
+@given(blob=safetensors_files())
+@example(blob=struct.pack("<Q", 2) + b"{}")
+@example(blob=struct.pack("<Q", len(WRAPS)) + WRAPS)
+def test_step_file_reader_reads_or_marks_the_memstate_damaged(tmp_path_factory, blob):
+    d = tmp_path_factory.mktemp("st")
+    (d / "manifest.json").write_text(json.dumps({"format": "memstate/1", "status": "complete", "units": [0]}))
+    (d / "step-000000.safetensors").write_bytes(blob)
+    m = Memstate(d)  # never raises for a bad step file: the memstate ends before it
+    if m.damaged:
+        assert m.units == [] and m.damaged.startswith(str(d))
+    else:
+        for name, a in m.unit(0).items():
+            assert a.nbytes == m._open[0].entries[name][3] - m._open[0].entries[name][2]
