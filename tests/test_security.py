@@ -4,7 +4,6 @@ shell, no eval. Runs over harness/, impls/ and the benchmarks, so a new file is 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
