@@ -278,6 +278,8 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
         said = [line for line in stderr_tail.splitlines() if line.startswith("memstate: cannot write")]
         raise OutputError(f"{out}: {impl.name}'s memstate could not be written"
                           f"{': ' + said[-1].removeprefix('memstate: ') if said else ''}; its finished steps are kept")
+    for tmp in out.glob("*.tmp"):  # a write the process was killed in: never a unit, now nobody's
+        tmp.unlink()
     if impl.command:
         if not out.exists():
             convert_jsonl(jsonl, out, manifest, stderr_tail=stderr_tail if code else None)

@@ -60,7 +60,7 @@ def every_unit_reads(path: Path) -> Memstate:
     for u in m.units:
         for a in m.unit(u).values():
             np.asarray(a, dtype=np.float64).sum()  # reads every mapped byte: a short file would fault here
-    assert not list(path.glob("*.tmp")), "a half-written file was left behind"
+    assert not list(path.glob("*.tmp")), "a half-written file was left behind (the harness removes a killed write's)"
     return m
 
 
