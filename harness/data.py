@@ -57,6 +57,8 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     shape = struct.unpack(f">{dims}I", raw[4:header])
     dtype = np.dtype(IDX_TYPES[code])
     expected = header + math.prod(shape) * dtype.itemsize  # Python ints: 2^32-sized dimensions do not wrap
+    if math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:  # numpy cannot shape even an empty array so
+        raise InputError(f"{path}: dimensions {'x'.join(map(str, shape))} are too large for any array")
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise InputError(f"{path}: {what}: {len(raw)} bytes, expected {expected} for shape "

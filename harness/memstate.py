@@ -220,11 +220,14 @@ class Unit:
                 dtype = np.dtype(ST_DTYPES[info["dtype"]])
                 shape = tuple(int(d) for d in info["shape"])
                 begin, end = (int(x) for x in info["data_offsets"])
-            except (KeyError, TypeError, ValueError):
+                if any(d < 0 for d in shape) or not 0 <= begin <= end \
+                        or math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:  # too large for numpy
+                    raise ValueError
+            except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a shape of Infinity
                 raise InputError(f"{path}: record {name!r}: bad entry {info!r} "
                                  f"(expected dtype one of {', '.join(ST_DTYPES)}, shape, data_offsets)") from None
             need = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot wrap around
-            if end - begin != need or begin < 0 or base + end > size:
+            if end - begin != need or base + end > size:
                 raise InputError(f"{path}: record {name!r}: data offsets {begin}..{end} do not hold shape "
                                  f"{list(shape)} of {dtype.name} ({need} bytes) in a {size}-byte file (truncated?)")
             unit.entries[name] = (dtype, shape, base + begin, base + end)

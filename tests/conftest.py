@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from harness.config import Config
 from harness.data import Mnist, load_mnist
@@ -13,6 +14,13 @@ from harness.evaluate import Evaluator
 from harness.job import Job
 from harness.memstate import Memstate
 from harness.runner import load_implementation, run_implementation
+
+# Property tests draw new random inputs on every run where people work (that is how they find bugs);
+# CI (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same ones each time, so a landing is never decided
+# by the luck of the draw. A failure prints the input, which then goes into an @example.
+settings.register_profile("dev")
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPLS = ROOT / "impls"

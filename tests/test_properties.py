@@ -98,6 +98,7 @@ def idx_files() -> st.SearchStrategy[bytes]:
 @given(data=st.binary(max_size=300) | idx_files(), gz=st.booleans(), ndim=st.sampled_from([None, 1, 3]))
 @example(data=b"\x00\x00\x08\x03" + struct.pack(">3I", 2**31, 2**31, 4), gz=False, ndim=3)  # 2^64 bytes claimed
 @example(data=b"\x1f\x8b\x08\x00garbage", gz=True, ndim=None)
+@example(data=b"\x00\x00\x08\x04" + struct.pack(">4I", 0, 2**31, 2**31, 2**31), gz=False, ndim=None)  # empty, huge
 def test_idx_reader_loads_or_says_what_is_wrong(tmp_path, data, gz, ndim):
     path = tmp_path / ("x-idx3-ubyte.gz" if gz else "x-idx3-ubyte")
     path.write_bytes(data)
@@ -230,12 +231,18 @@ def safetensors_files() -> st.SearchStrategy[bytes]:
 
 
 WRAPS = json.dumps({"x": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}).encode()  # 2^64 * 4 bytes
+INFINITE = json.dumps({"x": {"dtype": "F32", "shape": [math.inf], "data_offsets": [0, 4]}}).encode()  # found in CI
+EMPTY_HUGE = json.dumps({"x": {"dtype": "F32", "shape": [0, 2**40, 2**40], "data_offsets": [0, 0]}}).encode()
+NEGATIVE = json.dumps({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [4, 0]}}).encode()
 
 
 @FAST
 @given(blob=safetensors_files())
 @example(blob=struct.pack("<Q", 2) + b"{}")
 @example(blob=struct.pack("<Q", len(WRAPS)) + WRAPS)
+@example(blob=struct.pack("<Q", len(INFINITE)) + INFINITE)
+@example(blob=struct.pack("<Q", len(NEGATIVE)) + NEGATIVE + bytes(4))
+@example(blob=struct.pack("<Q", len(EMPTY_HUGE)) + EMPTY_HUGE)
 def test_step_file_reader_reads_or_marks_the_memstate_damaged(tmp_path_factory, blob):
     d = tmp_path_factory.mktemp("st")
     (d / "manifest.json").write_text(json.dumps({"format": "memstate/1", "status": "complete", "units": [0]}))
