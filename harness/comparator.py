@@ -499,7 +499,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     if config_fields:
         result.notes.append("the two sides ran different configs: " + ", ".join(config_fields))
     cfg = config_of(a) or config_of(b)
-    known = set(expected_order(cfg.replace(steps=1))) if cfg else set()
+    spec_names = {n for _, n in expected_order(cfg.replace(steps=1))} if cfg else set()
     keys = record_keys(a, b, cfg)
     have = {labels[0]: set(_keys(a)), labels[1]: set(_keys(b))}
     sides = {labels[0]: a, labels[1]: b}
@@ -536,7 +536,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 break
             if len(lacking) == 2:
                 continue  # neither side has it (e.g. both ran fewer steps than the config says)
-            if cfg is not None and (0, name) not in known and (LOAD, name) not in known:
+            if cfg is not None and name not in spec_names:
                 own = next(lab for lab in sides if lab not in lacking)
                 one_sided.setdefault((own, name), []).append(step)  # a side's own extra record: not the spec's
                 continue
@@ -546,7 +546,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 break
             result.records.append(RecordDiff(step, name, MISSING, note=f"{lacking[0]} has no such record"))
             continue
-        if (0, name) not in known and (LOAD, name) not in known:
+        if name not in spec_names:
             unknown.add(name)
         # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values.
         record_tol = Tolerance(tol.dtype, 0.0, 0.0, "fixed") if step == LOAD else tol

@@ -14,10 +14,6 @@ class OutputError(InputError):
     Everything finished before it is kept."""
 
 
-class ImplementationError(Exception):
-    """An implementation could not be run at all (bad manifest, entry point that does not import)."""
-
-
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file, or raise InputError naming the file, what it is, and what is wrong."""
     path = Path(path)

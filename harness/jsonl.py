@@ -57,12 +57,11 @@ def _values(data: Any, dtype: str) -> np.ndarray:
                 raise LineError("an integer in 'data' is too large for a float") from None
         with np.errstate(over="ignore"):
             return arr.astype(dtype)  # beyond float32's range is inf, as a float32 program would hold it
+    info = np.iinfo(dtype) if dtype != "bool" else None
     for i, v in enumerate(flat):
         ok = isinstance(v, (bool, int)) if dtype == "bool" else isinstance(v, int) and not isinstance(v, bool)
         if not ok:
             raise LineError(f"data[{i}] is {v!r}, expected an integer for dtype {dtype}")
-    info = np.iinfo(dtype) if dtype != "bool" else None
-    for i, v in enumerate(flat):
         if info is not None and not info.min <= v <= info.max:
             raise LineError(f"data[{i}] is {v}, outside {dtype}'s range {info.min}..{info.max}")
     return np.array(flat, dtype=dtype)

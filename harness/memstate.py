@@ -156,7 +156,6 @@ class MemstateWriter:
         except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
             status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
                 f"; before that: {error}" if error else "")
-            self._tensors, self._order = {}, []
         self.manifest["status"] = status
         self.manifest["units"] = self._units
         if status != "complete":

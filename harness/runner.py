@@ -305,9 +305,8 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
     write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
     if interrupted:
         raise KeyboardInterrupt
-    result = Memstate(out)
-    err = (result.manifest.get("stopped") or {}).get("error")
-    return RunResult(impl, out, result.status, err, seconds, code)
+    # the manifest just written says how it ended; opening the memstate (every step's header) is the caller's
+    return RunResult(impl, out, state["status"], (state.get("stopped") or {}).get("error"), seconds, code)
 
 
 def run_config(impl: str | Path, config: Config, work: str | Path, mnist: Mnist, params: Params | None = None,
