@@ -23,6 +23,7 @@ from deepdiff import DeepDiff
 from .config import Config
 from .errors import InputError
 from .memstate import Memstate, unit_file
+from .metrics import element_metrics
 from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from .records import LOAD, Step, expected_order, step_label, step_records
 
@@ -179,13 +180,6 @@ class Comparison:
         }
 
 
-def _ordered(x: np.ndarray) -> np.ndarray:
-    """Floats mapped to integers that count ULPs (monotone through zero), as float64."""
-    bits = x.view(np.int32 if x.dtype == np.float32 else np.int64).astype(np.float64)
-    top = float(2**31) if x.dtype == np.float32 else float(2**63)
-    return np.where(bits < 0, -top - bits, bits)
-
-
 def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Tolerance,
                    allowed: np.ndarray | None = None) -> RecordDiff:
     """Fill the metrics of `diff` for two arrays of one shape; `allowed` (the noise bound per
@@ -201,36 +195,15 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
             diff.worst_ratio = float("inf")
             diff.kind = LABELS if diff.name == "input/y" else VALUES
         return diff
-    exact = tol.rtol == 0 and tol.atol == 0
-    cmp = np.dtype(tol.dtype)
-    ca, cb = np.asarray(a).astype(cmp), np.asarray(b).astype(cmp)  # judged at the lower precision
-    da, db = ca.astype(np.float64), cb.astype(np.float64)
-    diff.nan_a, diff.nan_b = int(np.isnan(da).sum()), int(np.isnan(db).sum())
-    diff.inf_a, diff.inf_b = int(np.isinf(da).sum()), int(np.isinf(db).sum())
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        same = (da == db) | (np.isnan(da) & np.isnan(db))  # equal, equal infinities, or NaN on both
-        err = np.where(same, 0.0, np.abs(da - db))
-        err = np.where(np.isnan(err), np.inf, err)  # NaN against a number
-        scale = np.fmax(np.abs(da), np.abs(db))
-        scale = np.where(np.isfinite(scale), scale, 0.0)
-        if allowed is None:
-            record_scale = max(float(scale.max(initial=0.0)), float(np.finfo(cmp).tiny))
-            allowed = tol.atol * record_scale + tol.rtol * scale  # atol is relative to the record's largest |value|
-        else:
-            exact = False
-            allowed = np.maximum(np.nan_to_num(np.broadcast_to(allowed, err.shape), nan=0.0), 0.0)  # NaN allows nothing
-        # a NaN against a number, or an infinity against a finite value, is never within any bound
-        ratio = np.where(err == 0, 0.0, np.inf) if exact else np.where(err == 0, 0.0, np.where(np.isinf(err), np.inf,
-                                                                                               err / allowed))
-        rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
-        ulp = np.where(same, 0.0, np.abs(_ordered(ca) - _ordered(cb)))
     if diff.size == 0:
         return diff
-    worst = int(np.argmax(ratio))
-    diff.n_over = int((ratio > 1).sum())
-    diff.max_abs, diff.max_rel, diff.max_ulp = float(err.max()), float(rel.max()), float(ulp.max())
-    diff.worst_ratio = float(ratio.flat[worst])
-    i = np.unravel_index(worst, a.shape)
+    if allowed is not None:
+        allowed = np.asarray(allowed)
+    m = element_metrics(a, b, np.dtype(tol.dtype), allowed, tol.rtol, tol.atol)
+    diff.nan_a, diff.nan_b, diff.inf_a, diff.inf_b = m.nan_a, m.nan_b, m.inf_a, m.inf_b
+    diff.n_over, diff.max_abs, diff.max_rel, diff.max_ulp = m.n_over, m.max_abs, m.max_rel, m.max_ulp
+    diff.worst_ratio = m.worst_ratio
+    i = np.unravel_index(m.worst, a.shape)
     diff.worst_index = tuple(int(k) for k in i)
     diff.worst_a, diff.worst_b = float(np.asarray(a)[i]), float(np.asarray(b)[i])
     if diff.n_over:
