@@ -14,6 +14,8 @@ import traceback
 from pathlib import Path
 
 from .memstate import WRITE_FAILED, MemstateWriter, WriteError
+from .params import load_params
+from .records import LOAD, PARAMETERS, velocity
 
 
 def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> int:
@@ -30,6 +32,11 @@ def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> in
 def main(argv: list[str]) -> int:
     impl_dir, entry, job_dir, out, manifest = argv
     writer = MemstateWriter(out, json.loads(manifest))
+    job = json.loads((Path(job_dir) / "job.json").read_text())
+    if job.get("velocity"):  # a replay's starting velocities belong to its load unit, as its parameters do
+        saved = load_params(Path(job_dir) / job["velocity"])
+        for name, (_, value) in zip(PARAMETERS, saved.items()):
+            writer(LOAD, velocity(name), value, dtype=job["config"]["dtype"])
     file, func = entry.split(":")
     try:
         spec = importlib.util.spec_from_file_location(f"memstate_impl_{Path(impl_dir).name}", Path(impl_dir) / file)

@@ -388,7 +388,8 @@ class _Models:
             return None
         inp = self.inputs.get(label)
         if inp is None or inp.step != step:
-            inp = self.inputs[label] = Inputs(self.sides[label].get, int(step))
+            side = self.sides[label]
+            inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step)
         try:
             with np.errstate(all="ignore"):
                 return expected(name, self.cfg, inp, self.u)
@@ -416,12 +417,12 @@ class _Models:
         return noise_bound(pair[0], pair[1], tol) + np.nan_to_num(np.maximum(*carry), nan=0.0)
 
 
-def _graph_inputs(cfg: Config | None, step: Step, name: str) -> list[tuple[Step, str]] | None:
+def _graph_inputs(cfg: Config | None, step: Step, name: str, first: int = 0) -> list[tuple[Step, str]] | None:
     """The records a record is computed from, per records.py; None when the spec does not name it."""
     spec = next((s for s in step_records(cfg) if s.name == name), None) if cfg and step != LOAD else None
     if spec is None:
         return None
-    if step == 0:  # the loaded parameters; velocities start at zero, which is no record
+    if step == first:  # the loaded parameters; velocities start at zero, which is no record
         prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if not p.endswith("_velocity")]
     else:
         prev = [(int(step) - 1, p) for p in spec.previous]
@@ -436,18 +437,22 @@ def _pixels(x: np.ndarray) -> bool:
 
 
 def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expected | None, Expected | None],
-             tol: Tolerance, labels: tuple[str, str], cfg: Config | None, diverged: set[tuple[Step, str]]) -> None:
+             tol: Tolerance, labels: tuple[str, str], cfg: Config | None, diverged: set[tuple[Step, str]],
+             first: int = 0) -> None:
     """Set `role` of a diverging record: sources, loads and structural differences are origins;
     others by `explain` when both models exist, else by the graph (no recorded input diverged)."""
     ma, mb = models
-    if diff.step == LOAD or diff.kind != VALUES or diff.name in SOURCES:
+    if diff.step == LOAD and first and diff.kind == VALUES:  # a replay's start: each side's own earlier steps
+        diff.role, diff.judged_by = PROPAGATED, "graph"
+        diff.note = f"each side starts from its own state after step {first - 1}: the differences of the steps before"
+    elif diff.step == LOAD or diff.kind != VALUES or diff.name in SOURCES:
         diff.role = ORIGIN
         if diff.name == "input/x" and diff.kind == VALUES:  # pixels are bytes / 255: whose are not?
             diff.inconsistent = " and ".join(lab for lab, v in zip(labels, (x, y)) if not _pixels(v))
     elif ma is not None and mb is not None and ma.value is not None and mb.value is not None:
         explain(diff, x, y, ma, mb, tol, labels)
     else:
-        inputs = _graph_inputs(cfg, diff.step, diff.name)
+        inputs = _graph_inputs(cfg, diff.step, diff.name, first)
         diff.judged_by = "graph"
         if inputs is None:
             diff.note = (diff.note + " " if diff.note else "") + "no model for this record: neither origin nor propagated"
@@ -456,17 +461,21 @@ def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expec
 
 
 def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
-                      labels: tuple[str, str] = ("A", "B"), strict: bool = False) -> Comparison:
+                      labels: tuple[str, str] = ("A", "B"), strict: bool = False,
+                      stop_at_origin: bool = False) -> Comparison:
     """Compare every record both sides hold, in the spec's order; see the module docstring.
 
     A side that did not complete yields a `stopped` divergence at the first record it lacks,
-    so two runs that both failed never read as agreeing.
+    so two runs that both failed never read as agreeing. Steps are read one at a time and
+    unmapped once passed, so memory follows a step, not the memstate; `stop_at_origin` ends
+    the comparison at the first origin.
     """
     tol = tolerance or choose_tolerance(a, b)
     result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [], strict=strict)
     result.manifest_diff = manifest_differences(a, b)
     changed = {p for p, x, y in result.manifest_diff if x is not None and y is not None}  # both sides say
-    if "params_sha256" in changed:
+    first = a.first_step if a.first_step == b.first_step else 0  # replays of one window start there
+    if "params_sha256" in changed and not first:
         result.notes.append("the two sides were given different parameter files (params_sha256 differs)")
     config_fields = sorted(p.removeprefix("config.") for p in changed if p.startswith("config.") and p != "config.dtype")
     if config_fields:
@@ -525,15 +534,21 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         record_tol = Tolerance(tol.dtype, 0.0, 0.0, "fixed") if step == LOAD else tol
         pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
         if step != bounds_step:
+            if isinstance(bounds_step, int):  # done with the step before the one just finished
+                for ms in (a, b):
+                    ms.release(bounds_step - 1)
             bounds, bounds_step = {}, step
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
             bounds[name] = np.broadcast_to(allowed, x.shape)
         diff = compare_record(step, name, x, y, record_tol, labels, allowed)
         if not diff:
-            classify(diff, x, y, pair, tol, labels, cfg, diverged)
+            classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
         result.records.append(diff)
+        if stop_at_origin and diff.is_origin:
+            result.notes.append(f"stopped at the first origin ({diff.where}): later records were not compared")
+            break
     else:
         for lab, ms in sides.items():  # stopped after writing everything the config asks for
             if ms.status != "complete":

@@ -4,6 +4,10 @@
     params.json  initial parameters (memstate-params/1)
     images.u8    raw bytes, (steps, batch_size, 784) row-major: step, sample, pixel
     labels.u8    raw bytes, (steps, batch_size): the class index of each sample
+    velocity.json  (a replay of a momentum run only) the velocities the first step starts from
+
+A replay (harness.bisect) starts at `first_step` from a checkpoint: params.json then holds the
+parameters after step first_step - 1, and the batch files hold steps first_step onwards only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capture import Capture
 from .config import Config
 from .data import Mnist, batch_schedule
 from .errors import InputError
@@ -28,21 +33,49 @@ class Job:
     config: Config
     params_sha256: str
     data_source: str
+    capture: Capture = Capture()
+    first_step: int = 0
+    steps: int = 0  # batches in the job: config.steps, or fewer for a replay
+
+    def manifest_facts(self) -> dict[str, object]:
+        """What a memstate's manifest says about how it was captured and where it starts."""
+        facts: dict[str, object] = {}
+        if self.capture != Capture():
+            facts["capture"] = self.capture.to_dict()
+        if self.first_step:
+            facts["replay"] = {"first_step": self.first_step, "steps": self.steps}
+        return facts
 
 
-def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mnist) -> Job:
-    """Write the job files; every implementation run on this job sees exactly the same inputs."""
+def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mnist, capture: Capture | None = None,
+                first_step: int = 0, last_step: int | None = None, velocity: Params | None = None) -> Job:
+    """Write the job files; every implementation run on this job sees exactly the same inputs. With
+    `first_step` (and `last_step`), only those steps of config's batch schedule: a replay starting
+    from `params` (and `velocity`), the state after step first_step - 1."""
+    capture = capture or Capture()
+    last = config.steps - 1 if last_step is None else last_step
+    if not 0 <= first_step <= last < config.steps:
+        raise InputError(f"replay steps {first_step}..{last} are not within the run's {config.steps} steps")
     directory = Path(directory).resolve()  # implementations run in their own directory
     if params.hidden != config.hidden:
         raise InputError(f"parameters have H={params.hidden} but the config says hidden={config.hidden}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         index = batch_schedule(len(mnist.train_images), config.batch_size, config.steps, config.seed)  # (S, m)
+        index = index[first_step:last + 1]
         images = mnist.train_images.reshape(-1, 784)[index]  # (S, m, 784) uint8
         labels = mnist.train_labels[index]  # (S, m) uint8
         (directory / "images.u8").write_bytes(images.tobytes())
         (directory / "labels.u8").write_bytes(labels.tobytes())
         sha = params.write(directory / "params.json")
+        extra: dict[str, object] = {}
+        if first_step or last_step is not None:
+            extra["first_step"] = first_step
+        if velocity is not None:
+            velocity.write(directory / "velocity.json")
+            extra["velocity"] = "velocity.json"
+        if capture != Capture():
+            extra["capture"] = capture.to_dict()
         meta = {
             "format": FORMAT,
             "config": config.to_dict(),
@@ -50,12 +83,13 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
             "params_sha256": sha,
             "images": "images.u8",
             "labels": "labels.u8",
-            "steps": config.steps,
+            "steps": len(index),
             "batch_size": config.batch_size,
             "pixels": 784,
             "data": mnist.source,
+            **extra,
         }
         (directory / "job.json").write_text(json.dumps(meta, indent=1))
     except OSError as e:
         raise InputError(f"{directory}: cannot write the job files: {e.strerror}") from None
-    return Job(directory, config, sha, mnist.source)
+    return Job(directory, config, sha, mnist.source, capture, first_step, len(index))

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save
 
+from .capture import SUMMARY, SUMMARY_FIELDS, Capture, summarize
 from .errors import InputError, read_json
 from .records import LOAD, Step, step_label
 
@@ -31,6 +31,8 @@ MANIFEST = "manifest.json"
 ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
              "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
 RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+NP_TO_ST = {np.dtype(v).name: k for k, v in ST_DTYPES.items()}
+SUMMARIES, SUMMARY_NAMES = "summaries.f64", "summaries.names"
 
 
 WRITE_FAILED = 74  # a child's exit code when it could not write its memstate (sysexits' EX_IOERR)
@@ -66,14 +68,17 @@ def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool =
         raise
 
 
-def sorted_header(blob: bytes) -> tuple[bytes, memoryview]:
-    """A safetensors file as (header, data) with the header's keys sorted: safetensors writes the
-    metadata map in hash order, which would make two writes of the same step differ in bytes.
-    The data is a view, not a copy."""
-    n = int.from_bytes(blob[:8], "little")
-    text = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned
-    return len(text).to_bytes(8, "little") + text, memoryview(blob)[8 + n:]
+def safetensors_header(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]],
+                       metadata: dict[str, str]) -> bytes:
+    """The 8-byte length and JSON header of a safetensors file holding `entries` (name, dtype, shape,
+    first byte, end byte of the data), keys sorted so that two writes of one step are the same bytes,
+    padded so the data stays 8-byte aligned."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    for name, dtype, shape, a, b in entries:
+        header[name] = {"dtype": NP_TO_ST[dtype.name], "shape": list(shape), "data_offsets": [a, b]}
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
 
 
 def now() -> str:
@@ -97,10 +102,16 @@ class MemstateWriter:
             raise InputError(f"{self.dir}: memstate directory is not empty; refusing to overwrite")
         self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
         self.manifest.setdefault("runtime", {})
+        self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
         self._units: list[Step] = []
         self._step: Step | None = None
-        self._tensors: dict[str, np.ndarray] = {}
+        self._data = bytearray()  # the current step's full tensors, back to back
+        self._entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
+        self._names: set[str] = set()  # the current step's record names
         self._order: list[str] = []
+        self._rows: list[list[float]] = []  # the current step's summary rows
+        self._summary_ids: dict[str, int] = {}
+        self._summary_file: Any = None
         self._write_manifest()
 
     def describe(self, device: str | None = None, **versions: str) -> None:
@@ -124,40 +135,71 @@ class MemstateWriter:
             self._step = step
         if not isinstance(name, str) or not name:
             raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
-        if name in self._tensors:
+        if name in self._names:
             raise ValueError(f"{step_label(step)}: record {name!r} written twice")
-        array = np.array(value, dtype=dtype, order="C", copy=True)  # keeps 0-d scalars 0-d
+        array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
         if array.dtype.name not in RECORD_DTYPES:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
-        self._tensors[name] = array
+        self._names.add(name)
         self._order.append(name)
+        if self.capture.mode == SUMMARY and step != LOAD:
+            self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
+        if self.capture.keeps(step, name):
+            start = len(self._data)
+            self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes() \
+                if array.dtype.byteorder == ">" else memoryview(np.ascontiguousarray(array)).cast("B")
+            self._entries.append((name, array.dtype.newbyteorder("="), array.shape, start, len(self._data)))
+
+    def _summary_id(self, name: str) -> int:
+        """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
+        i = self._summary_ids.get(name)
+        if i is None:
+            i = self._summary_ids[name] = len(self._summary_ids)
+            with open(self.dir / SUMMARY_NAMES, "a", encoding="utf-8") as f:
+                f.write(name + "\n")
+        return i
 
     def flush(self) -> None:
         """Write the current step's unit atomically. The manifest is written only at the start
         and at close(); a reader of a run that never closed finds its steps from the files."""
-        if self._step is None or not self._tensors:
+        if self._step is None or not self._names:
             return
         path = self.dir / unit_file(self._step)
-        blob = save(self._tensors, metadata={"step": str(self._step), "order": json.dumps(self._order)})
         try:
-            _write_then_rename(path, list(sorted_header(blob)))
+            if self._rows:
+                if self._summary_file is None:
+                    self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
+                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())  # one write per step
+                self._summary_file.flush()
+            if self._entries:
+                kept = [n for n, *_ in self._entries]
+                header = safetensors_header(self._entries, {"step": str(self._step), "order": json.dumps(kept)})
+                _write_then_rename(path, [header, self._data])
         except OSError as e:
-            self._tensors, self._order = {}, []  # this step is lost; close() must not try it again
+            self._clear()  # this step is lost; close() must not try it again
             raise WriteError(e.errno, e.strerror, str(path)) from None
-        self._units.append(self._step)
-        self._tensors, self._order = {}, []
+        if self._entries:
+            self._units.append(self._step)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._data, self._entries, self._names, self._order, self._rows = bytearray(), [], set(), [], []
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped or interrupted."""
-        pending = self._step if self._tensors else None
+        pending = self._step if self._names else None
         try:
             self.flush()
+            if self._summary_file is not None:
+                self._summary_file.close()
         except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
             status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
                 f"; before that: {error}" if error else "")
         self.manifest["status"] = status
         self.manifest["units"] = self._units
+        if self.capture.mode == SUMMARY:
+            self.manifest["summaries"] = {"file": SUMMARIES, "names": SUMMARY_NAMES, "fields": list(SUMMARY_FIELDS)}
         if status != "complete":
             self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}
         self.manifest["finished"] = now()
@@ -294,6 +336,36 @@ class Memstate:
 
     def get(self, step: Step, name: str) -> np.ndarray | None:
         return self.unit(step).get(name)
+
+    def release(self, step: Step) -> None:
+        """Unmap one step's data (it is mapped again if asked for): a streaming reader's memory stays
+        bounded by the steps it is looking at, not by the memstate."""
+        if step in self._open:
+            self._open[step]._arrays = None
+
+    @property
+    def first_step(self) -> int:
+        """The first step a replay ran (its load unit holds the state before it); 0 for a whole run."""
+        return int((self.manifest.get("replay") or {}).get("first_step", 0))
+
+    def summary_table(self) -> tuple[list[str], np.ndarray] | None:
+        """A summary-mode run's summaries: (record names, rows (k, len(SUMMARY_FIELDS)) float64 with
+        the name's index in column 1); None when it kept none. A row cut short by a crash is dropped."""
+        path, names_path = self.dir / SUMMARIES, self.dir / SUMMARY_NAMES
+        if not path.is_file():
+            return None
+        try:
+            names = names_path.read_text(encoding="utf-8").splitlines() if names_path.is_file() else []
+            raw = path.read_bytes()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot read the summaries: {e}") from None
+        width = len(SUMMARY_FIELDS) * 8
+        rows = np.frombuffer(raw[:len(raw) - len(raw) % width], dtype="<f8").reshape(-1, len(SUMMARY_FIELDS))
+        ids = rows[:, 1]
+        if rows.size and (not np.all((ids >= 0) & (ids < len(names)) & (ids == np.round(ids)))
+                          or not np.all(rows[:, 0] >= 0)):
+            raise InputError(f"{path}: rows name records {names_path.name} does not list, or negative steps")
+        return names, rows
 
     def stop_summary(self) -> str:
         """One line on how the run ended, for reports."""

@@ -52,6 +52,7 @@ class Inputs:
 
     get: Callable[[Step, str], np.ndarray | None]
     step: int
+    first: int = 0  # the step a replay started at: its state before it is the load unit
     memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def cur(self, name: str) -> np.ndarray:
@@ -59,8 +60,8 @@ class Inputs:
 
     def prev(self, name: str) -> np.ndarray:
         """A parameter (or velocity) as the step began: the previous step's update, or the load."""
-        if self.step == 0:
-            if name in PARAMETERS:
+        if self.step == self.first:
+            if name in PARAMETERS or self.get(LOAD, name) is not None:  # a replay's load holds velocities
                 return self._need(LOAD, name)
             return np.zeros_like(self._need(LOAD, name.removesuffix("_velocity")))  # velocities start at 0
         return self._need(self.step - 1, name)

@@ -221,6 +221,7 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
         "dtype": job.config.dtype,
         "params_sha256": job.params_sha256,
         "data": job.data_source,
+        **job.manifest_facts(),
     }
     stderr_path = out.with_name(out.name + ".stderr.txt")
     stdout_path = out.with_name(out.name + ".stdout.txt")

@@ -76,6 +76,10 @@ def run(job_dir, record):
     for name, p in zip(NAMES, params):
         record("load", name, np.asarray(p))
     velocity = tuple(jnp.zeros_like(p) for p in params)
+    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
+        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
+        velocity = tuple(jnp.asarray(np.array(saved[k]["data"], dtype=np.float64).reshape(saved[k]["shape"]),
+                                     dtype=dtype) for k in ("W1", "b1", "W2", "b2"))
 
     m, steps = job["batch_size"], job["steps"]
     images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
@@ -84,11 +88,13 @@ def run(job_dir, record):
                              ("activation", "loss", "optimizer", "lr", "momentum", "weight_decay")))
     out_name = "output/softmax" if cfg["loss"] == "cross_entropy" else "output/sigmoid"
 
-    for step in range(steps):
+    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+    for i in range(steps):
+        step = first + i
         params, velocity, x, loss, fwd, gparams, gprobes = train_step(
-            params, velocity, jnp.asarray(images[step]), jnp.asarray(labels[step]), cfg_items)
+            params, velocity, jnp.asarray(images[i]), jnp.asarray(labels[i]), cfg_items)
         record(step, "input/x", np.asarray(x))
-        record(step, "input/y", labels[step].astype(np.int64))
+        record(step, "input/y", labels[i].astype(np.int64))
         record(step, "hidden/matmul", np.asarray(fwd["m1"]))
         record(step, "hidden/bias_add", np.asarray(fwd["z1"]))
         record(step, "hidden/activation", np.asarray(fwd["a1"]))

@@ -50,15 +50,20 @@ def run(job_dir, record):
     for name, value in params.items():
         record("load", name, value)
     velocity = {name: np.zeros_like(value) for name, value in params.items()}
+    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
+        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
+        velocity = {name: load_param(saved, key, dt) for name, key in zip(params, ("W1", "b1", "W2", "b2"))}
 
     images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
     labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
 
-    for step in range(steps):
+    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+    for i in range(steps):
+        step = first + i
         W1, b1 = params["hidden/weight"], params["hidden/bias"]
         W2, b2 = params["output/weight"], params["output/bias"]
-        X = images[step].astype(dt) / 255  # (m, 784)
-        y = labels[step].astype(np.int64)  # (m,)
+        X = images[i].astype(dt) / 255  # (m, 784)
+        y = labels[i].astype(np.int64)  # (m,)
         Y = np.eye(10, dtype=dt)[y]  # (m, 10)
         record(step, "input/x", X)
         record(step, "input/y", y)

@@ -85,6 +85,11 @@ def run(job_dir, record):
     for name, value in params.items():
         rec("load", name, value)
     velocity = {name: None for name in params}
+    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
+        with open(os.path.join(job_dir, job["velocity"])) as f:
+            tensors = json.load(f)["tensors"]
+        velocity = {"hidden/weight": rows("W1"), "hidden/bias": rnd(tensors["b1"]["data"]),
+                    "output/weight": rows("W2"), "output/bias": rnd(tensors["b2"]["data"])}
 
     with open(os.path.join(job_dir, job["images"]), "rb") as f:
         pixels = f.read()
@@ -92,11 +97,13 @@ def run(job_dir, record):
         label_bytes = f.read()
 
     act = cfg["activation"]
-    for step in range(steps):
+    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+    for i in range(steps):
+        step = first + i
         W1, b1, W2, b2 = params.values()
-        base = step * m * 784
+        base = i * m * 784
         X = [rnd([pixels[base + i * 784 + k] / 255 for k in range(784)]) for i in range(m)]
-        y = list(label_bytes[step * m:(step + 1) * m])
+        y = list(label_bytes[i * m:(i + 1) * m])
         rec(step, "input/x", X)
         record(step, "input/y", y, dtype="int64")
 

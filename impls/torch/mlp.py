@@ -47,14 +47,21 @@ def run(job_dir, record):
     momentum = cfg["momentum"] if cfg["optimizer"] == "momentum" else 0.0
     opt = torch.optim.SGD(named.values(), lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
     activation = ACTIVATIONS[cfg["activation"]]
+    if job.get("velocity") and momentum:  # a replay of a momentum run starts from its checkpoint's velocities
+        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
+        for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
+            v = torch.tensor(saved[key]["data"], dtype=torch.float64).reshape(saved[key]["shape"])
+            opt.state[p]["momentum_buffer"] = v.to(device=device, dtype=dtype)
 
     m, steps = job["batch_size"], job["steps"]
     images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784))
     labels = torch.from_numpy(np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m))
 
-    for step in range(steps):
-        x = images[step].to(device=device, dtype=dtype) / 255  # (m, 784)
-        y = labels[step].to(device=device, dtype=torch.long)  # (m,)
+    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+    for i in range(steps):
+        step = first + i
+        x = images[i].to(device=device, dtype=dtype) / 255  # (m, 784)
+        y = labels[i].to(device=device, dtype=torch.long)  # (m,)
         record(step, "input/x", as_numpy(x))
         record(step, "input/y", as_numpy(y))
 

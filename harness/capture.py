@@ -1,0 +1,101 @@
+"""What a run keeps of each step: every tensor (full), or per-record summaries plus checkpoints.
+
+A long run cannot keep every tensor of every step (at H=800, W1 alone is 2.5 MB a record). In
+`summary` mode the writer keeps, for every record of every step, a row of cheap statistics
+(`SUMMARY_FIELDS`), and in full only: the loaded parameters, the steps listed in `full_steps`, and
+every `checkpoint_every` steps the parameters and velocities after the step (what a replay starts
+from). `harness.bisect` screens the summaries, then replays the window that parts in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .records import PARAMETERS, velocity
+
+FULL, SUMMARY = "full", "summary"
+STATE = frozenset(PARAMETERS) | {velocity(p) for p in PARAMETERS}  # what a step hands the next one
+# one summary row per record per step, float64: see docs/memstate.md
+SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "wnorm", "nonfinite",
+                  "s_min", "s_q25", "s_q50", "s_q75", "s_max")
+SAMPLE = 255  # elements in the strided sample the quantiles come from
+_RAMP: dict[str, np.ndarray] = {}
+_WNORM: dict[int, float] = {}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """How much of each step a memstate keeps; the default keeps everything."""
+
+    mode: str = FULL
+    full_steps: tuple[tuple[int, int], ...] = ()  # inclusive step ranges kept in full in summary mode
+    checkpoint_every: int = 0  # summary mode: the state after every K-th step (K-1, 2K-1, ...) in full
+
+    def __post_init__(self) -> None:
+        if self.mode not in (FULL, SUMMARY):
+            raise InputError(f"capture field 'mode': expected full or summary, got {self.mode!r}")
+        if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
+            raise InputError(f"capture field 'checkpoint_every': expected a non-negative integer, "
+                             f"got {self.checkpoint_every!r}")
+        for r in self.full_steps:
+            if len(r) != 2 or not all(isinstance(x, int) and x >= 0 for x in r) or r[0] > r[1]:
+                raise InputError(f"capture field 'full_steps': expected [first, last] step ranges, got {r!r}")
+
+    def keeps(self, step: Any, name: str) -> bool:
+        """Whether (step, name) is kept as a full tensor."""
+        if self.mode == FULL or step == "load":
+            return True
+        if any(lo <= step <= hi for lo, hi in self.full_steps):
+            return True
+        return bool(self.checkpoint_every) and name in STATE and (step + 1) % self.checkpoint_every == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "full_steps": [list(r) for r in self.full_steps]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "capture") -> Capture:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict) or set(data) - {"mode", "full_steps", "checkpoint_every"}:
+            raise InputError(f"{source}: expected an object with mode, full_steps, checkpoint_every; got {data!r:.80}")
+        ranges = data.get("full_steps") or []
+        if not isinstance(ranges, list) or not all(isinstance(r, list) for r in ranges):
+            raise InputError(f"{source}: field 'full_steps' must be a list of [first, last] ranges")
+        return cls(data.get("mode", FULL), tuple(tuple(r) for r in ranges), data.get("checkpoint_every", 0))
+
+
+def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
+    """The weights of `wsum`: 1, 2, ..., 1021, 1, 2, ... (position-sensitive, exact in float32)."""
+    key = dtype.str
+    have = _RAMP.get(key)
+    if have is None or have.size < n:
+        have = _RAMP[key] = (np.arange(max(n, 1 << 16)) % 1021 + 1).astype(dtype)
+    return have[:n]
+
+
+def summarize(array: np.ndarray) -> list[float]:
+    """The statistics of one record after `step` and `record` (see SUMMARY_FIELDS): two dot products
+    over every element (BLAS, one pass each) and quantiles of a strided sample, so that a step's
+    summaries cost a small fraction of the step."""
+    x = np.ascontiguousarray(array).reshape(-1)  # a view for the arrays implementations hand over
+    n = x.size
+    if n == 0:
+        return [0.0] * (len(SUMMARY_FIELDS) - 2)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    w = _ramp(n, x.dtype)
+    with np.errstate(all="ignore"):
+        sumsq, wsum = float(np.dot(x, x)), float(np.dot(x, w))
+    wnorm = _WNORM.get(n)
+    if wnorm is None:
+        wnorm = _WNORM[n] = float(np.linalg.norm(w.astype(np.float64)))
+    nonfinite = 0.0 if np.isfinite(sumsq) and np.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
+    sample = np.sort(x[::max(1, n // SAMPLE)].astype(np.float64))  # (<= 2*SAMPLE,)
+    k = sample.size - 1
+    return [float(n), sumsq, wsum, wnorm, nonfinite,
+            float(sample[0]), float(sample[k // 4]), float(sample[k // 2]), float(sample[3 * k // 4]), float(sample[k])]
