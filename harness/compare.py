@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bisect import BisectResult, bisect
 from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
 from .data import load_mnist
@@ -26,7 +27,7 @@ from .job import Job, prepare_job
 from .jsonl import convert_jsonl
 from .legacy import convert_legacy, looks_legacy
 from .memstate import MANIFEST, Memstate, write_atomic
-from .params import initial_params, load_params
+from .params import Params, initial_params, load_params
 from .records import LOAD, step_label
 from .report import write_report
 from .runner import Implementation, is_implementation, load_implementation, run_implementation
@@ -79,6 +80,12 @@ def slug(text: str) -> str:
 
 def build_job(args: argparse.Namespace, sides: list[SideInput], out: Path, log) -> Job:
     """The one job both sides run: config from the options (or a memstate side), params, batches."""
+    config, params = job_inputs(args, sides, log)
+    return prepare_job(out / "job", config, params, load_mnist(args.data))
+
+
+def job_inputs(args: argparse.Namespace, sides: list[SideInput], log) -> tuple[Config, Params]:
+    """The config (from the options, or a memstate side) and the initial parameters."""
     config = config_from_arguments(args)
     explicit = explicit_fields(args)
     given = next((s.memstate for s in sides if s.memstate), None)
@@ -95,7 +102,43 @@ def build_job(args: argparse.Namespace, sides: list[SideInput], out: Path, log) 
             log(f"hidden size {params.hidden} taken from {args.params}")
     else:
         params = initial_params(config)
-    return prepare_job(out / "job", config, params, load_mnist(args.data))
+    return config, params
+
+
+def run_bisect(args: argparse.Namespace, sides: list[SideInput], out: Path, log) -> tuple[BisectResult, list[str]]:
+    """--bisect: the summary pass, the screen and the replay (harness/bisect.py), and what to print."""
+    if not all(s.impl for s in sides):
+        raise InputError("--bisect runs both sides: give two implementation directories")
+    if args.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every must be a positive number of steps, got {args.checkpoint_every}")
+    config, params = job_inputs(args, sides, log)
+    log(f"bisect: summary pass of {config.steps} steps, a checkpoint every {args.checkpoint_every} ...")
+    res = bisect(sides[0].impl, sides[1].impl, config, params, load_mnist(args.data), out,
+                 args.checkpoint_every, timeout=args.timeout, strict=args.strict)
+    lines = []
+    for p in res.passes:
+        start = f"from step {p.first_step} (both sides from A's state) " if p.first_step else ""
+        if p.suspect is None:
+            lines.append(f"bisect: summaries {start}agree at every step to {config.steps - 1}")
+            continue
+        lines.append(f"bisect: summaries {start}first part at step {p.suspect.step}, {p.suspect.name}: {p.suspect.why}")
+        if p.window:
+            exact = "yes" if p.replay_exact else "NO (an implementation is not deterministic)"
+            lines.append(f"bisect: replayed steps {p.window[0]}..{p.window[1]} in full from each side's checkpoint; "
+                         f"the replay reproduces the summary pass exactly: {exact}")
+    lines += [f"bisect: {n}" for n in res.notes]
+    full = full_capture_estimate(res, config.steps)
+    lines.append(f"bisect: wrote {res.bytes_written / 1e6:.1f} MB in all" + (
+        f"; full capture of both sides would write about {full / 1e6:.0f} MB "
+        f"({100 * res.bytes_written / full:.2f}%)" if full else ""))
+    return res, lines
+
+
+def full_capture_estimate(res: BisectResult, steps: int) -> int:
+    """Bytes a full capture of every step of both sides would write, from the replayed steps' sizes."""
+    sizes = [f.stat().st_size for p in res.passes for d in (p.replay_a, p.replay_b) if d
+             for f in d.glob("step-*.safetensors")]
+    return int(sum(sizes) / len(sizes) * steps * 2) if sizes else 0
 
 
 def format_text(c: Comparison, limit: int = 8) -> str:
@@ -161,6 +204,11 @@ def parser() -> argparse.ArgumentParser:
                    "magnitude (implies --tolerance fixed)")
     p.add_argument("--timeout", type=float, help="seconds before an implementation is killed (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--first", action="store_true", help="stop at the first origin (later records not compared)")
+    p.add_argument("--bisect", action="store_true", help="long runs: run both sides keeping per-step summaries "
+                   "and checkpoints, then replay in full only the window where they part (docs/bisect.md)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="K",
+                   help="--bisect: keep the state every K steps (default 100)")
     add_config_arguments(p)
     return p
 
@@ -201,6 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and any(out.iterdir()):
             raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
         html = report_path(args, stamp, sides)
+        pre: list[str] = []
+        if args.bisect:
+            res, pre = run_bisect(args, sides, out, log)
+            last = res.passes[-1]
+            if res.comparison is None:  # the summaries agree: nothing was replayed
+                print("\n".join(pre), file=sys.stderr if args.json == "-" else sys.stdout)
+                print(f"verdict: {'DRIFT' if res.verdict == 'drift' else 'AGREE'} (no origin in {res.passes[0].a.parent}; "
+                      f"the summaries of every screened step agree)", file=sys.stderr if args.json == "-" else sys.stdout)
+                return 1 if args.strict and res.verdict == "drift" else 0
+            assert last.replay_a is not None and last.replay_b is not None
+            sides = [SideInput(last.replay_a, memstate=Memstate(last.replay_a)),
+                     SideInput(last.replay_b, memstate=Memstate(last.replay_b))]
         job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
         states = []
         for label, side in zip("AB", sides):
@@ -224,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 states.append(side.memstate)
         tol = choose_tolerance(states[0], states[1], args.rtol, args.atol, args.tolerance)
-        comparison = compare_memstates(states[0], states[1], tol, strict=args.strict)
+        comparison = compare_memstates(states[0], states[1], tol, strict=args.strict, stop_at_origin=args.first)
     except InputError as e:
         print(f"error: {e}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
         return 2
@@ -237,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     to_stdout = args.json == "-"
     text_out = sys.stderr if to_stdout else sys.stdout
+    if pre:
+        print("\n".join(pre), file=text_out)
     print(format_text(comparison), file=text_out)
     code = comparison.exit_code
     for label, ms in zip("AB", states):

@@ -13,7 +13,7 @@ parameters after step first_step - 1, and the batch files hold steps first_step 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .capture import Capture
@@ -33,7 +33,7 @@ class Job:
     config: Config
     params_sha256: str
     data_source: str
-    capture: Capture = Capture()
+    capture: Capture = field(default_factory=Capture)
     first_step: int = 0
     steps: int = 0  # batches in the job: config.steps, or fewer for a replay
 
