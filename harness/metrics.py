@@ -85,6 +85,7 @@ def exact_chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray | None, rtol: 
         ratio = (np.where(err == 0, 0.0, np.inf) if exact else
                  np.where(err == 0, 0.0, np.where(np.isinf(err), np.inf, err / allowed)))
         rel = np.where(err == 0, 0.0, err / np.where(scale > 0, scale, np.inf))
+        rel = np.where(np.isnan(rel), np.inf, rel)  # an infinity against a finite value
         ulp = np.where(same, 0.0, np.abs(_ordered(x) - _ordered(y)))
     if not x.size:
         return m

@@ -1,0 +1,142 @@
+"""Summary capture, exact replays from checkpoints, the bisect verb, and the chunked metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import IMPLS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import metrics
+from harness.bisect import bisect, screen, state_before
+from harness.capture import SUMMARY, Capture
+from harness.compare import main
+from harness.config import Config
+from harness.job import prepare_job
+from harness.memstate import Memstate
+from harness.params import initial_params
+from harness.records import LOAD, PARAMETERS, velocity
+from harness.runner import load_implementation, run_implementation
+
+
+def late_bug(tmp_path: Path, step: int) -> Path:
+    """numpy with the softmax summed over the whole batch from `step` on (a bug that waits)."""
+    impl = tmp_path / "late"
+    impl.mkdir()
+    shutil.copy(IMPLS / "numpy" / "memstate-impl.json", impl)
+    text = (IMPLS / "numpy" / "mlp.py").read_text()
+    good = "P = E / E.sum(axis=1, keepdims=True)"
+    assert good in text
+    (impl / "mlp.py").write_text(text.replace(good, f"P = E / (E.sum(axis=1, keepdims=True) if step < {step} "
+                                                    f"else E.sum())"))
+    return impl
+
+
+@pytest.mark.parametrize("impl", ["numpy", "jax", "torch", "pure_python"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_a_replay_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(tmp_path, mnist, impl, optimizer):
+    cfg = Config(hidden=16, batch_size=8, steps=9, optimizer=optimizer)
+    code = load_implementation(IMPLS / impl)
+    params = initial_params(cfg)
+    full = Memstate(run_implementation(code, prepare_job(tmp_path / "job", cfg, params, mnist), tmp_path / "full").memstate)
+    summary = prepare_job(tmp_path / "sjob", cfg, params, mnist, Capture(SUMMARY, ((7, 7),), 3))
+    part = Memstate(run_implementation(code, summary, tmp_path / "part").memstate)
+    assert part.units == [LOAD, 2, 5, 7, 8]  # checkpoints after steps 2, 5, 8 and the asked-for step 7
+    assert set(part.names(2)) == set(PARAMETERS) | ({velocity(p) for p in PARAMETERS} if optimizer == "momentum"
+                                                      else set())
+    assert len(part.names(7)) == len(full.names(7))
+    names, rows = part.summary_table()
+    assert sorted(set(rows[:, 0].astype(int))) == list(range(9)) and len(rows) == sum(len(full.names(s))
+                                                                                       for s in range(9))
+    p, v = state_before(part, 6)
+    assert (v is not None) == (optimizer == "momentum")
+    rjob = prepare_job(tmp_path / "rjob", cfg, p, mnist, first_step=6, last_step=7, velocity=v)
+    replay = Memstate(run_implementation(code, rjob, tmp_path / "replay").memstate)
+    assert replay.units == [LOAD, 6, 7] and replay.first_step == 6
+    for step in (6, 7):
+        for name in full.names(step):
+            assert np.array_equal(replay.get(step, name), full.get(step, name)), (step, name)
+    assert screen(part, part) is None
+
+
+def test_bisect_finds_a_bug_that_waits_for_step_40_exactly(tmp_path, mnist):
+    cfg = Config(steps=60)
+    res = bisect(load_implementation(IMPLS / "numpy"), load_implementation(late_bug(tmp_path, 40)), cfg,
+                 initial_params(cfg), mnist, tmp_path / "work", checkpoint_every=16)
+    assert res.verdict == "diverged" and not res
+    run = res.passes[0]
+    assert (run.suspect.step, run.suspect.name) == (40, "output/softmax")
+    assert run.window == (32, 40) and run.replay_exact
+    first = res.comparison.first
+    assert (first.step, first.name, first.role, first.inconsistent) == (40, "output/softmax", "origin", "B")
+    assert [(r.step, r.name) for r in res.comparison.origins] == [(40, "output/softmax")]
+
+
+def test_bisect_of_two_libraries_that_agree_reads_agree(tmp_path, mnist):
+    cfg = Config(steps=30)
+    res = bisect(load_implementation(IMPLS / "numpy"), load_implementation(IMPLS / "torch"), cfg,
+                 initial_params(cfg), mnist, tmp_path / "work", checkpoint_every=10)
+    assert res.verdict == "agree" and res and res.comparison is None
+    assert [p.suspect for p in res.passes] == [None]
+
+
+def test_bisect_command_prints_the_window_and_the_origin(tmp_path, mnist, capsys):
+    code = main([str(IMPLS / "numpy"), str(late_bug(tmp_path, 12)), "--bisect", "--steps", "20",
+                 "--checkpoint-every", "5", "--out", str(tmp_path / "run"), "--no-html", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "bisect: summaries first part at step 12, output/softmax: norm" in out
+    assert "bisect: replayed steps 10..12 in full from each side's checkpoint; the replay reproduces the summary " \
+           "pass exactly: yes" in out
+    assert "verdict: DIVERGED at step 12, output/softmax (values): the first origin" in out
+
+
+def test_bisect_needs_two_implementations(tmp_path, runs, capsys):
+    ms = runs.run("numpy", Config(steps=2))
+    assert main([str(ms.dir), str(IMPLS / "numpy"), "--bisect", "--no-html", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --bisect runs both sides: give two implementation directories"
+
+
+def test_first_stops_at_the_first_origin(tmp_path, runs, capsys):
+    a = runs.run("numpy", Config(steps=3))
+    b = runs.run(IMPLS / "examples" / "softmax_global_sum", Config(steps=3))
+    assert main([str(a.dir), str(b.dir), "--first", "--no-html", "--json", str(tmp_path / "r.json")]) == 1
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["origins"] == [[0, "output/softmax"]]
+    assert result["records"][-1]["name"] == "output/softmax" and result["records"][-1]["step"] == 0
+    assert "stopped at the first origin (step 0, output/softmax): later records were not compared" in result["notes"]
+
+
+floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(floats, floats, st.floats(0, 1e3, width=32)), min_size=1, max_size=600),
+       st.sampled_from(["float32", "float64"]))
+def test_chunked_metrics_equal_the_float64_path(values, dtype):
+    a = np.array([v[0] for v in values], dtype=dtype)
+    b = np.array([v[1] for v in values], dtype=dtype)
+    allowed = np.array([v[2] for v in values], dtype=np.float64)
+    old = metrics.CHUNK
+    metrics.CHUNK = 64  # many chunks, some fast, some exact
+    try:
+        got = metrics.element_metrics(a, b, np.dtype(dtype), allowed)
+    finally:
+        metrics.CHUNK = old
+    want = metrics.exact_chunk(a, b, allowed, 0.0, 0.0, False)
+    assert (got.nan_a, got.nan_b, got.inf_a, got.inf_b, got.max_ulp) == \
+           (want.nan_a, want.nan_b, want.inf_a, want.inf_b, want.max_ulp)
+    with np.errstate(all="ignore"):  # |A-B| rounds in the comparison dtype on the fast path: ratios near 1 may tip
+        exact = np.abs(a.astype(np.float64) - b.astype(np.float64)) / allowed
+    assert abs(got.n_over - want.n_over) <= np.count_nonzero(np.abs(exact - 1) < 1e-6)
+    for f in ("max_abs", "max_rel", "worst_ratio"):
+        assert getattr(got, f) == getattr(want, f) or np.isclose(getattr(got, f), getattr(want, f), rtol=1e-6), f
+    if got.worst_ratio != want.worst_ratio:
+        assert np.isclose(exact[got.worst], want.worst_ratio, rtol=1e-6)
+    else:
+        assert got.worst == want.worst or exact[got.worst] == exact[want.worst]
