@@ -1,0 +1,193 @@
+"""Long runs at scale: comparator throughput, recording overhead, bisect against full capture.
+
+    python benchmarks/bench_scale.py [--data DIR] [--steps 5000] [--bug-step 4000] [--only PART]
+
+Every figure is a ratio against a baseline measured in the same run:
+- compare: bytes of one side per second for two large float32 records judged against a per-element
+  noise bound (every metric), against numpy.allclose, torch.testing.assert_close and deepdiff on the
+  same tensors; and a whole memstate's comparison (the noise model evaluated too).
+- record: the numpy implementation's step with full capture and with summaries, against the same
+  step with a recorder that keeps nothing, at H=128, batch 64.
+- bisect: --bisect of numpy against numpy with a bug that waits for --bug-step, against comparing
+  a full capture of both sides: wall time and bytes written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.bisect import bisect  # noqa: E402
+from harness.comparator import RecordDiff, Tolerance, compare_memstates, compare_values  # noqa: E402
+from harness.capture import SUMMARY, Capture  # noqa: E402
+from harness.config import Config  # noqa: E402
+from harness.data import load_mnist  # noqa: E402
+from harness.job import prepare_job  # noqa: E402
+from harness.memstate import Memstate, MemstateWriter  # noqa: E402
+from harness.params import initial_params  # noqa: E402
+from harness.runner import load_implementation, run_implementation  # noqa: E402
+
+
+def best(f, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_compare(n: int) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = (a + rng.standard_normal(n).astype(np.float32) * np.float32(3e-7) * np.abs(a)).astype(np.float32)
+    allowed = np.abs(a).astype(np.float64) * 1e-6  # a per-element bound, as the noise model hands over
+    tol = Tolerance("float32")
+    ours = best(lambda: compare_values(RecordDiff(0, "x"), a, b, tol, allowed))
+    base = {"numpy.allclose": best(lambda: np.allclose(a, b, rtol=1e-4, atol=1e-5))}
+    try:
+        import torch
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        base["torch.testing.assert_close"] = best(lambda: torch.testing.assert_close(ta, tb, rtol=1e-4, atol=1e-5))
+    except ImportError:
+        pass
+    from deepdiff import DeepDiff
+    k = min(n, 200_000)  # deepdiff walks Python floats: measured on a slice, scaled by bytes
+    dd = best(lambda: DeepDiff(a[:k].tolist(), b[:k].tolist(), significant_digits=5), repeat=1) * n / k
+    base["deepdiff (significant_digits=5, per byte)"] = dd
+    mb = a.nbytes / 1e6
+    print(f"compare: {n:,} float32 elements ({mb:.0f} MB a side), every metric against a per-element bound")
+    print(f"  memstate    {ours * 1e3:9.1f} ms  {mb / ours:8.0f} MB/s")
+    for name, t in base.items():
+        print(f"  {name:<44s} {t * 1e3:9.1f} ms  {mb / t:8.0f} MB/s   memstate is {t / ours:6.2f}x its throughput")
+
+
+def bench_memstate_compare(mnist, work: Path, steps: int, hidden: int) -> None:
+    cfg = Config(steps=steps, hidden=hidden)
+    job = prepare_job(work / "cjob", cfg, initial_params(cfg), mnist)
+    sides = [Memstate(run_implementation(load_implementation(ROOT / "impls" / n), job, work / f"c-{n}").memstate)
+             for n in ("numpy", "jax")]
+    size = sum(f.stat().st_size for f in sides[0].dir.glob("*.safetensors"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    c = compare_memstates(*sides)
+    ours = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    arrays = [(sides[0].get(s, n), sides[1].get(s, n)) for s in sides[0].units for n in sides[0].names(s)]
+    t = time.perf_counter()
+    for x, y in arrays:
+        np.allclose(x, y, rtol=1e-4, atol=1e-5)
+    base = time.perf_counter() - t
+    print(f"compare memstates: numpy vs jax, H={hidden}, {steps} steps, {size / 1e6:.0f} MB a side, verdict "
+          f"{c.verdict}: {ours:.2f} s ({size / 1e6 / ours:.0f} MB/s, noise model included); numpy.allclose on the "
+          f"same records {base:.2f} s: {base / ours:.2f}x; peak RSS {before / 1e3:.0f} -> {peak / 1e3:.0f} MB")
+
+
+class Null:
+    """A recorder that keeps nothing: the bare step."""
+
+    def describe(self, **_: str) -> None:
+        pass
+
+    def __call__(self, step, name, value, dtype=None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bench_record(mnist, work: Path, steps: int = 400) -> None:
+    spec = importlib.util.spec_from_file_location("bench_numpy_impl", ROOT / "impls" / "numpy" / "mlp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = Config(steps=steps, hidden=128, batch_size=64)
+    job = prepare_job(work / "rjob", cfg, initial_params(cfg), mnist)
+    n = [0]
+
+    def writer(capture: Capture):
+        def make():
+            n[0] += 1
+            return MemstateWriter(work / f"rec-{n[0]}", {"capture": capture.to_dict()})
+        return make
+
+    def timed(make) -> float:
+        def once():
+            w = make()
+            module.run(job.dir, w)
+            w.close()
+        return best(once, repeat=3) / steps
+
+    bare = timed(Null)
+    full = timed(writer(Capture()))
+    summary = timed(writer(Capture(SUMMARY, (), 100)))
+    print(f"record: numpy, H=128, batch 64, {steps} steps, per step: bare {bare * 1e3:.3f} ms; full capture "
+          f"{full * 1e3:.3f} ms ({full / bare:.2f}x); summaries + a checkpoint every 100 {summary * 1e3:.3f} ms "
+          f"({summary / bare:.2f}x)")
+
+
+def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:
+    impl = work / "late"
+    impl.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "impls" / "numpy" / "memstate-impl.json", impl)
+    good = "P = E / E.sum(axis=1, keepdims=True)"
+    (impl / "mlp.py").write_text((ROOT / "impls" / "numpy" / "mlp.py").read_text().replace(
+        good, f"P = E / (E.sum(axis=1, keepdims=True) if step < {bug} else E.sum())"))
+    a, b = load_implementation(ROOT / "impls" / "numpy"), load_implementation(impl)
+    cfg = Config(steps=steps)
+    t = time.perf_counter()
+    res = bisect(a, b, cfg, initial_params(cfg), mnist, work / "bisect", checkpoint_every=k)
+    t_bisect = time.perf_counter() - t
+    first = res.comparison.first if res.comparison else None
+    t = time.perf_counter()
+    job = prepare_job(work / "fjob", cfg, initial_params(cfg), mnist)
+    full = [Memstate(run_implementation(x, job, work / f"full-{i}").memstate) for i, x in enumerate((a, b))]
+    c = compare_memstates(*full, stop_at_origin=True)
+    t_full = time.perf_counter() - t
+    full_bytes = sum(f.stat().st_size for m in full for f in m.dir.iterdir())
+    print(f"bisect: numpy vs numpy with a bug from step {bug}, {steps} steps, checkpoint every {k}: found "
+          f"{first.where if first else None} ({first.role if first else '-'}), replay exact: "
+          f"{res.passes[0].replay_exact}")
+    print(f"  bisect       {t_bisect:7.1f} s  {res.bytes_written / 1e6:9.1f} MB written")
+    print(f"  full capture {t_full:7.1f} s  {full_bytes / 1e6:9.1f} MB written, found {c.first.where if c.first else None}"
+          f" (--first)")
+    print(f"  bisect writes {100 * res.bytes_written / full_bytes:.2f}% of the bytes, in {t_bisect / t_full:.2f}x "
+          f"the time")
+    for m in full:
+        shutil.rmtree(m.dir)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=None, help="MNIST directory (default: the bundled subset)")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--bug-step", type=int, default=4000)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--elements", type=int, default=16_000_000)
+    p.add_argument("--only", choices=("compare", "memstate", "record", "bisect"))
+    args = p.parse_args()
+    mnist = load_mnist(args.data)
+    with tempfile.TemporaryDirectory(prefix="memstate-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "compare"):
+            bench_compare(args.elements)
+        if args.only in (None, "memstate"):
+            bench_memstate_compare(mnist, work, 50, 800)
+        if args.only in (None, "record"):
+            bench_record(mnist, work)
+        if args.only in (None, "bisect"):
+            bench_bisect(mnist, work, args.steps, args.bug_step, args.checkpoint_every)
+
+
+if __name__ == "__main__":
+    main()
