@@ -28,15 +28,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.bisect import bisect  # noqa: E402
-from harness.comparator import RecordDiff, Tolerance, compare_memstates, compare_values  # noqa: E402
-from harness.capture import SUMMARY, Capture  # noqa: E402
-from harness.config import Config  # noqa: E402
-from harness.data import load_mnist  # noqa: E402
-from harness.job import prepare_job  # noqa: E402
-from harness.memstate import Memstate, MemstateWriter  # noqa: E402
-from harness.params import initial_params  # noqa: E402
-from harness.runner import load_implementation, run_implementation  # noqa: E402
+from harness.bisect import bisect
+from harness.capture import SUMMARY, Capture
+from harness.comparator import RecordDiff, Tolerance, compare_memstates, compare_values
+from harness.config import Config
+from harness.data import load_mnist
+from harness.job import prepare_job
+from harness.memstate import Memstate, MemstateWriter
+from harness.params import initial_params
+from harness.runner import load_implementation, run_implementation
 
 
 def best(f, repeat: int = 5) -> float:

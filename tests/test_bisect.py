@@ -50,7 +50,7 @@ def test_a_replay_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(tmp
     assert set(part.names(2)) == set(PARAMETERS) | ({velocity(p) for p in PARAMETERS} if optimizer == "momentum"
                                                       else set())
     assert len(part.names(7)) == len(full.names(7))
-    names, rows = part.summary_table()
+    _, rows = part.summary_table()
     assert sorted(set(rows[:, 0].astype(int))) == list(range(9)) and len(rows) == sum(len(full.names(s))
                                                                                        for s in range(9))
     p, v = state_before(part, 6)
