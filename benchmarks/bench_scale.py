@@ -148,7 +148,7 @@ def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:
     t = time.perf_counter()
     res = bisect(a, b, cfg, initial_params(cfg), mnist, work / "bisect", checkpoint_every=k)
     t_bisect = time.perf_counter() - t
-    first = res.comparison.first if res.comparison else None
+    first = res.comparison.first if res.comparison is not None else None  # a Comparison is falsy when it diverged
     t = time.perf_counter()
     job = prepare_job(work / "fjob", cfg, initial_params(cfg), mnist)
     full = [Memstate(run_implementation(x, job, work / f"full-{i}").memstate) for i, x in enumerate((a, b))]
@@ -156,10 +156,10 @@ def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:
     t_full = time.perf_counter() - t
     full_bytes = sum(f.stat().st_size for m in full for f in m.dir.iterdir())
     print(f"bisect: numpy vs numpy with a bug from step {bug}, {steps} steps, checkpoint every {k}: found "
-          f"{first.where if first else None} ({first.role if first else '-'}), replay exact: "
+          f"{first.where if first is not None else None} ({first.role if first is not None else '-'}), replay exact: "
           f"{res.passes[0].replay_exact}")
     print(f"  bisect       {t_bisect:7.1f} s  {res.bytes_written / 1e6:9.1f} MB written")
-    print(f"  full capture {t_full:7.1f} s  {full_bytes / 1e6:9.1f} MB written, found {c.first.where if c.first else None}"
+    print(f"  full capture {t_full:7.1f} s  {full_bytes / 1e6:9.1f} MB written, found {c.first.where if c.first is not None else None}"
           f" (--first)")
     print(f"  bisect writes {100 * res.bytes_written / full_bytes:.2f}% of the bytes, in {t_bisect / t_full:.2f}x "
           f"the time")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import SUMMARY, Capture, summarize
+from .capture import SUMMARY, Capture, ramp_norm, summarize
 from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config
 from .data import Mnist
@@ -82,12 +82,12 @@ class BisectResult:
 
 
 def _stats_bound(row_a: np.ndarray, row_b: np.ndarray, tau: float) -> str | None:
-    """Why two summary rows (size, sumsq, wsum, wnorm, nonfinite, sample min, q25, q50, q75, max)
-    part, or None when a step's rounding explains them."""
+    """Why two summary rows (size, sumsq, wsum, nonfinite, sample min, q25, q50, q75, max) part, or
+    None when a step's rounding explains them."""
     if np.array_equal(row_a, row_b):
         return None
-    size_a, sq_a, w_a, wn, bad_a = row_a[:5]
-    size_b, sq_b, w_b, _, bad_b = row_b[:5]
+    size_a, sq_a, w_a, bad_a = row_a[:4]
+    size_b, sq_b, w_b, bad_b = row_b[:4]
     if size_a != size_b:
         return f"{size_a:.0f} elements against {size_b:.0f}"
     if bad_a or bad_b:
@@ -96,9 +96,9 @@ def _stats_bound(row_a: np.ndarray, row_b: np.ndarray, tau: float) -> str | None
     norm = max(na, nb)
     if abs(na - nb) > tau * norm:
         return f"norm {na:.9g} against {nb:.9g}"
-    if abs(w_a - w_b) > tau * norm * wn:
+    if abs(w_a - w_b) > tau * norm * ramp_norm(int(size_a)):
         return f"position-weighted sum {w_a:.9g} against {w_b:.9g}"
-    qa, qb = row_a[5:], row_b[5:]
+    qa, qb = row_a[4:], row_b[4:]
     spread = max(float(np.max(np.abs(qa))), float(np.max(np.abs(qb))))
     worst = int(np.argmax(np.abs(qa - qb)))
     if abs(qa[worst] - qb[worst]) > tau * spread:
@@ -181,16 +181,11 @@ def bisect(impl_a: Implementation, impl_b: Implementation, config: Config, param
     """Run the summary pass, screen, replay and judge (module docstring); memstates go under `work`."""
     result = BisectResult()
     capture = Capture(SUMMARY, (), checkpoint_every)
-    first, start_a, start_b = 0, (params, None), (params, None)
+    first, start = 0, (params, None)  # both sides start each pass from one state: the params, then A's
     while True:
-        jobs = {}
-        for side, (p, v) in (("a", start_a), ("b", start_b)):
-            jobs[side] = prepare_job(work / f"job-{first}-{side}", config, p, mnist, capture,
-                                     first_step=first, velocity=v) if first else None
-        if not first:
-            jobs["a"] = jobs["b"] = prepare_job(work / "job", config, params, mnist, capture)
+        job = prepare_job(work / f"job-{first}", config, start[0], mnist, capture, first_step=first, velocity=start[1])
         run = Pass(first, work / f"pass-{first}-a", work / f"pass-{first}-b")
-        for impl, job, out in ((impl_a, jobs["a"], run.a), (impl_b, jobs["b"], run.b)):
+        for impl, out in ((impl_a, run.a), (impl_b, run.b)):
             run_implementation(impl, job, out, timeout=timeout)
         result.passes.append(run)
         ma, mb = Memstate(run.a), Memstate(run.b)
@@ -209,11 +204,11 @@ def bisect(impl_a: Implementation, impl_b: Implementation, config: Config, param
             run_implementation(impl, job, out, timeout=timeout)
             replays.append(Memstate(out))
         run.replay_a, run.replay_b = replays[0].dir, replays[1].dir
-        run.replay_exact = replay_matches(ma, replays[0]) and replay_matches(mb, replays[1])
         for r, impl in zip(replays, (impl_a, impl_b)):
             if r.units and r.units[-1] != LOAD and r.units[-1] < c:
                 raise InputError(f"{impl.name} does not replay: asked to start at step {c}, it wrote steps from 0 "
                                  f"(read first_step from job.json; docs/protocol.md)")
+        run.replay_exact = replay_matches(ma, replays[0]) and replay_matches(mb, replays[1])
         run.comparison = compare_memstates(replays[0], replays[1], strict=strict)
         if run.comparison.origins or s + 1 >= config.steps or len(result.passes) > max_resyncs:
             if not run.comparison.origins and s + 1 < config.steps:
@@ -221,7 +216,7 @@ def bisect(impl_a: Implementation, impl_b: Implementation, config: Config, param
             break
         # drift only: both sides go on from A's state after the suspect step
         first = s + 1
-        start_a = start_b = state_before(replays[0], first)
+        start = state_before(replays[0], first)
         result.notes.append(f"steps {c}..{s} only drift (no origin); both sides resume from A's state after "
                             f"step {s}")
     result.bytes_written = sum(_size(p) for r in result.passes for p in (r.a, r.b, r.replay_a, r.replay_b) if p)

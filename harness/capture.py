@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .records import PARAMETERS, velocity
+from .records import LOAD, PARAMETERS, velocity
 
 FULL, SUMMARY = "full", "summary"
 STATE = frozenset(PARAMETERS) | {velocity(p) for p in PARAMETERS}  # what a step hands the next one
 # one summary row per record per step, float64: see docs/memstate.md
-SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "wnorm", "nonfinite",
+SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "nonfinite",
                   "s_min", "s_q25", "s_q50", "s_q75", "s_max")
 SAMPLE = 255  # elements in the strided sample the quantiles come from
 _RAMP: dict[str, np.ndarray] = {}
@@ -48,7 +48,7 @@ class Capture:
 
     def keeps(self, step: Any, name: str) -> bool:
         """Whether (step, name) is kept as a full tensor."""
-        if self.mode == FULL or step == "load":
+        if self.mode == FULL or step == LOAD:
             return True
         if any(lo <= step <= hi for lo, hi in self.full_steps):
             return True
@@ -78,6 +78,14 @@ def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
     return have[:n]
 
 
+def ramp_norm(n: int) -> float:
+    """The norm of the first n weights of `wsum`: what bounds |wsum| by Cauchy-Schwarz."""
+    norm = _WNORM.get(n)
+    if norm is None:
+        norm = _WNORM[n] = float(np.linalg.norm(_ramp(n, np.dtype(np.float64))))
+    return norm
+
+
 def summarize(array: np.ndarray) -> list[float]:
     """The statistics of one record after `step` and `record` (see SUMMARY_FIELDS): two dot products
     over every element (BLAS, one pass each) and quantiles of a strided sample, so that a step's
@@ -91,11 +99,8 @@ def summarize(array: np.ndarray) -> list[float]:
     w = _ramp(n, x.dtype)
     with np.errstate(all="ignore"):
         sumsq, wsum = float(np.dot(x, x)), float(np.dot(x, w))
-    wnorm = _WNORM.get(n)
-    if wnorm is None:
-        wnorm = _WNORM[n] = float(np.linalg.norm(w.astype(np.float64)))
     nonfinite = 0.0 if np.isfinite(sumsq) and np.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
     sample = np.sort(x[::max(1, n // SAMPLE)].astype(np.float64))  # (<= 2*SAMPLE,)
     k = sample.size - 1
-    return [float(n), sumsq, wsum, wnorm, nonfinite,
+    return [float(n), sumsq, wsum, nonfinite,
             float(sample[0]), float(sample[k // 4]), float(sample[k // 2]), float(sample[3 * k // 4]), float(sample[k])]

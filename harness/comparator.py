@@ -197,8 +197,6 @@ def compare_values(diff: RecordDiff, a: np.ndarray, b: np.ndarray, tol: Toleranc
         return diff
     if diff.size == 0:
         return diff
-    if allowed is not None:
-        allowed = np.asarray(allowed)
     m = element_metrics(a, b, np.dtype(tol.dtype), allowed, tol.rtol, tol.atol)
     diff.nan_a, diff.nan_b, diff.inf_a, diff.inf_b = m.nan_a, m.nan_b, m.inf_a, m.inf_b
     diff.n_over, diff.max_abs, diff.max_rel, diff.max_ulp = m.n_over, m.max_abs, m.max_rel, m.max_ulp

@@ -68,17 +68,28 @@ def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool =
         raise
 
 
-def safetensors_header(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]],
-                       metadata: dict[str, str]) -> bytes:
-    """The 8-byte length and JSON header of a safetensors file holding `entries` (name, dtype, shape,
-    first byte, end byte of the data), keys sorted so that two writes of one step are the same bytes,
-    padded so the data stays 8-byte aligned."""
+# safetensors' own writer puts wider dtypes first, then names in order; memstate lays its files out the same
+# way, so a step holds the same bytes whichever wrote it (the goldens were made with safetensors.save)
+_ST_RANK = {t: i for i, t in enumerate(("U64", "I64", "F64", "F32", "U32", "I32", "F16", "U16", "I16", "I8", "U8",
+                                        "BOOL"))}
+
+
+def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]], data: bytearray,
+                     metadata: dict[str, str]) -> list[bytes | memoryview]:
+    """A safetensors file as parts to write: the 8-byte length and JSON header (keys sorted, padded so the
+    data stays 8-byte aligned), then views of `data` holding `entries` (name, dtype, shape, first and end
+    byte in `data`) in safetensors' order."""
+    view = memoryview(data)
     header: dict[str, object] = {"__metadata__": metadata}
-    for name, dtype, shape, a, b in entries:
-        header[name] = {"dtype": NP_TO_ST[dtype.name], "shape": list(shape), "data_offsets": [a, b]}
+    parts: list[bytes | memoryview] = []
+    at = 0
+    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1].name]], e[0])):
+        header[name] = {"dtype": NP_TO_ST[dtype.name], "shape": list(shape), "data_offsets": [at, at + b - a]}
+        parts.append(view[a:b])
+        at += b - a
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text
+    return [len(text).to_bytes(8, "little") + text, *parts]
 
 
 def now() -> str:
@@ -108,7 +119,6 @@ class MemstateWriter:
         self._data = bytearray()  # the current step's full tensors, back to back
         self._entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
         self._names: set[str] = set()  # the current step's record names
-        self._order: list[str] = []
         self._rows: list[list[float]] = []  # the current step's summary rows
         self._summary_ids: dict[str, int] = {}
         self._summary_file: Any = None
@@ -142,7 +152,6 @@ class MemstateWriter:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
         self._names.add(name)
-        self._order.append(name)
         if self.capture.mode == SUMMARY and step != LOAD:
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
         if self.capture.keeps(step, name):
@@ -174,8 +183,8 @@ class MemstateWriter:
                 self._summary_file.flush()
             if self._entries:
                 kept = [n for n, *_ in self._entries]
-                header = safetensors_header(self._entries, {"step": str(self._step), "order": json.dumps(kept)})
-                _write_then_rename(path, [header, self._data])
+                meta = {"step": str(self._step), "order": json.dumps(kept)}
+                _write_then_rename(path, safetensors_file(self._entries, self._data, meta))
         except OSError as e:
             self._clear()  # this step is lost; close() must not try it again
             raise WriteError(e.errno, e.strerror, str(path)) from None
@@ -184,7 +193,7 @@ class MemstateWriter:
         self._clear()
 
     def _clear(self) -> None:
-        self._data, self._entries, self._names, self._order, self._rows = bytearray(), [], set(), [], []
+        self._data, self._entries, self._names, self._rows = bytearray(), [], set(), []
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped or interrupted."""

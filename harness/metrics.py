@@ -2,8 +2,8 @@
 
 `element_metrics` is the comparator's inner loop: for two float arrays of one shape and the |A-B|
 allowed per element it finds the elements over the bound, the worst one, the largest absolute,
-relative and ULP differences and the NaN/Inf counts. It reads both sides once, a chunk of rows at a
-time, so its memory is a few chunks however large the record, and splits the rows between threads
+relative and ULP differences and the NaN/Inf counts. It reads both sides once, a chunk of elements at
+a time, so its memory is a few chunks however large the record, and splits the chunks between threads
 (numpy releases the GIL inside each operation).
 
 Each chunk first takes a fast path in the comparison dtype (a handful of passes over data that
@@ -138,7 +138,7 @@ def _fast_chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray, offset: int) 
                    float(ratio), offset + worst)
 
 
-def _run_rows(a: np.ndarray, b: np.ndarray, allowed: np.ndarray | None, cmp: np.dtype, rtol: float,
+def _run_range(a: np.ndarray, b: np.ndarray, allowed: np.ndarray | None, cmp: np.dtype, rtol: float,
               atol_abs: float, exact: bool, lo: int, hi: int) -> Metrics:
     """Metrics of flat elements lo..hi, chunk by chunk."""
     total = Metrics()
@@ -189,12 +189,12 @@ def element_metrics(a: np.ndarray, b: np.ndarray, cmp: np.dtype, allowed: np.nda
         atol_abs = atol * max(scale, float(np.finfo(cmp).tiny))
     n = fa.size
     if WORKERS < 2 or n < 2 * CHUNK:
-        return _run_rows(fa, fb, flat_allowed, cmp, rtol, atol_abs, exact, 0, n)
+        return _run_range(fa, fb, flat_allowed, cmp, rtol, atol_abs, exact, 0, n)
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="memstate-compare")
     per = -(-n // (WORKERS * CHUNK)) * CHUNK  # whole chunks per worker
-    jobs = [_pool.submit(_run_rows, fa, fb, flat_allowed, cmp, rtol, atol_abs, exact, lo, min(lo + per, n))
+    jobs = [_pool.submit(_run_range, fa, fb, flat_allowed, cmp, rtol, atol_abs, exact, lo, min(lo + per, n))
             for lo in range(0, n, per)]
     total = Metrics()
     for job in jobs:
