@@ -13,13 +13,15 @@ from .errors import InputError, read_json
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("cross_entropy", "mse")  # cross_entropy: softmax output; mse: sigmoid output
-OPTIMIZERS = ("sgd", "momentum")
+OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
+INITS = ("default", "uniform", "fan_in", "small", "he", "xavier")  # harness.params.initial_params
+CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES, "init": INITS}
 
 
 @dataclass(frozen=True)
 class Config:
-    """One network and training run. Every field has a default; see docs/config.md."""
+    """One network and training run. Every field has a default; see docs/comparing.md#configuration."""
 
     hidden: int = 128
     activation: str = "relu"
@@ -32,10 +34,21 @@ class Config:
     steps: int = 10
     dtype: str = "float32"
     seed: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
+    epoch_steps: int = 0  # steps per epoch for lr_decay; 0: the training images // batch_size (the harness fills it in)
+    init: str = "default"
+    train_images: int = 0  # train on the first N training images; 0: all of them
+    input_min: float = 0.0  # x = byte / 255 * (input_max - input_min) + input_min
+    input_max: float = 1.0
+    target_min: float = 0.0  # Y = target_max for the label's class, target_min elsewhere (mse only)
+    target_max: float = 1.0
+    log_eps: float = 0.0  # cross-entropy's loss value is mean -log(P[y] + log_eps)
 
     def __post_init__(self) -> None:
-        choices = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise InputError(f"config field {name!r}: expected one of {', '.join(allowed)}, got {value!r}")
@@ -43,13 +56,37 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"config field {name!r}: expected a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise InputError(f"config field 'seed': expected a non-negative integer, got {self.seed!r}")
-        for name in ("lr", "momentum", "weight_decay"):
+        for name in ("seed", "epoch_steps", "train_images"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-                raise InputError(f"config field {name!r}: expected a non-negative number, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(f"config field {name!r}: expected a non-negative integer, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "lr_decay",
+                     "input_min", "input_max", "target_min", "target_max", "log_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"config field {name!r}: expected a finite non-negative number, got {value!r}")
             object.__setattr__(self, name, float(value))
+        for name in ("adam_beta1", "adam_beta2"):
+            if getattr(self, name) >= 1:
+                raise InputError(f"config field {name!r}: expected a number in [0, 1), got {getattr(self, name)!r}")
+        if self.input_max <= self.input_min or self.target_max < self.target_min:
+            raise InputError("config fields input_min/input_max and target_min/target_max: expected min < max, "
+                             f"got inputs [{self.input_min}, {self.input_max}], targets [{self.target_min}, "
+                             f"{self.target_max}]")
+        if self.loss == "cross_entropy" and (self.target_min, self.target_max) != (0.0, 1.0):
+            raise InputError("config fields target_min/target_max: soft targets need loss 'mse' (cross-entropy "
+                             f"takes one-hot targets), got [{self.target_min}, {self.target_max}]")
+
+    @property
+    def scaled_inputs(self) -> bool:
+        """Whether inputs are scaled beyond byte / 255."""
+        return (self.input_min, self.input_max) != (0.0, 1.0)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of a step: lr * lr_decay ** (the epoch the step is in)."""
+        if self.lr_decay == 1.0 or not self.epoch_steps:
+            return self.lr
+        return self.lr * self.lr_decay ** (step // self.epoch_steps)
 
     @property
     def output(self) -> str:
@@ -81,31 +118,44 @@ class Config:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --config FILE and one --FIELD option per config field (command line beats file)."""
-    group = parser.add_argument_group("configuration (defaults: docs/config.md)")
+    """Add --preset NAME, --config FILE and one --FIELD option per config field (each beats the one before)."""
+    from .presets import PRESETS
+    group = parser.add_argument_group("configuration (defaults: docs/comparing.md#configuration)")
+    group.add_argument("--preset", metavar="NAME", help=f"a named network and run: {', '.join(PRESETS)} "
+                       "(docs/training.md); --config and the field options override its fields")
     group.add_argument("--config", metavar="FILE", help="JSON file of config fields")
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        choices = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES}.get(f.name)
+        choices = CHOICES.get(f.name)
         kind = type(f.default) if choices is None else str
         group.add_argument(flag, dest=f"cfg_{f.name}", type=kind, choices=choices, default=None,
                            help=f"default {f.default}")
 
 
+def _preset_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from .presets import get_preset
+    return dict(get_preset(args.preset).fields) if getattr(args, "preset", None) else {}
+
+
 def config_from_arguments(args: argparse.Namespace) -> Config:
-    """Build the Config from --config FILE, then the per-field options on top."""
-    base = Config.from_file(args.config) if args.config else Config()
+    """Build the Config from --preset, then --config FILE, then the per-field options on top."""
+    file = read_json(args.config, "config file") if args.config else {}
+    if not isinstance(file, dict):
+        Config.from_dict(file, source=args.config)  # says what a config file must hold
+    base = {**_preset_fields(args), **file}
+    base_config = Config.from_dict(base, source=args.config or f"preset {args.preset}") if base else Config()
     overrides = {f.name: getattr(args, f"cfg_{f.name}") for f in fields(Config)}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return base.replace(**overrides)
+        return base_config.replace(**overrides)
     except InputError as e:
         raise InputError(f"command line: {e}") from None
 
 
 def explicit_fields(args: argparse.Namespace) -> set[str]:
-    """The config fields the user set on the command line or in --config."""
+    """The config fields the user set: by a preset, in --config or on the command line."""
     names = {f.name for f in fields(Config) if getattr(args, f"cfg_{f.name}") is not None}
+    names |= set(_preset_fields(args))
     if args.config:
         names |= set(read_json(args.config, "config file"))
     return names

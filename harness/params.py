@@ -51,22 +51,45 @@ class Params:
 
 
 def initial_params(config: Config) -> Params:
-    """Seeded initial parameters, rounded to float32 so every dtype starts from the same numbers.
+    """Seeded initial parameters by `config.init`, rounded to float32 so every dtype starts from the
+    same numbers (fan_in = 784 for W1, H for W2):
 
-    Hidden layer: He-normal for relu, Xavier-uniform for sigmoid and tanh; output layer
-    Xavier-uniform; biases zero.
+    - default: He-normal W1 for relu, Xavier-uniform W1 for sigmoid and tanh; Xavier-uniform W2; zero biases
+    - uniform: every weight and bias U[-0.5, 0.5] (mnist-from-scratch)
+    - fan_in: weights N(0, 1) / sqrt(fan_in), biases U[0, 1) (goml)
+    - small: weights N(0, 1) * 0.01, zero biases (than-dev)
+    - he: weights N(0, 2 / fan_in), zero biases (born)
+    - xavier: weights U[-a, a], a = sqrt(6 / (fan_in + fan_out)), zero biases (gon)
     """
     rng = np.random.default_rng([config.seed, 0])  # stream 0: parameters
     H = config.hidden
-    if config.activation == "relu":
-        W1 = rng.normal(0.0, math.sqrt(2.0 / N_IN), size=(H, N_IN))
-    else:
-        a = math.sqrt(6.0 / (N_IN + H))
-        W1 = rng.uniform(-a, a, size=(H, N_IN))
-    a = math.sqrt(6.0 / (H + N_OUT))
-    W2 = rng.uniform(-a, a, size=(N_OUT, H))
+    shapes = ((H, N_IN), (N_OUT, H))
+    zeros = [np.zeros(H), np.zeros(N_OUT)]
+
+    def xavier(shape: tuple[int, int]) -> np.ndarray:
+        a = math.sqrt(6.0 / (shape[0] + shape[1]))
+        return rng.uniform(-a, a, size=shape)
+
+    def he(shape: tuple[int, int]) -> np.ndarray:
+        return rng.normal(0.0, math.sqrt(2.0 / shape[1]), size=shape)
+
+    if config.init == "default":
+        W1 = he(shapes[0]) if config.activation == "relu" else xavier(shapes[0])
+        weights, biases = [W1, xavier(shapes[1])], zeros
+    elif config.init == "uniform":
+        weights = [rng.uniform(-0.5, 0.5, size=s) for s in shapes]
+        biases = [rng.uniform(-0.5, 0.5, size=n) for n in (H, N_OUT)]
+    elif config.init == "fan_in":
+        weights = [rng.normal(0.0, 1.0, size=s) / math.sqrt(s[1]) for s in shapes]
+        biases = [rng.uniform(0.0, 1.0, size=n) for n in (H, N_OUT)]
+    elif config.init == "small":
+        weights, biases = [rng.normal(0.0, 1.0, size=s) * 0.01 for s in shapes], zeros
+    elif config.init == "he":
+        weights, biases = [he(s) for s in shapes], zeros
+    else:  # xavier
+        weights, biases = [xavier(s) for s in shapes], zeros
     f32 = lambda x: x.astype(np.float32).astype(np.float64)
-    return Params(W1=f32(W1), b1=np.zeros(H), W2=f32(W2), b2=np.zeros(N_OUT))
+    return Params(W1=f32(weights[0]), b1=f32(biases[0]), W2=f32(weights[1]), b2=f32(biases[1]))
 
 
 def _fits_float(v: int) -> bool:
