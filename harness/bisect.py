@@ -24,11 +24,11 @@ from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config
 from .data import Mnist
 from .errors import InputError
-from .job import prepare_job
+from .job import STATE_FILES, prepare_job
 from .memstate import Memstate
 from .noise import UNIT_ROUNDOFF
 from .params import Params
-from .records import LOAD, PARAMETERS, velocity
+from .records import LOAD, PARAMETERS
 from .runner import Implementation, run_implementation
 
 SCREEN_ULPS = 2**10  # a summary may move by this many units of rounding of its own size between the sides
@@ -133,18 +133,21 @@ def screen(a: Memstate, b: Memstate, tau: float | None = None) -> Suspect | None
     return None
 
 
-def state_before(ms: Memstate, step: int) -> tuple[Params, Params | None]:
-    """The parameters (and velocities, for momentum) a step starts from, from a memstate's
-    checkpoint: the unit of the step before, or the load unit at the memstate's first step."""
+def state_before(ms: Memstate, step: int) -> tuple[Params, dict[str, Params]]:
+    """The parameters a step starts from, and the optimizer buffers (velocity, adam_m, adam_v) the
+    memstate holds beside them, from its checkpoint: the unit of the step before, or the load unit at
+    the memstate's first step."""
     unit = LOAD if step == ms.first_step else step - 1
     got = {n: ms.get(unit, n) for n in PARAMETERS}
     if any(v is None for v in got.values()):
         raise InputError(f"{ms.dir}: holds no checkpoint of the state before step {step}")
     params = Params(*(np.asarray(got[n], dtype=np.float64) for n in PARAMETERS))
-    vel = {n: ms.get(unit, velocity(n)) for n in PARAMETERS}
-    if any(v is None for v in vel.values()):
-        return params, None
-    return params, Params(*(np.asarray(vel[n], dtype=np.float64) for n in PARAMETERS))
+    state = {}
+    for kind in STATE_FILES:
+        buf = {n: ms.get(unit, f"{n}_{kind}") for n in PARAMETERS}
+        if all(v is not None for v in buf.values()):
+            state[kind] = Params(*(np.asarray(buf[n], dtype=np.float64) for n in PARAMETERS))
+    return params, state
 
 
 def last_checkpoint(ms: Memstate, step: int) -> int:
@@ -181,9 +184,9 @@ def bisect(impl_a: Implementation, impl_b: Implementation, config: Config, param
     """Run the summary pass, screen, replay and judge (module docstring); memstates go under `work`."""
     result = BisectResult()
     capture = Capture(SUMMARY, (), checkpoint_every)
-    first, start = 0, (params, None)  # both sides start each pass from one state: the params, then A's
+    first, start = 0, (params, {})  # both sides start each pass from one state: the params, then A's
     while True:
-        job = prepare_job(work / f"job-{first}", config, start[0], mnist, capture, first_step=first, velocity=start[1])
+        job = prepare_job(work / f"job-{first}", config, start[0], mnist, capture, first_step=first, state=start[1])
         run = Pass(first, work / f"pass-{first}-a", work / f"pass-{first}-b")
         for impl, out in ((impl_a, run.a), (impl_b, run.b)):
             run_implementation(impl, job, out, timeout=timeout)
@@ -197,9 +200,9 @@ def bisect(impl_a: Implementation, impl_b: Implementation, config: Config, param
         run.window = (c, s)
         replays = []
         for impl, ms, side in ((impl_a, ma, "a"), (impl_b, mb, "b")):
-            p, v = state_before(ms, c)
+            p, state = state_before(ms, c)
             job = prepare_job(work / f"replay-{c}-{s}-{side}-job", config, p, mnist, Capture(), first_step=c,
-                              last_step=s, velocity=v)
+                              last_step=s, state=state)
             out = work / f"replay-{c}-{s}-{side}"
             run_implementation(impl, job, out, timeout=timeout)
             replays.append(Memstate(out))

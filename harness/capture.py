@@ -1,5 +1,8 @@
 """What a run keeps of each step: every tensor (full), or per-record summaries plus checkpoints.
 
+`train` mode is what `harness.train` runs: summaries of `loss/value` only (its progress bar) and,
+of the steps in `full_steps` and the checkpoints, only the state (parameters and optimizer buffers).
+
 A long run cannot keep every tensor of every step (at H=800, W1 alone is 2.5 MB a record). In
 `summary` mode the writer keeps, for every record of every step, a row of cheap statistics
 (`SUMMARY_FIELDS`), and in full only: the loaded parameters, the steps listed in `full_steps`, and
@@ -15,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .records import LOAD, PARAMETERS, velocity
+from .records import BUFFERS, LOAD, PARAMETERS
 
-FULL, SUMMARY = "full", "summary"
-STATE = frozenset(PARAMETERS) | {velocity(p) for p in PARAMETERS}  # what a step hands the next one
+FULL, SUMMARY, TRAIN = "full", "summary", "train"
+STATE = frozenset(PARAMETERS) | {kind(p) for kinds in BUFFERS.values() for kind in kinds for p in PARAMETERS}
+TRAIN_SUMMARIES = ("loss/value",)  # what a train-mode run summarises: the progress bar's loss
 # one summary row per record per step, float64: see docs/memstate.md
 SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "nonfinite",
                   "s_min", "s_q25", "s_q50", "s_q75", "s_max")
@@ -36,8 +40,8 @@ class Capture:
     checkpoint_every: int = 0  # summary mode: the state after every K-th step (K-1, 2K-1, ...) in full
 
     def __post_init__(self) -> None:
-        if self.mode not in (FULL, SUMMARY):
-            raise InputError(f"capture field 'mode': expected full or summary, got {self.mode!r}")
+        if self.mode not in (FULL, SUMMARY, TRAIN):
+            raise InputError(f"capture field 'mode': expected full, summary or train, got {self.mode!r}")
         if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
                 or self.checkpoint_every < 0:
             raise InputError(f"capture field 'checkpoint_every': expected a non-negative integer, "
@@ -51,8 +55,14 @@ class Capture:
         if self.mode == FULL or step == LOAD:
             return True
         if any(lo <= step <= hi for lo, hi in self.full_steps):
-            return True
+            return self.mode == SUMMARY or name in STATE  # train mode keeps only the state of its full steps
         return bool(self.checkpoint_every) and name in STATE and (step + 1) % self.checkpoint_every == 0
+
+    def summarizes(self, step: Any, name: str) -> bool:
+        """Whether (step, name) gets a summary row."""
+        if self.mode == FULL or step == LOAD:
+            return False
+        return self.mode == SUMMARY or name in TRAIN_SUMMARIES
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "full_steps": [list(r) for r in self.full_steps]}

@@ -25,7 +25,7 @@ from .errors import InputError
 from .memstate import Memstate, unit_file
 from .metrics import element_metrics
 from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
-from .records import LOAD, Step, expected_order, step_label, step_records
+from .records import LOAD, PARAMETERS, Step, expected_order, step_label, step_records
 
 # (rtol, atol) per comparison dtype for the fixed mode; docs/comparing.md explains the choice.
 FIXED_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-11, 1e-12)}
@@ -421,15 +421,16 @@ def _graph_inputs(cfg: Config | None, step: Step, name: str, first: int = 0) -> 
     if spec is None:
         return None
     if step == first:  # the loaded parameters; velocities start at zero, which is no record
-        prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if not p.endswith("_velocity")]
+        prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if p in PARAMETERS]
     else:
         prev = [(int(step) - 1, p) for p in spec.previous]
     return [(step, i) for i in spec.inputs] + prev
 
 
-def _pixels(x: np.ndarray) -> bool:
-    """Every value is a byte / 255, to float32 accuracy."""
-    v = np.asarray(x, dtype=np.float64) * 255
+def _pixels(x: np.ndarray, cfg: Config | None) -> bool:
+    """Every value is a byte / 255 (scaled to the config's input range), to float32 accuracy."""
+    lo, hi = (cfg.input_min, cfg.input_max) if cfg else (0.0, 1.0)
+    v = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo) * 255
     with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf are simply not pixels
         return bool(np.all((np.abs(v - np.round(v)) <= 1e-4) & (v > -0.5) & (v < 255.5)))
 
@@ -446,7 +447,7 @@ def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expec
     elif diff.step == LOAD or diff.kind != VALUES or diff.name in SOURCES:
         diff.role = ORIGIN
         if diff.name == "input/x" and diff.kind == VALUES:  # pixels are bytes / 255: whose are not?
-            diff.inconsistent = " and ".join(lab for lab, v in zip(labels, (x, y)) if not _pixels(v))
+            diff.inconsistent = " and ".join(lab for lab, v in zip(labels, (x, y)) if not _pixels(v, cfg))
     elif ma is not None and mb is not None and ma.value is not None and mb.value is not None:
         explain(diff, x, y, ma, mb, tol, labels)
     else:

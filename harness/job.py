@@ -5,6 +5,11 @@
     images.u8    raw bytes, (steps, batch_size, 784) row-major: step, sample, pixel
     labels.u8    raw bytes, (steps, batch_size): the class index of each sample
     velocity.json  (a replay of a momentum run only) the velocities the first step starts from
+    adam_m.json, adam_v.json  (a replay of an Adam run only) the moments the first step starts from
+
+An *indexed* job (harness.train: a long run, or a full batch of 60,000) holds the training images once
+instead: pool_images.u8 (n, 784), pool_labels.u8 (n,) and batches.u32 (steps, batch_size), the
+little-endian uint32 pool index of each sample of each step.
 
 A replay (harness.bisect) starts at `first_step` from a checkpoint: params.json then holds the
 parameters after step first_step - 1, and the batch files hold steps first_step onwards only.
@@ -47,12 +52,31 @@ class Job:
         return facts
 
 
+STATE_FILES = ("velocity", "adam_m", "adam_v")  # optimizer buffers a replay starts from, one params file each
+
+
+def resolve(config: Config, mnist: Mnist) -> Config:
+    """The config with `epoch_steps` filled in from the data, where the learning rate decays per epoch."""
+    if config.lr_decay != 1.0 and not config.epoch_steps:
+        return config.replace(epoch_steps=max(1, train_count(config, mnist) // config.batch_size))
+    return config
+
+
+def train_count(config: Config, mnist: Mnist) -> int:
+    """How many training images the run draws its batches from: the first `train_images`, or all."""
+    n = len(mnist.train_images)
+    return min(config.train_images, n) if config.train_images else n
+
+
 def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mnist, capture: Capture | None = None,
-                first_step: int = 0, last_step: int | None = None, velocity: Params | None = None) -> Job:
+                first_step: int = 0, last_step: int | None = None, state: dict[str, Params] | None = None,
+                indexed: bool = False) -> Job:
     """Write the job files; every implementation run on this job sees exactly the same inputs. With
     `first_step` (and `last_step`), only those steps of config's batch schedule: a replay starting
-    from `params` (and `velocity`), the state after step first_step - 1."""
+    from `params` (and the optimizer buffers in `state`: velocity, adam_m, adam_v), the state after
+    step first_step - 1. `indexed` writes the training images once and each batch as indices."""
     capture = capture or Capture()
+    config = resolve(config, mnist)
     last = config.steps - 1 if last_step is None else last_step
     if not 0 <= first_step <= last < config.steps:
         raise InputError(f"replay steps {first_step}..{last} are not within the run's {config.steps} steps")
@@ -61,19 +85,32 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
         raise InputError(f"parameters have H={params.hidden} but the config says hidden={config.hidden}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        index = batch_schedule(len(mnist.train_images), config.batch_size, config.steps, config.seed)  # (S, m)
+        n_train = train_count(config, mnist)
+        index = batch_schedule(n_train, config.batch_size, config.steps, config.seed)  # (S, m)
         index = index[first_step:last + 1]
-        images = mnist.train_images.reshape(-1, 784)[index]  # (S, m, 784) uint8
-        labels = mnist.train_labels[index]  # (S, m) uint8
-        (directory / "images.u8").write_bytes(images.tobytes())
-        (directory / "labels.u8").write_bytes(labels.tobytes())
-        sha = params.write(directory / "params.json")
         extra: dict[str, object] = {}
+        if indexed:
+            pool = {"pool_images": mnist.train_images[:n_train].reshape(-1, 784), "pool_labels":
+                    mnist.train_labels[:n_train], "batches": index.astype("<u4")}
+            for key, array in pool.items():
+                name = f"{key}.{'u32' if key == 'batches' else 'u8'}"
+                (directory / name).write_bytes(array.tobytes())
+                extra[key] = name
+            extra["pool_size"] = n_train
+        else:
+            images = mnist.train_images.reshape(-1, 784)[index]  # (S, m, 784) uint8
+            labels = mnist.train_labels[index]  # (S, m) uint8
+            (directory / "images.u8").write_bytes(images.tobytes())
+            (directory / "labels.u8").write_bytes(labels.tobytes())
+            extra.update(images="images.u8", labels="labels.u8")
+        sha = params.write(directory / "params.json")
         if first_step or last_step is not None:
             extra["first_step"] = first_step
-        if velocity is not None:
-            velocity.write(directory / "velocity.json")
-            extra["velocity"] = "velocity.json"
+        for kind, buffers in (state or {}).items():
+            if kind not in STATE_FILES:
+                raise ValueError(f"unknown optimizer state {kind!r}")
+            buffers.write(directory / f"{kind}.json")
+            extra[kind] = f"{kind}.json"
         if capture != Capture():
             extra["capture"] = capture.to_dict()
         meta = {
@@ -81,8 +118,6 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
             "config": config.to_dict(),
             "params": "params.json",
             "params_sha256": sha,
-            "images": "images.u8",
-            "labels": "labels.u8",
             "steps": len(index),
             "batch_size": config.batch_size,
             "pixels": 784,

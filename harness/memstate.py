@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .capture import SUMMARY, SUMMARY_FIELDS, Capture, summarize
+from .capture import FULL, SUMMARY_FIELDS, Capture, summarize
 from .errors import InputError, read_json
 from .records import LOAD, Step, step_label
 
@@ -152,7 +152,7 @@ class MemstateWriter:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
         self._names.add(name)
-        if self.capture.mode == SUMMARY and step != LOAD:
+        if self.capture.summarizes(step, name):
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
         if self.capture.keeps(step, name):
             start = len(self._data)
@@ -207,7 +207,7 @@ class MemstateWriter:
                 f"; before that: {error}" if error else "")
         self.manifest["status"] = status
         self.manifest["units"] = self._units
-        if self.capture.mode == SUMMARY:
+        if self.capture.mode != FULL:
             self.manifest["summaries"] = {"file": SUMMARIES, "names": SUMMARY_NAMES, "fields": list(SUMMARY_FIELDS)}
         if status != "complete":
             self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import Config
-from .records import GRADIENT_OF, LOAD, PARAMETERS, Step, velocity
+from .records import GRADIENT_OF, LOAD, PARAMETERS, Step, adam_m, adam_v, velocity
 
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
 Z_SIGMA = 6.0  # how many standard deviations a sum's rounding may reach (about 1 in 5e8 elements)
@@ -63,7 +63,8 @@ class Inputs:
         if self.step == self.first:
             if name in PARAMETERS or self.get(LOAD, name) is not None:  # a replay's load holds velocities
                 return self._need(LOAD, name)
-            return np.zeros_like(self._need(LOAD, name.removesuffix("_velocity")))  # velocities start at 0
+            param = next(p for p in PARAMETERS if name.startswith(p))
+            return np.zeros_like(self._need(LOAD, param))  # optimizer buffers start at 0
         return self._need(self.step - 1, name)
 
     def _need(self, step: Step, name: str) -> np.ndarray:
@@ -186,8 +187,8 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     """The model for one record of one side; raises MissingInput when an input is not recorded
     and KeyError for a name the spec does not know."""
     if name == "input/x":
-        x = inp.cur(name)
-        return Expected(None, 0.0, 2 * u * np.abs(x))  # byte / 255, correctly rounded or within an ulp
+        x = inp.cur(name)  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
+        return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * u * np.abs(x))
     if name == "input/y":
         return Expected(None, 0.0, 0.0)
     m = float(inp.cur("input/y").shape[0])
@@ -234,23 +235,49 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         value, sigma = dot(inp.cur("hidden/grad_preactivation").T, inp.cur("input/x"), u)
         return Expected(value, sigma, u * np.abs(value))
     for p in PARAMETERS:
-        if name == velocity(p) and cfg.optimizer == "momentum":
-            v0, g, w0 = inp.prev(name), inp.cur(GRADIENT_OF[p]), inp.prev(p)
-            value = cfg.momentum * v0 + g + cfg.weight_decay * w0
-            return Expected(value, 0.0, C_ELEM * u * (cfg.momentum * np.abs(v0) + np.abs(g)
-                                                      + cfg.weight_decay * np.abs(w0) + np.abs(value)))
-        if name == p:
-            w0 = inp.prev(p)
-            if cfg.optimizer == "momentum":
-                step = inp.cur(velocity(p))
-                value = w0 - cfg.lr * step
-                fixed = C_ELEM * u * (np.abs(w0) + cfg.lr * np.abs(step) + np.abs(value))
-            else:
-                g = inp.cur(GRADIENT_OF[p])
-                value = w0 - cfg.lr * (g + cfg.weight_decay * w0)
-                fixed = C_ELEM * u * (np.abs(w0) + cfg.lr * (np.abs(g) + cfg.weight_decay * np.abs(w0)) + np.abs(value))
-            return Expected(value, 0.0, fixed)
+        if name in (velocity(p), adam_m(p), adam_v(p), p):
+            return _update(name, p, cfg, inp, u)
     raise KeyError(name)
+
+
+def _update(name: str, p: str, cfg: Config, inp: Inputs, u: float) -> Expected:
+    """A parameter's optimizer buffers and its update; g = G + weight_decay * p throughout, and the
+    learning rate (and Adam's bias corrections) are the float64 numbers of the step."""
+    w0, grad = inp.prev(p), inp.cur(GRADIENT_OF[p])
+    g, g_err = grad + cfg.weight_decay * w0, np.abs(grad) + cfg.weight_decay * np.abs(w0)
+    lr = cfg.lr_at(inp.step)
+    if name == velocity(p):
+        v0 = inp.prev(name)
+        value = cfg.momentum * v0 + g
+        return Expected(value, 0.0, C_ELEM * u * (cfg.momentum * np.abs(v0) + g_err + np.abs(value)))
+    if name == adam_m(p):
+        m0, b1 = inp.prev(name), cfg.adam_beta1
+        value = b1 * m0 + (1 - b1) * g
+        return Expected(value, 0.0, C_ELEM * u * (b1 * np.abs(m0) + (1 - b1) * g_err + np.abs(value)))
+    if name == adam_v(p):
+        v0, b2 = inp.prev(name), cfg.adam_beta2
+        value = b2 * v0 + (1 - b2) * g * g
+        return Expected(value, 0.0, C_ELEM * u * (b2 * v0 + 3 * (1 - b2) * g_err * np.abs(g) + np.abs(value)))
+    if cfg.optimizer == "adam":
+        r = _adam_step(cfg, inp.step, inp.cur(adam_m(p)), inp.cur(adam_v(p)))
+        value = w0 - r
+        return Expected(value, 0.0, C_ELEM * u * (np.abs(w0) + 2 * np.abs(r) + np.abs(value)))
+    step = inp.cur(velocity(p)) if cfg.optimizer == "momentum" else g
+    step_err = np.abs(step) if cfg.optimizer == "momentum" else g_err
+    value = w0 - lr * step
+    return Expected(value, 0.0, C_ELEM * u * (np.abs(w0) + lr * step_err + np.abs(value)))
+
+
+def _adam_corrections(cfg: Config, step: int) -> tuple[float, float]:
+    """lr_t / (1 - beta1^t) and sqrt(1 - beta2^t), t = step + 1, in float64."""
+    t = step + 1
+    return cfg.lr_at(step) / (1 - cfg.adam_beta1 ** t), (1 - cfg.adam_beta2 ** t) ** 0.5
+
+
+def _adam_step(cfg: Config, step: int, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """What Adam subtracts: lr_t * m_hat / (sqrt(v_hat) + eps)."""
+    size, root2 = _adam_corrections(cfg, step)
+    return size * m / (np.sqrt(np.maximum(v, 0.0)) / root2 + cfg.adam_eps)
 
 
 def _probs(cfg: Config, inp: Inputs, u: float) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +290,17 @@ def _probs(cfg: Config, inp: Inputs, u: float) -> tuple[np.ndarray, np.ndarray]:
     return p, activation_rounding("sigmoid", z, p, u)
 
 
-def _one_hot(y: np.ndarray) -> np.ndarray:
-    return np.eye(10)[y.astype(np.int64)]  # (m, 10)
+def _targets(cfg: Config, y: np.ndarray) -> np.ndarray:
+    """Y: target_max at the label's class, target_min elsewhere (one-hot by default)."""
+    hot = np.eye(10)[y.astype(np.int64)]  # (m, 10)
+    return cfg.target_min + (cfg.target_max - cfg.target_min) * hot
+
+
+def _target_rounding(cfg: Config, y: np.ndarray, u: float) -> np.ndarray | float:
+    """Soft targets (0.01, 0.99) are not exact in the dtype: their rounding moves P - Y as P's would."""
+    if (cfg.target_min, cfg.target_max) == (0.0, 1.0):
+        return 0.0
+    return u * np.abs(_targets(cfg, y))
 
 
 def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
@@ -272,15 +308,17 @@ def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
     MSE as the mean over all m*10 elements."""
     p, p_err = _probs(cfg, inp, u)
     y = inp.cur("input/y").astype(np.int64)
+    p_err = p_err + _target_rounding(cfg, y, u)
     if cfg.loss == "cross_entropy":
         rows = np.arange(len(y))
+        picked = p[rows, y] + cfg.log_eps  # (m,)
         with np.errstate(divide="ignore"):
-            terms = -np.log(p[rows, y])  # (m,)
+            terms = -np.log(picked)  # (m,)
         value, sigma = batch_sum(terms, u)
-        rel_err = p_err[rows, y] / np.maximum(p[rows, y], np.finfo(np.float64).tiny)  # |d log p| = |dp| / p
+        rel_err = p_err[rows, y] / np.maximum(picked, np.finfo(np.float64).tiny)  # |d log p| = |dp| / p
         fixed = (rel_err + C_ELEM * u * np.abs(terms)).sum() + C_ELEM * u * abs(value)
         return Expected(value / m, sigma / m, fixed / m)
-    diff = p - _one_hot(y)  # (m, 10)
+    diff = p - _targets(cfg, y)  # (m, 10)
     terms = (diff * diff).ravel()
     value, sigma = batch_sum(terms, u)
     fixed = (2 * np.abs(diff) * p_err + C_ELEM * u * terms.reshape(diff.shape)).sum() + C_ELEM * u * abs(value)
@@ -291,7 +329,8 @@ def _grad_logits(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
     """dZ2 from the recorded P: (P - Y)/m, or 2 (P - Y) P (1 - P) / (10 m); an autograd side
     recomputes P internally, so P's own rounding is allowed through."""
     p, p_err = _probs(cfg, inp, u)
-    y1 = _one_hot(inp.cur("input/y"))
+    y1 = _targets(cfg, inp.cur("input/y"))
+    p_err = p_err + _target_rounding(cfg, inp.cur("input/y"), u)
     if cfg.loss == "cross_entropy":
         value = (p - y1) / m
         return Expected(value, 0.0, (p_err + C_ELEM * u * np.abs(p - y1)) / m + u * np.abs(value))
@@ -359,16 +398,16 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         y = inp.cur("input/y").astype(np.int64)
         if cfg.loss == "cross_entropy":
             rows = np.arange(len(y))
-            terms = dp[rows, y] / np.maximum(p[rows, y], np.finfo(np.float64).tiny)  # (m,)
+            terms = dp[rows, y] / np.maximum(p[rows, y] + cfg.log_eps, np.finfo(np.float64).tiny)  # (m,)
         else:
-            terms = (2 * np.abs(p - _one_hot(y)) * dp).ravel()  # (m * 10,)
+            terms = (2 * np.abs(p - _targets(cfg, y)) * dp).ravel()  # (m * 10,)
         return float(np.sqrt(np.sum(terms * terms))) / len(terms)
     if name == "output/grad_logits":
         p, dp = inp.cur(probs), bound(probs)
         m = p.shape[0]
         if cfg.loss == "cross_entropy":
             return dp / m
-        y1 = _one_hot(inp.cur("input/y"))
+        y1 = _targets(cfg, inp.cur("input/y"))
         return 2 / (10 * m) * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p)) * dp
     if name == "output/grad_weight":
         return (rss(bound("output/grad_logits").T, inp.cur("hidden/activation"))
@@ -393,6 +432,23 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
     for p in PARAMETERS:
         if name == velocity(p):
             return bound(GRADIENT_OF[p])
+        if name == adam_m(p):
+            return (1 - cfg.adam_beta1) * bound(GRADIENT_OF[p])
+        if name == adam_v(p):
+            g = inp.cur(GRADIENT_OF[p]) + cfg.weight_decay * inp.prev(p)
+            return (1 - cfg.adam_beta2) * 2 * np.abs(g) * bound(GRADIENT_OF[p])
+        if name == p and cfg.optimizer == "adam":
+            return _adam_carried(cfg, inp.step, inp.cur(adam_m(p)), inp.cur(adam_v(p)), bound(adam_m(p)),
+                                 bound(adam_v(p)))
         if name == p:
-            return cfg.lr * bound(velocity(p) if cfg.optimizer == "momentum" else GRADIENT_OF[p])
+            return cfg.lr_at(inp.step) * bound(velocity(p) if cfg.optimizer == "momentum" else GRADIENT_OF[p])
     raise KeyError(name)
+
+
+def _adam_carried(cfg: Config, step: int, m: np.ndarray, v: np.ndarray, dm: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    """How far Adam's step r = size * m / (sqrt(v_hat) + eps) may move when m and v move by up to dm
+    and dv: r grows with |m| and shrinks with v, so the largest step is taken at |m| + dm and v - dv
+    (exact, not first order: near v = 0 the square root's slope has no bound)."""
+    low = _adam_step(cfg, step, np.abs(m), v)
+    high = _adam_step(cfg, step, np.abs(m) + dm, np.maximum(v - dv, 0.0))
+    return high - low

@@ -41,6 +41,24 @@ def velocity(param: str) -> str:
     return param + "_velocity"
 
 
+def adam_m(param: str) -> str:
+    """Adam's first moment (the running mean of the gradient) of a parameter."""
+    return param + "_adam_m"
+
+
+def adam_v(param: str) -> str:
+    """Adam's second moment (the running mean of the squared gradient) of a parameter."""
+    return param + "_adam_v"
+
+
+BUFFERS = {"sgd": (), "momentum": (velocity,), "adam": (adam_m, adam_v)}  # the optimizer state, per parameter
+
+
+def buffers(config: Config) -> list[str]:
+    """The optimizer's state records a step hands the next one, besides the parameters."""
+    return [kind(p) for kind in BUFFERS[config.optimizer] for p in PARAMETERS]
+
+
 def step_records(config: Config) -> list[RecordSpec]:
     """The records of one training step, in the order the spec fixes."""
     out = config.output  # "softmax" or "sigmoid"
@@ -65,7 +83,13 @@ def step_records(config: Config) -> list[RecordSpec]:
         RecordSpec("hidden/grad_weight", "backward", ("hidden/grad_preactivation", "input/x")),
         RecordSpec("hidden/grad_bias", "backward", ("hidden/grad_preactivation",)),
     ]
-    if config.optimizer == "momentum":
+    if config.optimizer == "adam":
+        for kind in (adam_m, adam_v):
+            for p in PARAMETERS:
+                specs.append(RecordSpec(kind(p), "update", (GRADIENT_OF[p],), (kind(p), p)))
+        for p in PARAMETERS:
+            specs.append(RecordSpec(p, "update", (adam_m(p), adam_v(p)), (p,)))
+    elif config.optimizer == "momentum":
         for p in PARAMETERS:
             specs.append(RecordSpec(velocity(p), "update", (GRADIENT_OF[p],), (velocity(p), p)))
         for p in PARAMETERS:
