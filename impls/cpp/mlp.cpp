@@ -2,8 +2,10 @@
 //
 //   mlp JOB_DIR OUT.jsonl
 //
-// Reads job.json, params.json, images.u8 and labels.u8 from JOB_DIR, trains for the job's
-// steps in float or double (the config's dtype), and writes every record as JSON lines.
+// Reads job.json, params.json and the batches (images.u8 and labels.u8, or for an indexed job
+// the image pool and batches.u32) from JOB_DIR, trains for the job's steps in float or double
+// (the config's dtype), and writes every record as JSON lines (in the harness's "train" capture
+// mode only the loss of each step and the state after the last).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -169,6 +171,10 @@ struct Config {
     std::string activation, loss, optimizer;
     double lr, momentum, weight_decay;
     size_t steps, m;
+    double beta1, beta2, eps, lr_decay;
+    size_t epoch_steps, first;
+    double input_min, input_max, target_min, target_max, log_eps;
+    bool train_mode;  // record only loss/value and the final state
 };
 
 template <typename T>
@@ -201,23 +207,54 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
     const std::vector<std::string> names = {"hidden/weight", "hidden/bias", "output/weight", "output/bias"};
     const std::vector<std::vector<size_t>> shapes = {{H, D}, {H}, {C, H}, {C}};
     for (int k = 0; k < 4; ++k) rec.record("\"load\"", names[k], p[k], shapes[k]);
-    std::vector<std::vector<T>> vel;
-    for (auto& t : p) vel.emplace_back(t.size(), T(0));
+    // optimizer buffers: zeros, or for a replay (first_step > 0) those of its checkpoint
+    std::map<std::string, std::vector<std::vector<T>>> state;
+    for (const std::string kind : {"velocity", "adam_m", "adam_v"}) {
+        for (auto& t : p) state[kind].emplace_back(t.size(), T(0));
+        if (job.fields.count(kind)) {
+            const Json saved = JsonParser(read_file(job_dir + "/" + job[kind].text)).parse()["tensors"];
+            state[kind] = {load_tensor<T>(saved, "W1"), load_tensor<T>(saved, "b1"), load_tensor<T>(saved, "W2"),
+                           load_tensor<T>(saved, "b2")};
+        }
+    }
+    std::vector<std::vector<T>>&vel = state["velocity"], &mom1 = state["adam_m"], &mom2 = state["adam_v"];
 
-    const std::string images = read_file(job_dir + "/" + job["images"].text);
-    const std::string labels = read_file(job_dir + "/" + job["labels"].text);
-    if (images.size() != cfg.steps * m * D || labels.size() != cfg.steps * m)
-        throw std::runtime_error("images.u8 or labels.u8 has the wrong size for the job");
+    // batches: step-major images and labels, or an indexed job's pool and per-sample indices
+    const bool indexed = job.fields.count("batches") > 0;
+    const std::string images = read_file(job_dir + "/" + job[indexed ? "pool_images" : "images"].text);
+    const std::string labels = read_file(job_dir + "/" + job[indexed ? "pool_labels" : "labels"].text);
+    const std::string order = indexed ? read_file(job_dir + "/" + job["batches"].text) : std::string();
+    if (indexed ? (order.size() != cfg.steps * m * 4 || images.size() != labels.size() * D)
+                : (images.size() != cfg.steps * m * D || labels.size() != cfg.steps * m))
+        throw std::runtime_error("the batch files have the wrong size for the job");
+    auto sample = [&](size_t s, size_t i) -> size_t {  // where sample i of step s sits in the files
+        if (!indexed) return s * m + i;
+        const unsigned char* b = reinterpret_cast<const unsigned char*>(order.data()) + 4 * (s * m + i);
+        const size_t at = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<size_t>(b[3]) << 24);  // little-endian
+        if (at >= labels.size()) throw std::runtime_error("batches.u32: index out of the pool");
+        return at;
+    };
+    const T scale = static_cast<T>(cfg.input_max - cfg.input_min), low = static_cast<T>(cfg.input_min);
+    const bool scaled = cfg.input_min != 0.0 || cfg.input_max != 1.0;
 
     for (size_t s = 0; s < cfg.steps; ++s) {
-        const std::string step = std::to_string(s);
+        const size_t global = cfg.first + s;  // a replay numbers its steps from first_step
+        const std::string step = std::to_string(global);
+        const bool full = !cfg.train_mode;
+        const bool last = s + 1 == cfg.steps;
         const std::vector<T>&W1 = p[0], &b1 = p[1], &W2 = p[2], &b2 = p[3];
         std::vector<T> X(m * D);                 // (m, 784)
         std::vector<int64_t> y(m);               // (m,)
-        for (size_t k = 0; k < m * D; ++k) X[k] = static_cast<T>(static_cast<uint8_t>(images[s * m * D + k])) / T(255);
-        for (size_t i = 0; i < m; ++i) y[i] = static_cast<uint8_t>(labels[s * m + i]);
-        rec.record(step, "input/x", X, {m, D});
-        rec.labels(static_cast<int>(s), y);
+        for (size_t i = 0; i < m; ++i) {
+            const size_t at = sample(s, i);
+            for (size_t k = 0; k < D; ++k) {
+                X[i * D + k] = static_cast<T>(static_cast<uint8_t>(images[at * D + k])) / T(255);
+                if (scaled) X[i * D + k] = X[i * D + k] * scale + low;
+            }
+            y[i] = static_cast<uint8_t>(labels[at]);
+        }
+        if (full) rec.record(step, "input/x", X, {m, D});
+        if (full) rec.labels(static_cast<int>(global), y);
 
         std::vector<T> M1(m * H), Z1(m * H), A1(m * H), M2(m * C), Z2(m * C), P(m * C);
         for (size_t i = 0; i < m; ++i)
@@ -235,11 +272,13 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 M2[i * C + c] = acc;
                 Z2[i * C + c] = acc + b2[c];
             }
-        rec.record(step, "hidden/matmul", M1, {m, H});
-        rec.record(step, "hidden/bias_add", Z1, {m, H});
-        rec.record(step, "hidden/activation", A1, {m, H});
-        rec.record(step, "output/matmul", M2, {m, C});
-        rec.record(step, "output/bias_add", Z2, {m, C});
+        if (full) {
+            rec.record(step, "hidden/matmul", M1, {m, H});
+            rec.record(step, "hidden/bias_add", Z1, {m, H});
+            rec.record(step, "hidden/activation", A1, {m, H});
+            rec.record(step, "output/matmul", M2, {m, C});
+            rec.record(step, "output/bias_add", Z2, {m, C});
+        }
 
         std::vector<T> dZ2(m * C);               // (m, 10)
         T loss = 0;
@@ -254,7 +293,8 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
             }
             for (size_t c = 0; c < C; ++c) {
                 if (ce) P[i * C + c] /= sum;  // per sample
-                const T target = static_cast<int64_t>(c) == y[i] ? T(1) : T(0), d = P[i * C + c] - target;
+                const T hot = static_cast<T>(cfg.target_max), cold = static_cast<T>(cfg.target_min);
+                const T target = static_cast<int64_t>(c) == y[i] ? hot : cold, d = P[i * C + c] - target;
                 if (ce) {
                     dZ2[i * C + c] = d / static_cast<T>(m);
                 } else {
@@ -262,10 +302,10 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                     dZ2[i * C + c] = T(2) * d * P[i * C + c] * (T(1) - P[i * C + c]) / static_cast<T>(C * m);
                 }
             }
-            if (ce) loss -= std::log(P[i * C + y[i]]);
+            if (ce) loss -= std::log(P[i * C + y[i]] + static_cast<T>(cfg.log_eps));
         }
         loss /= static_cast<T>(ce ? m : m * C);
-        rec.record(step, ce ? "output/softmax" : "output/sigmoid", P, {m, C});
+        if (full) rec.record(step, ce ? "output/softmax" : "output/sigmoid", P, {m, C});
         rec.record(step, "loss/value", std::vector<T>{loss}, {});
 
         std::vector<T> dW2(C * H, T(0)), db2(C, T(0)), dA1(m * H), dZ1(m * H), dW1(H * D, T(0)), db1(H, T(0));
@@ -287,26 +327,45 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 db1[j] += g;
                 for (size_t k = 0; k < D; ++k) dW1[j * D + k] += g * X[i * D + k];
             }
-        rec.record(step, "output/grad_logits", dZ2, {m, C});
-        rec.record(step, "output/grad_weight", dW2, {C, H});
-        rec.record(step, "output/grad_bias", db2, {C});
-        rec.record(step, "hidden/grad_activation", dA1, {m, H});
-        rec.record(step, "hidden/grad_preactivation", dZ1, {m, H});
-        rec.record(step, "hidden/grad_weight", dW1, {H, D});
-        rec.record(step, "hidden/grad_bias", db1, {H});
+        if (full) {
+            rec.record(step, "output/grad_logits", dZ2, {m, C});
+            rec.record(step, "output/grad_weight", dW2, {C, H});
+            rec.record(step, "output/grad_bias", db2, {C});
+            rec.record(step, "hidden/grad_activation", dA1, {m, H});
+            rec.record(step, "hidden/grad_preactivation", dZ1, {m, H});
+            rec.record(step, "hidden/grad_weight", dW1, {H, D});
+            rec.record(step, "hidden/grad_bias", db1, {H});
+        }
 
         const std::vector<const std::vector<T>*> grads = {&dW1, &db1, &dW2, &db2};
-        const T lr = static_cast<T>(cfg.lr), wd = static_cast<T>(cfg.weight_decay), mu = static_cast<T>(cfg.momentum);
-        const bool momentum = cfg.optimizer == "momentum";
+        // the learning rate decays once per epoch; Adam's bias corrections count steps from 1 (in double)
+        double rate = cfg.lr;
+        if (cfg.lr_decay != 1.0 && cfg.epoch_steps) rate *= std::pow(cfg.lr_decay, double(global / cfg.epoch_steps));
+        const T lr = static_cast<T>(rate), wd = static_cast<T>(cfg.weight_decay), mu = static_cast<T>(cfg.momentum);
+        const T beta1 = static_cast<T>(cfg.beta1), beta2 = static_cast<T>(cfg.beta2), eps = static_cast<T>(cfg.eps);
+        // 1 - beta in double: in float, 1 - 0.999f is 0.00099998713, 1.3e-5 off (the spec's pitfall)
+        const T rest1 = static_cast<T>(1 - cfg.beta1), rest2 = static_cast<T>(1 - cfg.beta2);
+        const T c1 = static_cast<T>(1 - std::pow(cfg.beta1, double(global + 1)));
+        const T c2 = static_cast<T>(1 - std::pow(cfg.beta2, double(global + 1)));
+        const bool momentum = cfg.optimizer == "momentum", adam = cfg.optimizer == "adam";
         for (int t = 0; t < 4; ++t) {
             for (size_t k = 0; k < p[t].size(); ++k) {
                 T g = (*grads[t])[k] + wd * p[t][k];
                 if (momentum) g = vel[t][k] = mu * vel[t][k] + g;
+                if (adam) {
+                    mom1[t][k] = beta1 * mom1[t][k] + rest1 * g;
+                    mom2[t][k] = beta2 * mom2[t][k] + rest2 * g * g;
+                    g = (mom1[t][k] / c1) / (std::sqrt(mom2[t][k] / c2) + eps);
+                }
                 p[t][k] -= lr * g;
             }
-            if (momentum) rec.record(step, names[t] + "_velocity", vel[t], shapes[t]);
         }
-        for (int t = 0; t < 4; ++t) rec.record(step, names[t], p[t], shapes[t]);
+        if (full || last) {
+            for (int t = 0; t < 4 && momentum; ++t) rec.record(step, names[t] + "_velocity", vel[t], shapes[t]);
+            for (int t = 0; t < 4 && adam; ++t) rec.record(step, names[t] + "_adam_m", mom1[t], shapes[t]);
+            for (int t = 0; t < 4 && adam; ++t) rec.record(step, names[t] + "_adam_v", mom2[t], shapes[t]);
+            for (int t = 0; t < 4; ++t) rec.record(step, names[t], p[t], shapes[t]);
+        }
         std::fflush(rec.file());  // a crash later keeps this step
     }
 }
@@ -322,9 +381,15 @@ int main(int argc, char** argv) {
         try {
             const Json job = JsonParser(read_file(job_dir + "/job.json")).parse();
             const Json& c = job["config"];
+            const bool train_mode = job.fields.count("capture") && job["capture"]["mode"].text == "train";
             const Config cfg{c["activation"].text, c["loss"].text, c["optimizer"].text, c["lr"].number,
                              c["momentum"].number, c["weight_decay"].number,
-                             static_cast<size_t>(job["steps"].number), static_cast<size_t>(job["batch_size"].number)};
+                             static_cast<size_t>(job["steps"].number), static_cast<size_t>(job["batch_size"].number),
+                             c["adam_beta1"].number, c["adam_beta2"].number, c["adam_eps"].number,
+                             c["lr_decay"].number, static_cast<size_t>(c["epoch_steps"].number),
+                             job.fields.count("first_step") ? static_cast<size_t>(job["first_step"].number) : 0,
+                             c["input_min"].number, c["input_max"].number, c["target_min"].number,
+                             c["target_max"].number, c["log_eps"].number, train_mode};
             std::fprintf(rec.file(), "{\"memstate\": \"jsonl/1\", \"implementation\": \"cpp\", \"device\": \"cpu\", "
                          "\"versions\": {\"compiler\": \"%s\"}}\n", __VERSION__);
             if (c["dtype"].text == "float64") train<double>(cfg, job_dir, job, rec);

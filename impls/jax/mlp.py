@@ -17,7 +17,7 @@ ACTIVATIONS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 NAMES = ("hidden/weight", "hidden/bias", "output/weight", "output/bias")
 
 
-def forward_loss(params, probes, x, y, activation, loss_kind):
+def forward_loss(params, probes, x, y, activation, loss_kind, targets=(0.0, 1.0)):
     """The loss, and every forward tensor as auxiliary output."""
     W1, b1, W2, b2 = params
     m1 = x @ W1.T  # (m, H)
@@ -31,29 +31,43 @@ def forward_loss(params, probes, x, y, activation, loss_kind):
         loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
     else:
         p = jax.nn.sigmoid(z2)  # (m, 10)
-        target = jax.nn.one_hot(y, 10, dtype=x.dtype)  # (m, 10)
+        low, high = targets
+        target = jnp.where(jax.nn.one_hot(y, 10) > 0, high, low).astype(x.dtype)  # (m, 10)
         loss = jnp.mean((p - target) ** 2)
     return loss, {"m1": m1, "z1": z1, "a1": a1, "m2": m2, "z2": z2, "p": p}
 
 
 @partial(jax.jit, static_argnames=("cfg_items",))
-def train_step(params, velocity, pixels, y, cfg_items):
+def train_step(params, state, pixels, y, lr, corrections, cfg_items):
+    """One step. state = (velocity, adam_m, adam_v), each a tuple like params; lr and Adam's bias
+    corrections (1 - beta1^t, 1 - beta2^t) come in from Python, computed in float64."""
     cfg = dict(cfg_items)
     dtype = params[0].dtype
     x = pixels.astype(dtype) / 255  # (m, 784)
+    if (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0):
+        x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], dtype) + jnp.asarray(cfg["input_min"], dtype)
     m, H = x.shape[0], params[0].shape[0]
     probes = {"z1": jnp.zeros((m, H), dtype), "a1": jnp.zeros((m, H), dtype), "z2": jnp.zeros((m, 10), dtype)}
     grad_fn = jax.value_and_grad(forward_loss, argnums=(0, 1), has_aux=True)
-    (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, cfg["activation"], cfg["loss"])
-    new_params, new_velocity = [], []
-    for p, g, v in zip(params, gparams, velocity):
+    (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, cfg["activation"], cfg["loss"],
+                                              (cfg["target_min"], cfg["target_max"]))
+    if cfg["log_eps"]:  # the printed loss takes log(P + eps); the gradient stays that of plain cross-entropy
+        loss = -jnp.mean(jnp.log(jnp.take_along_axis(fwd["p"], y[:, None], axis=1) + cfg["log_eps"]))
+    beta1, beta2 = cfg["adam_beta1"], cfg["adam_beta2"]
+    new_params, new_state = [], ([], [], [])
+    for p, g, v, mom1, mom2 in zip(params, gparams, *state):
         g = g + cfg["weight_decay"] * p
         if cfg["optimizer"] == "momentum":
             v = cfg["momentum"] * v + g
             g = v
-        new_velocity.append(v)
-        new_params.append(p - cfg["lr"] * g)
-    return tuple(new_params), tuple(new_velocity), x, loss, fwd, gparams, gprobes
+        elif cfg["optimizer"] == "adam":
+            mom1 = beta1 * mom1 + (1 - beta1) * g
+            mom2 = beta2 * mom2 + (1 - beta2) * g * g
+            g = (mom1 / corrections[0]) / (jnp.sqrt(mom2 / corrections[1]) + cfg["adam_eps"])
+        for buffers, value in zip(new_state, (v, mom1, mom2)):
+            buffers.append(value)
+        new_params.append(p - lr * g)
+    return tuple(new_params), tuple(map(tuple, new_state)), x, loss, fwd, gparams, gprobes
 
 
 def run(job_dir, record):
@@ -75,26 +89,47 @@ def run(job_dir, record):
     )
     for name, p in zip(NAMES, params):
         record("load", name, np.asarray(p))
-    velocity = tuple(jnp.zeros_like(p) for p in params)
-    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
-        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
-        velocity = tuple(jnp.asarray(np.array(saved[k]["data"], dtype=np.float64).reshape(saved[k]["shape"]),
-                                     dtype=dtype) for k in ("W1", "b1", "W2", "b2"))
+    state = []  # velocity, adam_m, adam_v: zeros, or for a replay the buffers of its checkpoint
+    for kind in ("velocity", "adam_m", "adam_v"):
+        buffers = tuple(jnp.zeros_like(p) for p in params)
+        if job.get(kind):
+            saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
+            buffers = tuple(jnp.asarray(np.array(saved[k]["data"], dtype=np.float64).reshape(saved[k]["shape"]),
+                                        dtype=dtype) for k in ("W1", "b1", "W2", "b2"))
+        state.append(buffers)
+    state = tuple(state)
 
     m, steps = job["batch_size"], job["steps"]
-    images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
-    labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m).astype(np.int32)
-    cfg_items = tuple(sorted((k, v) for k, v in cfg.items() if k in
-                             ("activation", "loss", "optimizer", "lr", "momentum", "weight_decay")))
+    if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
+        order = np.fromfile(job_dir / job["batches"], dtype="<u4").reshape(steps, m)
+        pool_x = np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784)
+        pool_y = np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8)
+
+        def batch(i):
+            return pool_x[order[i]], pool_y[order[i]].astype(np.int32)
+    else:
+        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
+        labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m).astype(np.int32)
+
+        def batch(i):
+            return images[i], labels[i]
+    cfg_items = tuple(sorted((k, v) for k, v in cfg.items() if k in (
+        "activation", "loss", "optimizer", "momentum", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
+        "input_min", "input_max", "target_min", "target_max", "log_eps")))
     out_name = "output/softmax" if cfg["loss"] == "cross_entropy" else "output/sigmoid"
 
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
-        params, velocity, x, loss, fwd, gparams, gprobes = train_step(
-            params, velocity, jnp.asarray(images[i]), jnp.asarray(labels[i]), cfg_items)
+        lr = cfg["lr"]
+        if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:  # decayed once per epoch
+            lr = cfg["lr"] * cfg["lr_decay"] ** (step // cfg["epoch_steps"])
+        corrections = (1 - cfg["adam_beta1"] ** (step + 1), 1 - cfg["adam_beta2"] ** (step + 1))
+        pixels, y = batch(i)
+        params, state, x, loss, fwd, gparams, gprobes = train_step(
+            params, state, jnp.asarray(pixels), jnp.asarray(y), lr, corrections, cfg_items)
         record(step, "input/x", np.asarray(x))
-        record(step, "input/y", labels[i].astype(np.int64))
+        record(step, "input/y", y.astype(np.int64))
         record(step, "hidden/matmul", np.asarray(fwd["m1"]))
         record(step, "hidden/bias_add", np.asarray(fwd["z1"]))
         record(step, "hidden/activation", np.asarray(fwd["a1"]))
@@ -109,8 +144,10 @@ def run(job_dir, record):
         record(step, "hidden/grad_preactivation", np.asarray(gprobes["z1"]))
         record(step, "hidden/grad_weight", np.asarray(gparams[0]))
         record(step, "hidden/grad_bias", np.asarray(gparams[1]))
-        if cfg["optimizer"] == "momentum":
-            for name, v in zip(NAMES, velocity):
-                record(step, name + "_velocity", np.asarray(v))
+        kinds = {"momentum": ("velocity",), "adam": ("adam_m", "adam_v")}.get(cfg["optimizer"], ())
+        for kind, buffers in zip(("velocity", "adam_m", "adam_v"), state):
+            if kind in kinds:
+                for name, v in zip(NAMES, buffers):
+                    record(step, f"{name}_{kind}", np.asarray(v))
         for name, p in zip(NAMES, params):
             record(step, name, np.asarray(p))

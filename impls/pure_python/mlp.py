@@ -84,26 +84,46 @@ def run(job_dir, record):
               "output/weight": rows("W2"), "output/bias": rnd(tensors["b2"]["data"])}
     for name, value in params.items():
         rec("load", name, value)
-    velocity = {name: None for name in params}
-    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
-        with open(os.path.join(job_dir, job["velocity"])) as f:
-            tensors = json.load(f)["tensors"]
-        velocity = {"hidden/weight": rows("W1"), "hidden/bias": rnd(tensors["b1"]["data"]),
-                    "output/weight": rows("W2"), "output/bias": rnd(tensors["b2"]["data"])}
+    # optimizer buffers per parameter (None: zeros), or for a replay those of its checkpoint
+    state = {name: {"velocity": None, "adam_m": None, "adam_v": None} for name in params}
+    for kind in ("velocity", "adam_m", "adam_v"):
+        if job.get(kind):
+            with open(os.path.join(job_dir, job[kind])) as f:
+                tensors = json.load(f)["tensors"]
+            for name, value in (("hidden/weight", rows("W1")), ("hidden/bias", rnd(tensors["b1"]["data"])),
+                                ("output/weight", rows("W2")), ("output/bias", rnd(tensors["b2"]["data"]))):
+                state[name][kind] = value
 
-    with open(os.path.join(job_dir, job["images"]), "rb") as f:
-        pixels = f.read()
-    with open(os.path.join(job_dir, job["labels"]), "rb") as f:
-        label_bytes = f.read()
+    def read(key):
+        with open(os.path.join(job_dir, job[key]), "rb") as f:
+            return f.read()
+
+    if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
+        pool, pool_labels = read("pool_images"), read("pool_labels")
+        order = array("I")
+        order.frombytes(read("batches"))
+        if sys.byteorder == "big":
+            order.byteswap()  # the file is little-endian
+    else:
+        pixels, label_bytes = read("images"), read("labels")
+    lo, scale = cfg["input_min"], cfg["input_max"] - cfg["input_min"]
 
     act = cfg["activation"]
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
         W1, b1, W2, b2 = params.values()
-        base = i * m * 784
-        X = [rnd([pixels[base + i * 784 + k] / 255 for k in range(784)]) for i in range(m)]
-        y = list(label_bytes[i * m:(i + 1) * m])
+        if job.get("batches"):
+            samples = order[i * m:(i + 1) * m]
+            images = [pool[s * 784:(s + 1) * 784] for s in samples]
+            y = [pool_labels[s] for s in samples]
+        else:
+            images = [pixels[(i * m + r) * 784:(i * m + r + 1) * 784] for r in range(m)]
+            y = list(label_bytes[i * m:(i + 1) * m])
+        if (lo, scale) == (0.0, 1.0):
+            X = [rnd([byte / 255 for byte in image]) for image in images]
+        else:
+            X = [rnd([byte / 255 * scale + lo for byte in image]) for image in images]
         rec(step, "input/x", X)
         record(step, "input/y", y, dtype="int64")
 
@@ -125,7 +145,7 @@ def run(job_dir, record):
                 s = sum(e)
                 p = rnd([v / s for v in e])
                 P.append(p)
-                total -= math.log(p[label])
+                total -= math.log(p[label] + cfg["log_eps"])
                 dZ2.append(rnd([(pk - (1.0 if k == label else 0.0)) / m for k, pk in enumerate(p)]))
             rec(step, "output/softmax", P)
         else:
@@ -133,7 +153,7 @@ def run(job_dir, record):
             for row, label in zip(Z2, y):
                 p = rnd([sigmoid(v) for v in row])
                 P.append(p)
-                target = [1.0 if k == label else 0.0 for k in range(10)]
+                target = [cfg["target_max"] if k == label else cfg["target_min"] for k in range(10)]
                 total += sum((pk - t) ** 2 for pk, t in zip(p, target))
                 dZ2.append(rnd([2 * (pk - t) * pk * (1 - pk) / (m * 10) for pk, t in zip(p, target)]))
             total /= 10
@@ -156,36 +176,42 @@ def run(job_dir, record):
                             ("hidden/grad_bias", grads["hidden/bias"])):
             rec(step, name, value)
 
-        lr, wd, mu = cfg["lr"], cfg["weight_decay"], cfg["momentum"]
+        lr = cfg["lr"]
+        if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:  # decayed once per epoch
+            lr = cfg["lr"] * cfg["lr_decay"] ** (step // cfg["epoch_steps"])
+        kinds = {"momentum": ("velocity",), "adam": ("adam_m", "adam_v")}.get(cfg["optimizer"], ())
         for name, value in params.items():
-            params[name] = update(value, grads[name], velocity, name, lr, wd, mu, cfg["optimizer"], rnd)
-            if cfg["optimizer"] == "momentum":
-                rec(step, name + "_velocity", velocity[name])
+            params[name] = update(value, grads[name], state[name], lr, cfg, step + 1, rnd)
+        for kind in kinds:
+            for name in params:
+                rec(step, f"{name}_{kind}", state[name][kind])
         for name, value in params.items():
             rec(step, name, value)
 
 
-def update(value, grad, velocity, name, lr, wd, mu, optimizer, rnd):
-    """One SGD step for a vector or a list of rows; momentum keeps velocity[name]."""
+def update(value, grad, buffers, lr, cfg, t, rnd):
+    """One optimizer step for a vector or a list of rows; buffers (kind -> the same shape, or None
+    for zeros) are updated in place. t counts steps from 1, for Adam's bias corrections."""
     if value and isinstance(value[0], list):
-        old = velocity[name] or [None] * len(value)
-        new_rows, new_vel = [], []
-        for w_row, g_row, v_row in zip(value, grad, old):
-            w, v = step_vector(w_row, g_row, v_row, lr, wd, mu, optimizer, rnd)
-            new_rows.append(w)
-            new_vel.append(v)
-        velocity[name] = new_vel
+        new_rows, per_row = [], []
+        for r, (w_row, g_row) in enumerate(zip(value, grad)):
+            row_buffers = {kind: None if rows is None else rows[r] for kind, rows in buffers.items()}
+            new_rows.append(update(w_row, g_row, row_buffers, lr, cfg, t, rnd))
+            per_row.append(row_buffers)
+        for kind in buffers:
+            buffers[kind] = [b[kind] for b in per_row]
         return new_rows
-    w, velocity[name] = step_vector(value, grad, velocity[name], lr, wd, mu, optimizer, rnd)
-    return w
-
-
-def step_vector(w, g, v, lr, wd, mu, optimizer, rnd):
-    g = rnd([gi + wd * wi for gi, wi in zip(g, w)])
-    if optimizer == "momentum":
-        v = g if v is None else rnd([mu * vi + gi for vi, gi in zip(v, g)])
-        g = v
-    return rnd([wi - lr * gi for wi, gi in zip(w, g)]), v
+    g = rnd([gi + cfg["weight_decay"] * wi for gi, wi in zip(grad, value)])
+    if cfg["optimizer"] == "momentum":
+        v = buffers["velocity"]
+        g = buffers["velocity"] = g if v is None else rnd([cfg["momentum"] * vi + gi for vi, gi in zip(v, g)])
+    elif cfg["optimizer"] == "adam":
+        b1, b2, zeros = cfg["adam_beta1"], cfg["adam_beta2"], [0.0] * len(g)
+        m = buffers["adam_m"] = rnd([b1 * mi + (1 - b1) * gi for mi, gi in zip(buffers["adam_m"] or zeros, g)])
+        v = buffers["adam_v"] = rnd([b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(buffers["adam_v"] or zeros, g)])
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        g = [(mi / c1) / (math.sqrt(vi / c2) + cfg["adam_eps"]) for mi, vi in zip(m, v)]
+    return rnd([wi - lr * gi for wi, gi in zip(value, g)])
 
 
 class JsonLinesRecorder:

@@ -1,8 +1,9 @@
-"""The 784-H-10 MLP in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD.
+"""The 784-H-10 MLP in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD or
+torch.optim.Adam, a per-epoch ExponentialLR schedule.
 
 Runs on CUDA when there is a GPU (TF32 off, so float32 matmuls are full float32), else the
 CPU. Intermediate gradients come from retain_grad(), parameter gradients from .grad, the
-momentum buffers from the optimizer's state.
+momentum buffers and Adam's moments from the optimizer's state.
 """
 
 import json
@@ -44,24 +45,53 @@ def run(job_dir, record):
     for key, p in named.items():
         record("load", key, as_numpy(p))
 
-    momentum = cfg["momentum"] if cfg["optimizer"] == "momentum" else 0.0
-    opt = torch.optim.SGD(named.values(), lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
+    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+    if cfg["optimizer"] == "adam":
+        opt = torch.optim.Adam(named.values(), lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]),
+                               eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"])
+        buffers = {"adam_m": "exp_avg", "adam_v": "exp_avg_sq"}
+    else:
+        momentum = cfg["momentum"] if cfg["optimizer"] == "momentum" else 0.0
+        opt = torch.optim.SGD(named.values(), lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
+        buffers = {"velocity": "momentum_buffer"} if momentum else {}
+    for kind, slot in buffers.items():  # a replay starts from its checkpoint's optimizer state
+        if job.get(kind):
+            saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
+            for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
+                v = torch.tensor(saved[key]["data"], dtype=torch.float64).reshape(saved[key]["shape"])
+                opt.state[p][slot] = v.to(device=device, dtype=dtype)
+                if cfg["optimizer"] == "adam":
+                    opt.state[p]["step"] = torch.tensor(float(first))  # Adam's bias corrections count steps
+    schedule = None
+    if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:
+        schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg["lr_decay"])
+        for _ in range(first // cfg["epoch_steps"]):  # a replay starts in a later epoch
+            schedule.step()
     activation = ACTIVATIONS[cfg["activation"]]
-    if job.get("velocity") and momentum:  # a replay of a momentum run starts from its checkpoint's velocities
-        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
-        for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
-            v = torch.tensor(saved[key]["data"], dtype=torch.float64).reshape(saved[key]["shape"])
-            opt.state[p]["momentum_buffer"] = v.to(device=device, dtype=dtype)
 
     m, steps = job["batch_size"], job["steps"]
-    images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784))
-    labels = torch.from_numpy(np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m))
+    if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
+        order = torch.from_numpy(np.fromfile(job_dir / job["batches"], dtype="<u4").astype(np.int64)).reshape(steps, m)
+        pool_x = torch.from_numpy(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784))
+        pool_y = torch.from_numpy(np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8))
 
-    first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
+        def batch(i):
+            return pool_x[order[i]], pool_y[order[i]]
+    else:
+        images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784))
+        labels = torch.from_numpy(np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m))
+
+        def batch(i):
+            return images[i], labels[i]
+    scale = cfg["input_max"] - cfg["input_min"]
+
     for i in range(steps):
         step = first + i
-        x = images[i].to(device=device, dtype=dtype) / 255  # (m, 784)
-        y = labels[i].to(device=device, dtype=torch.long)  # (m,)
+        pixels, classes = batch(i)  # (m, 784), (m,) uint8
+        x = pixels.to(device=device, dtype=dtype) / 255  # (m, 784)
+        if (cfg["input_min"], scale) != (0.0, 1.0):
+            x = x * scale + cfg["input_min"]
+        y = classes.to(device=device, dtype=torch.long)  # (m,)
         record(step, "input/x", as_numpy(x))
         record(step, "input/y", as_numpy(y))
 
@@ -79,9 +109,14 @@ def run(job_dir, record):
             out_name = "output/softmax"
         else:
             p = torch.sigmoid(z2)  # (m, 10)
-            loss = F.mse_loss(p, F.one_hot(y, 10).to(dtype))
+            hot = F.one_hot(y, 10).bool()  # (m, 10)
+            targets = torch.where(hot, cfg["target_max"], cfg["target_min"]).to(dtype)
+            loss = F.mse_loss(p, targets)
             out_name = "output/sigmoid"
         loss.backward()
+        if cfg["log_eps"]:  # the printed loss takes log(P + eps); its gradient stays that of plain cross-entropy
+            with torch.no_grad():
+                loss = -torch.log(p[torch.arange(m, device=device), y] + cfg["log_eps"]).mean()
 
         record(step, "hidden/matmul", as_numpy(m1))
         record(step, "hidden/bias_add", as_numpy(z1))
@@ -99,8 +134,10 @@ def run(job_dir, record):
         record(step, "hidden/grad_bias", as_numpy(hidden.bias.grad))
 
         opt.step()
-        if cfg["optimizer"] == "momentum":
+        for kind, slot in buffers.items():
             for key, p in named.items():
-                record(step, key + "_velocity", as_numpy(opt.state[p]["momentum_buffer"]))
+                record(step, f"{key}_{kind}", as_numpy(opt.state[p][slot]))
         for key, p in named.items():
             record(step, key, as_numpy(p))
+        if schedule is not None and (step + 1) % cfg["epoch_steps"] == 0:
+            schedule.step()

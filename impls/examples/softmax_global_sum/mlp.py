@@ -5,8 +5,9 @@ names step 0, output/softmax as the origin.
 
 The 784-H-10 MLP in vectorised numpy, backward pass written by hand.
 
-Reads the job directory (job.json, params.json, images.u8, labels.u8) and records
-every tensor of every step through `record(step, name, array)`.
+Reads the job directory (job.json, params.json, images.u8, labels.u8, or for an indexed job
+the image pool and batches.u32) and records every tensor of every step through
+`record(step, name, array)`.
 """
 
 import json
@@ -37,6 +38,16 @@ def activation_slope(kind, z, a):
     return 1 - a * a
 
 
+class Pool:
+    """The batches of an indexed job: pool[i] is step i's samples, picked from the images once held."""
+
+    def __init__(self, pool, order):
+        self.pool, self.order = pool, order
+
+    def __getitem__(self, i):
+        return self.pool[self.order[i]]
+
+
 def run(job_dir, record):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
@@ -54,13 +65,25 @@ def run(job_dir, record):
     }
     for name, value in params.items():
         record("load", name, value)
-    velocity = {name: np.zeros_like(value) for name, value in params.items()}
-    if job.get("velocity"):  # a replay of a momentum run starts from the velocities of its checkpoint
-        saved = json.loads((job_dir / job["velocity"]).read_text())["tensors"]
-        velocity = {name: load_param(saved, key, dt) for name, key in zip(params, ("W1", "b1", "W2", "b2"))}
+    # optimizer state: zeros, or for a replay the buffers of its checkpoint
+    state = {}
+    for kind in ("velocity", "adam_m", "adam_v"):
+        state[kind] = {name: np.zeros_like(value) for name, value in params.items()}
+        if job.get(kind):
+            saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
+            state[kind] = {name: load_param(saved, key, dt) for name, key in zip(params, ("W1", "b1", "W2", "b2"))}
+    velocity, adam_m, adam_v = state["velocity"], state["adam_m"], state["adam_v"]
+    beta1, beta2 = cfg["adam_beta1"], cfg["adam_beta2"]
 
-    images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
-    labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
+    if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
+        order = np.fromfile(job_dir / job["batches"], dtype="<u4").reshape(steps, m)
+        images = Pool(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784), order)
+        labels = Pool(np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8), order)
+    else:
+        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
+        labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
+    scaled = (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0)
+    soft = (cfg["target_min"], cfg["target_max"]) != (0.0, 1.0)
 
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
@@ -68,8 +91,12 @@ def run(job_dir, record):
         W1, b1 = params["hidden/weight"], params["hidden/bias"]
         W2, b2 = params["output/weight"], params["output/bias"]
         X = images[i].astype(dt) / 255  # (m, 784)
+        if scaled:
+            X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])
         y = labels[i].astype(np.int64)  # (m,)
         Y = np.eye(10, dtype=dt)[y]  # (m, 10)
+        if soft:
+            Y = np.where(Y == 1, dt.type(cfg["target_max"]), dt.type(cfg["target_min"]))
         record(step, "input/x", X)
         record(step, "input/y", y)
 
@@ -87,7 +114,7 @@ def run(job_dir, record):
         if cfg["loss"] == "cross_entropy":
             E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))  # (m, 10)
             P = E / E.sum()  # (m, 10)  BUG: should be E.sum(axis=1, keepdims=True)
-            loss = -np.mean(np.log(P[np.arange(m), y]))
+            loss = -np.mean(np.log(P[np.arange(m), y] + cfg["log_eps"]))
             dZ2 = (P - Y) / m  # (m, 10)
             record(step, "output/softmax", P)
         else:
@@ -112,12 +139,23 @@ def run(job_dir, record):
         record(step, "hidden/grad_weight", grads["hidden/weight"])
         record(step, "hidden/grad_bias", grads["hidden/bias"])
 
+        lr = cfg["lr"]
+        if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:  # decayed once per epoch
+            lr = cfg["lr"] * cfg["lr_decay"] ** (step // cfg["epoch_steps"])
         for name in params:
             g = grads[name] + cfg["weight_decay"] * params[name]
             if cfg["optimizer"] == "momentum":
                 velocity[name] = cfg["momentum"] * velocity[name] + g
                 record(step, name + "_velocity", velocity[name])
                 g = velocity[name]
-            params[name] = params[name] - cfg["lr"] * g
+            elif cfg["optimizer"] == "adam":
+                adam_m[name] = beta1 * adam_m[name] + (1 - beta1) * g
+                adam_v[name] = beta2 * adam_v[name] + (1 - beta2) * g * g
+                record(step, name + "_adam_m", adam_m[name])
+                record(step, name + "_adam_v", adam_v[name])
+                m_hat = adam_m[name] / (1 - beta1 ** (step + 1))  # bias corrections in float64, as PyTorch
+                v_hat = adam_v[name] / (1 - beta2 ** (step + 1))
+                g = m_hat / (np.sqrt(v_hat) + cfg["adam_eps"])
+            params[name] = params[name] - lr * g
         for name, value in params.items():
             record(step, name, value)
