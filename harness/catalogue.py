@@ -16,6 +16,8 @@ from .records import LOAD, Step
 
 BUG, BENIGN = "bug", "benign"
 MOMENTUM_WD = {"optimizer": "momentum", "weight_decay": 5e-4}
+ADAM = {"optimizer": "adam", "lr": 0.001}
+SOFT = {"activation": "sigmoid", "loss": "mse", "input_min": 0.01, "target_min": 0.01, "target_max": 0.99, "lr": 0.5}
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def bug(name: str, what: str, old: str, new: str, expect: tuple[Step, str], **co
 
 
 M1 = "M1 = X @ W1.T  # (m, H)"
-UPDATE = 'params[name] = params[name] - cfg["lr"] * g'
+UPDATE = 'params[name] = params[name] - lr * g'
 VELOCITY = 'velocity[name] = cfg["momentum"] * velocity[name] + g'
 
 BUGS: list[Case] = [
@@ -77,7 +79,8 @@ BUGS: list[Case] = [
         "E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))",
         "E = np.exp((Z2 - Z2.max(axis=1, keepdims=True)).astype(np.float16)).astype(dt)", (0, "output/softmax")),
     bug("loss-over-m-plus-1", "loss divided by m + 1 (feeds nothing else)",
-        "loss = -np.mean(np.log(P[np.arange(m), y]))", "loss = -np.sum(np.log(P[np.arange(m), y])) / (m + 1)",
+        'loss = -np.mean(np.log(P[np.arange(m), y] + cfg["log_eps"]))',
+        'loss = -np.sum(np.log(P[np.arange(m), y] + cfg["log_eps"])) / (m + 1)',
         (0, "loss/value")),
     bug("mse-loss-over-m", "MSE averaged over the batch only, not m*10 elements",
         "loss = np.mean((P - Y) ** 2)", "loss = np.sum((P - Y) ** 2) / m", (0, "loss/value"), loss="mse"),
@@ -104,7 +107,7 @@ BUGS: list[Case] = [
         'grads["hidden/bias"] = dZ1.sum(axis=0)', 'grads["hidden/bias"] = dA1.sum(axis=0)', (0, "hidden/grad_bias")),
     bug("update-sign", "parameters climb the gradient", UPDATE, UPDATE.replace(" - ", " + "), (0, "hidden/weight")),
     bug("lr-decays-per-step", "learning rate decays 1% a step (same at step 0)",
-        UPDATE, 'params[name] = params[name] - cfg["lr"] * 0.99 ** step * g', (1, "hidden/weight")),
+        UPDATE, 'params[name] = params[name] - lr * 0.99 ** step * g', (1, "hidden/weight")),
     bug("no-decay-on-biases", "weight decay skipped for biases (biases are zero at step 0)",
         'g = grads[name] + cfg["weight_decay"] * params[name]',
         'g = grads[name] + (cfg["weight_decay"] * params[name] if name.endswith("weight") else 0)',
@@ -116,6 +119,22 @@ BUGS: list[Case] = [
         (1, "hidden/weight_velocity"), **MOMENTUM_WD),
     bug("nesterov-step", "a Nesterov step where plain momentum was meant",
         "g = velocity[name]", 'g = g + cfg["momentum"] * velocity[name]', (0, "hidden/weight"), **MOMENTUM_WD),
+    bug("adam-one-minus-beta-in-float32", "Adam's 1 - beta2 taken in float32 (0.00099998713, not 0.001)",
+        "adam_v[name] = beta2 * adam_v[name] + (1 - beta2) * g * g",
+        "adam_v[name] = beta2 * adam_v[name] + (np.float32(1) - np.float32(beta2)) * g * g",
+        (0, "hidden/weight_adam_v"), **ADAM),
+    bug("adam-bias-correction-off-by-one", "Adam's first bias correction counts steps from 2",
+        "m_hat = adam_m[name] / (1 - beta1 ** (step + 1))", "m_hat = adam_m[name] / (1 - beta1 ** (step + 2))",
+        (0, "hidden/weight"), **ADAM),
+    bug("lr-decay-every-step", "learning rate decayed every step, not every epoch (same at step 0)",
+        'lr = cfg["lr"] * cfg["lr_decay"] ** (step // cfg["epoch_steps"])', 'lr = cfg["lr"] * cfg["lr_decay"] ** step',
+        (1, "hidden/weight"), **MOMENTUM_WD, lr_decay=0.5, epoch_steps=10),
+    bug("soft-targets-ignored", "soft targets 0.01/0.99 left one-hot",
+        'Y = np.where(Y == 1, dt.type(cfg["target_max"]), dt.type(cfg["target_min"]))', "Y = Y * 1",
+        (0, "loss/value"), **SOFT),
+    bug("inputs-not-shifted", "inputs scaled to [0, 0.99] but not shifted by 0.01",
+        'X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])',
+        'X = X * dt.type(cfg["input_max"] - cfg["input_min"])', (0, "input/x"), **SOFT),
 ]
 
 
@@ -168,6 +187,12 @@ BENIGN_VARIANTS: list[Case] = [
            impl="jax", reference="numpy", activation="tanh", **MOMENTUM_WD),
     benign("torch-vs-numpy-float64", "PyTorch against numpy, both in float64",
            impl="torch", reference="numpy", dtype="float64"),
+    benign("torch-vs-numpy-adam", "torch.optim.Adam against numpy's hand-written Adam",
+           impl="torch", reference="numpy", **ADAM),
+    benign("jax-vs-numpy-lr-decay", "JAX against numpy with momentum, weight decay and a learning rate halved "
+           "every 50 steps", impl="jax", reference="numpy", **MOMENTUM_WD, lr_decay=0.5, epoch_steps=50),
+    benign("torch-vs-numpy-soft-targets", "PyTorch against numpy with goml's sigmoid, MSE, scaled inputs and "
+           "soft targets", impl="torch", reference="numpy", **SOFT),
 ]
 
 CATALOGUE: list[Case] = BUGS + BENIGN_VARIANTS
