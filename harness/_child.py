@@ -13,10 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from .job import STATE_FILES
+from .job import replay_buffers
 from .memstate import WRITE_FAILED, MemstateWriter, WriteError
-from .params import load_params
-from .records import LOAD, PARAMETERS
+from .records import LOAD
 
 
 def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> int:
@@ -34,11 +33,8 @@ def main(argv: list[str]) -> int:
     impl_dir, entry, job_dir, out, manifest = argv
     writer = MemstateWriter(out, json.loads(manifest))
     job = json.loads((Path(job_dir) / "job.json").read_text())
-    for kind in STATE_FILES:  # a replay's starting optimizer buffers belong to its load unit, as its parameters do
-        if job.get(kind):
-            saved = load_params(Path(job_dir) / job[kind])
-            for name, (_, value) in zip(PARAMETERS, saved.items()):
-                writer(LOAD, f"{name}_{kind}", value, dtype=job["config"]["dtype"])
+    for name, value in replay_buffers(Path(job_dir)):  # a replay's starting optimizer buffers
+        writer(LOAD, name, value)
     file, func = entry.split(":")
     try:
         spec = importlib.util.spec_from_file_location(f"memstate_impl_{Path(impl_dir).name}", Path(impl_dir) / file)

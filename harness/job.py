@@ -21,11 +21,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .capture import Capture
 from .config import Config
 from .data import Mnist, batch_schedule
 from .errors import InputError
-from .params import Params
+from .params import Params, load_params
+from .records import PARAMETERS
 
 FORMAT = "memstate-job/1"
 
@@ -53,6 +56,19 @@ class Job:
 
 
 STATE_FILES = ("velocity", "adam_m", "adam_v")  # optimizer buffers a replay starts from, one params file each
+
+
+def replay_buffers(job_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """A replay's starting optimizer buffers as load-unit records (hidden/weight_velocity, ...) in the
+    job's dtype: they belong to its load unit, as its parameters do, whatever wrote the memstate."""
+    meta = json.loads((Path(job_dir) / "job.json").read_text())
+    dtype = np.dtype(meta["config"]["dtype"])
+    out = []
+    for kind in STATE_FILES:
+        if meta.get(kind):
+            saved = load_params(Path(job_dir) / meta[kind])
+            out.extend((f"{name}_{kind}", value.astype(dtype)) for name, (_, value) in zip(PARAMETERS, saved.items()))
+    return out
 
 
 def resolve(config: Config, mnist: Mnist) -> Config:

@@ -93,14 +93,24 @@ def parse_record(obj: dict[str, Any]) -> tuple[Any, str, np.ndarray]:
 
 
 def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, Any] | None = None,
-                  stderr_tail: str | None = None) -> Memstate:
+                  stderr_tail: str | None = None, load: list[tuple[str, np.ndarray]] | None = None) -> Memstate:
     """Convert a JSON-lines memstate into a binary one, keeping every record before any bad line.
 
     A bad line or a missing end line does not raise: the memstate is closed as stopped,
-    with the file, line and reason in its manifest.
+    with the file, line and reason in its manifest. `load` adds records to the load unit (a
+    replay's starting optimizer buffers) where the file does not hold them itself.
     """
     source = Path(source)
     writer = MemstateWriter(target, dict(manifest or {}))
+    extra = list(load or [])
+
+    def add_load() -> None:
+        for name, value in extra:
+            try:
+                writer(LOAD, name, value)
+            except ValueError:  # the file recorded it itself
+                pass
+        extra.clear()
     status, error, where = "stopped", None, {}
     try:
         f: TextIO = open(source, encoding="utf-8")
@@ -140,6 +150,8 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
                     break
                 else:
                     step, name, array = parse_record(obj)
+                    if step != LOAD and extra:
+                        add_load()
                     try:
                         writer(step, name, array)
                     except ValueError as e:

@@ -29,7 +29,7 @@ from typing import Any
 from .config import Config
 from .data import Mnist
 from .errors import InputError, OutputError, read_json
-from .job import Job, prepare_job
+from .job import Job, prepare_job, replay_buffers
 from .jsonl import convert_jsonl
 from .memstate import MANIFEST, WRITE_FAILED, Memstate, MemstateWriter, write_atomic
 from .params import Params, initial_params
@@ -265,7 +265,7 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     stderr_tail = _tail(stderr_path)
     try:
         return _finish_run(impl, out, manifest, jsonl, seconds, code, launch_error, timed_out, interrupted,
-                           stderr_tail)
+                           stderr_tail, replay_buffers(job.dir) if impl.command else [])
     except OSError as e:  # the harness's own writes: converting the .jsonl, the final manifest
         raise OutputError(f"{e.filename or out}: cannot write: {e.strerror or e}; the finished steps in {out} "
                           f"are kept") from None
@@ -273,8 +273,9 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
 
 def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl: Path, seconds: float,
                 code: int | None, launch_error: str | None, timed_out: float | None, interrupted: bool,
-                stderr_tail: str) -> RunResult:
-    """Turn how the process ended into the memstate's final manifest."""
+                stderr_tail: str, load: list[tuple[str, Any]]) -> RunResult:
+    """Turn how the process ended into the memstate's final manifest (`load`: records the converter
+    adds to a JSON-lines memstate's load unit, a replay's starting optimizer buffers)."""
     if impl.entry and code == WRITE_FAILED:
         said = [line for line in stderr_tail.splitlines() if line.startswith("memstate: cannot write")]
         raise OutputError(f"{out}: {impl.name}'s memstate could not be written"
@@ -283,7 +284,8 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
         tmp.unlink()
     if impl.command:
         if not out.exists():
-            convert_jsonl(jsonl, out, manifest, stderr_tail=stderr_tail if code else None)
+            convert_jsonl(jsonl, out, manifest, stderr_tail=stderr_tail if code else None,
+                          load=load)
     elif not (out / MANIFEST).exists():
         MemstateWriter(out, manifest).close("stopped", error=launch_error or "no memstate was written")
     state = json.loads((out / MANIFEST).read_text())

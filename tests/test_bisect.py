@@ -65,6 +65,7 @@ def test_a_replay_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(tmp
     rjob = prepare_job(tmp_path / "rjob", cfg, p, mnist, first_step=6, last_step=7, state=state)
     replay = Memstate(run_implementation(code, rjob, tmp_path / "replay").memstate)
     assert replay.units == [LOAD, 6, 7] and replay.first_step == 6
+    assert set(replay.names(LOAD)) == set(PARAMETERS) | BUFFER_NAMES[optimizer]  # the buffers it started from
     for step in (6, 7):
         for name in full.names(step):
             assert np.array_equal(replay.get(step, name), full.get(step, name)), (step, name)
