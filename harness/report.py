@@ -253,9 +253,9 @@ def error_plot(c: Comparison, focus: RecordDiff | None) -> str:
 
 def axis_names(name: str, ndim: int) -> tuple[str, str]:
     """What a record's rows and columns are (spec shapes)."""
-    if name in ("hidden/weight", "hidden/grad_weight", "hidden/weight_velocity"):
+    if name == "hidden/grad_weight" or name.startswith("hidden/weight"):  # and its optimizer buffers
         return "hidden unit", "pixel"
-    if name in ("output/weight", "output/grad_weight", "output/weight_velocity"):
+    if name == "output/grad_weight" or name.startswith("output/weight"):
         return "class", "hidden unit"
     if ndim == 1:
         return "", "hidden unit" if name.startswith("hidden/") else ("sample" if name == "input/y" else "class")
