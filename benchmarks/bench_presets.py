@@ -26,7 +26,7 @@ from harness.presets import PRESETS
 from harness.train import train
 
 DEFAULT_LIMITS = ["pure_python:goml:1", "pure_python:born:0.05", "pure_python:gon:0.05",
-                  "pure_python:mnist-from-scratch:0.02", "pure_python:than-dev:0", "cpp:than-dev:0.02"]
+                  "pure_python:mnist-from-scratch:0.01", "pure_python:than-dev:0", "cpp:than-dev:3"]
 
 
 def main() -> int:

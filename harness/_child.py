@@ -32,7 +32,6 @@ def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> in
 def main(argv: list[str]) -> int:
     impl_dir, entry, job_dir, out, manifest = argv
     writer = MemstateWriter(out, json.loads(manifest))
-    job = json.loads((Path(job_dir) / "job.json").read_text())
     for name, value in replay_buffers(Path(job_dir)):  # a replay's starting optimizer buffers
         writer(LOAD, name, value)
     file, func = entry.split(":")
