@@ -190,3 +190,13 @@ def test_train_mode_capture_round_trips():
     assert Capture.from_dict(c.to_dict()) == c
     assert c.keeps(9, "hidden/weight_adam_m") and not c.keeps(9, "hidden/matmul") and not c.keeps(8, "hidden/weight")
     assert c.summarizes(3, "loss/value") and not c.summarizes(3, "hidden/matmul")
+
+
+def test_pure_python_gives_an_infinite_loss_where_p_rounds_to_zero_as_numpy_does(runs):
+    # uniform init and lr 10: at step 1 a sample's softmax probability of its label rounds to 0
+    config = Config(hidden=16, batch_size=4, steps=3, lr=10.0, init="uniform")
+    a, b = runs.run("numpy", config), runs.run("pure_python", config)
+    assert b.status == "complete", b.stop_summary()
+    losses_a = [float(a.get(s, "loss/value")) for s in range(3)]
+    losses_b = [float(b.get(s, "loss/value")) for s in range(3)]
+    assert math.isinf(losses_a[1]) and math.isinf(losses_b[1]) and np.allclose(losses_a[::2], losses_b[::2])

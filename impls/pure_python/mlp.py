@@ -145,7 +145,8 @@ def run(job_dir, record):
                 s = sum(e)
                 p = rnd([v / s for v in e])
                 P.append(p)
-                total -= math.log(p[label] + cfg["log_eps"])
+                picked = p[label] + cfg["log_eps"]
+                total -= math.log(picked) if picked > 0 else -math.inf  # P rounded to 0: -log is inf, as in numpy
                 dZ2.append(rnd([(pk - (1.0 if k == label else 0.0)) / m for k, pk in enumerate(p)]))
             rec(step, "output/softmax", P)
         else:
