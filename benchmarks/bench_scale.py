@@ -107,6 +107,19 @@ class Null:
         pass
 
 
+class Keep(Null):
+    """A recorder that keeps the last step's arrays (copies), to measure what one step holds."""
+
+    def __init__(self) -> None:
+        self.step: object = None
+        self.records: dict[str, np.ndarray] = {}
+
+    def __call__(self, step, name, value, dtype=None) -> None:
+        if step != self.step:
+            self.step, self.records = step, {}
+        self.records[name] = np.array(value, dtype=dtype)
+
+
 def bench_record(mnist, work: Path, steps: int = 400) -> None:
     spec = importlib.util.spec_from_file_location("bench_numpy_impl", ROOT / "impls" / "numpy" / "mlp.py")
     module = importlib.util.module_from_spec(spec)
@@ -134,6 +147,26 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
     print(f"record: numpy, H=128, batch 64, {steps} steps, per step: bare {bare * 1e3:.3f} ms; full capture "
           f"{full * 1e3:.3f} ms ({full / bare:.2f}x); summaries + a checkpoint every 100 {summary * 1e3:.3f} ms "
           f"({summary / bare:.2f}x)")
+    # the floor: what touching each of a step's records once costs, whatever the recorder does with it
+    one = Keep()
+    module.run(job.dir, one)
+    arrays = [a for a in one.records.values() if a.size]
+    size = sum(a.nbytes for a in arrays)
+    read = best(lambda: [np.dot(a.ravel(), a.ravel()) for a in arrays if a.dtype.kind == "f"], repeat=200)
+    copy = best(lambda: [a.copy() for a in arrays], repeat=200)
+    blob = b"".join(a.tobytes() for a in arrays)
+    count = [0]
+
+    def write_new_file() -> None:  # what the kernel charges to put a step's bytes into the page cache
+        count[0] += 1
+        (work / f"floor-{count[0]}").write_bytes(blob)
+
+    write = best(write_new_file, repeat=200)
+    print(f"record floor: a step's {len(arrays)} records, {size / 1e6:.2f} MB: one read (np.dot(x, x) each) "
+          f"{read * 1e3:.3f} ms = {read / bare:.2f}x of the bare step; one copy {copy * 1e3:.3f} ms = "
+          f"{copy / bare:.2f}x; one write to a new file {write * 1e3:.3f} ms = {write / bare:.2f}x "
+          f"({size / write / 1e9:.2f} GB/s); so summaries of every element cost at least {1 + read / bare:.2f}x, "
+          f"a full capture at least {1 + (copy + write) / bare:.2f}x")
 
 
 def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:

@@ -31,7 +31,8 @@ MANIFEST = "manifest.json"
 ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
              "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
 RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
-NP_TO_ST = {np.dtype(v).name: k for k, v in ST_DTYPES.items()}
+NP_TO_ST = {np.dtype(v): k for k, v in ST_DTYPES.items()}  # by native-order dtype: dtype.name costs microseconds
+_RECORD_NP = frozenset(np.dtype(n) for n in RECORD_DTYPES)
 SUMMARIES, SUMMARY_NAMES = "summaries.f64", "summaries.names"
 
 
@@ -83,8 +84,8 @@ def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, in
     header: dict[str, object] = {"__metadata__": metadata}
     parts: list[bytes | memoryview] = []
     at = 0
-    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1].name]], e[0])):
-        header[name] = {"dtype": NP_TO_ST[dtype.name], "shape": list(shape), "data_offsets": [at, at + b - a]}
+    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
+        header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + b - a]}
         parts.append(view[a:b])
         at += b - a
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -148,7 +149,8 @@ class MemstateWriter:
         if name in self._names:
             raise ValueError(f"{step_label(step)}: record {name!r} written twice")
         array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
-        if array.dtype.name not in RECORD_DTYPES:
+        native = array.dtype if array.dtype.byteorder != ">" else array.dtype.newbyteorder("=")
+        if native not in _RECORD_NP:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
         self._names.add(name)
@@ -158,7 +160,7 @@ class MemstateWriter:
             start = len(self._data)
             self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes() \
                 if array.dtype.byteorder == ">" else memoryview(np.ascontiguousarray(array)).cast("B")
-            self._entries.append((name, array.dtype.newbyteorder("="), array.shape, start, len(self._data)))
+            self._entries.append((name, native, array.shape, start, len(self._data)))
 
     def _summary_id(self, name: str) -> int:
         """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
