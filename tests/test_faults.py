@@ -73,12 +73,18 @@ def command_impl(root: Path) -> Path:
     return d
 
 
+# A terminal's command turns SIGINT into KeyboardInterrupt; a test run launched in the background of a
+# non-interactive shell ignores SIGINT, and a child inherits that and would never see the Ctrl-C.
+AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv[0] = 'harness.compare'; runpy.run_module('harness.compare', run_name='__main__')")
+
+
 @pytest.mark.parametrize("kind", ["entry", "command"])
 def test_ctrl_c_keeps_every_finished_step_and_says_where(tmp_path, kind):
     """SIGINT to the command's process group, as a terminal's Ctrl-C sends it, while B is at work."""
     b = IMPLS / "pure_python" if kind == "entry" else command_impl(tmp_path)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.compare", "impls/numpy", str(b), *SMALL, "--steps", "300",
+    proc = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "impls/numpy", str(b), *SMALL, "--steps", "300",
                              "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     side = out / ("b-pure_python" if kind == "entry" else "b-pure-python-cli")
