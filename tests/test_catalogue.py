@@ -2,6 +2,7 @@
 (step, record), with no origin before it; each benign variant agrees or drifts over 200 steps."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +15,11 @@ from harness.records import LOAD, step_records
 
 
 @pytest.fixture(scope="module")
-def evaluator(tmp_path_factory, mnist):
-    return Evaluator(tmp_path_factory.mktemp("catalogue"), mnist)
+def evaluator(request, tmp_path_factory, mnist):
+    root, failed = tmp_path_factory.mktemp("catalogue"), request.session.testsfailed
+    yield Evaluator(root, mnist)
+    if request.session.testsfailed == failed:  # 2.5 GB of memstates: kept only to look into a failure
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_catalogue_covers_what_the_issue_asks():
