@@ -1,13 +1,14 @@
 """Long runs at scale: comparator throughput, recording overhead, bisect against full capture.
 
-    python benchmarks/bench_scale.py [--data DIR] [--steps 5000] [--bug-step 4000] [--only PART]
+    python benchmarks/bench_scale.py [--data DIR] [--steps 5000] [--bug-step 4000] [--only PART] [--work DIR]
 
 Every figure is a ratio against a baseline measured in the same run:
 - compare: bytes of one side per second for two large float32 records judged against a per-element
   noise bound (every metric), against numpy.allclose, torch.testing.assert_close and deepdiff on the
   same tensors; and a whole memstate's comparison (the noise model evaluated too).
 - record: the numpy implementation's step with full capture and with summaries, against the same
-  step with a recorder that keeps nothing, at H=128, batch 64.
+  step with a recorder that keeps nothing, at H=128, batch 64; and the floor under each: what
+  reading, copying and writing one step's records cost on their own (--work picks the filesystem).
 - bisect: --bisect of numpy against numpy with a bug that waits for --bug-step, against comparing
   a full capture of both sides: wall time and bytes written.
 """
@@ -152,7 +153,10 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
     module.run(job.dir, one)
     arrays = [a for a in one.records.values() if a.size]
     size = sum(a.nbytes for a in arrays)
-    read = best(lambda: [np.dot(a.ravel(), a.ravel()) for a in arrays if a.dtype.kind == "f"], repeat=200)
+    floats = [a.ravel() for a in arrays if a.dtype.kind == "f"]
+    read = best(lambda: [np.vdot(a, a) for a in floats], repeat=200)
+    ramps = [np.arange(a.size, dtype=a.dtype) % 1021 + 1 for a in floats]
+    dots = best(lambda: [(np.vdot(a, a), np.vdot(a, w)) for a, w in zip(floats, ramps)], repeat=200)
     copy = best(lambda: [a.copy() for a in arrays], repeat=200)
     blob = b"".join(a.tobytes() for a in arrays)
     count = [0]
@@ -162,11 +166,12 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
         (work / f"floor-{count[0]}").write_bytes(blob)
 
     write = best(write_new_file, repeat=200)
-    print(f"record floor: a step's {len(arrays)} records, {size / 1e6:.2f} MB: one read (np.dot(x, x) each) "
-          f"{read * 1e3:.3f} ms = {read / bare:.2f}x of the bare step; one copy {copy * 1e3:.3f} ms = "
-          f"{copy / bare:.2f}x; one write to a new file {write * 1e3:.3f} ms = {write / bare:.2f}x "
-          f"({size / write / 1e9:.2f} GB/s); so summaries of every element cost at least {1 + read / bare:.2f}x, "
-          f"a full capture at least {1 + (copy + write) / bare:.2f}x")
+    print(f"record floor: a step's {len(arrays)} records, {size / 1e6:.2f} MB: one read (np.vdot(x, x) each) "
+          f"{read * 1e3:.3f} ms = {read / bare:.2f}x of the bare step; a summary's two dot products (sumsq, wsum) "
+          f"{dots * 1e3:.3f} ms = {dots / bare:.2f}x; one copy {copy * 1e3:.3f} ms = {copy / bare:.2f}x; one write "
+          f"to a new file {write * 1e3:.3f} ms = {write / bare:.2f}x ({size / write / 1e9:.2f} GB/s, in {work.parent}); "
+          f"so summaries of every element cost at least {1 + read / bare:.2f}x (these summaries {1 + dots / bare:.2f}x), a full capture at least "
+          f"{1 + (copy + write) / bare:.2f}x")
 
 
 def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:
@@ -208,9 +213,10 @@ def main() -> None:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--elements", type=int, default=16_000_000)
     p.add_argument("--only", choices=("compare", "memstate", "record", "bisect"))
+    p.add_argument("--work", default=None, help="where the memstates go (default: the system's temporary directory)")
     args = p.parse_args()
     mnist = load_mnist(args.data)
-    with tempfile.TemporaryDirectory(prefix="memstate-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memstate-bench-", dir=args.work) as tmp:
         work = Path(tmp)
         if args.only in (None, "compare"):
             bench_compare(args.elements)

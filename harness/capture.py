@@ -12,6 +12,7 @@ from). `harness.bisect` screens the summaries, then replays the window that part
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,10 +107,9 @@ def summarize(array: np.ndarray) -> list[float]:
         return [0.0] * (len(SUMMARY_FIELDS) - 2)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
-    w = _ramp(n, x.dtype)
-    with np.errstate(all="ignore"):
-        sumsq, wsum = float(np.dot(x, x)), float(np.dot(x, w))
-    nonfinite = 0.0 if np.isfinite(sumsq) and np.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
+    # np.vdot is np.dot's BLAS call, bit for bit, without the floating-point warnings (np.errstate costs 2 us)
+    sumsq, wsum = float(np.vdot(x, x)), float(np.vdot(x, _ramp(n, x.dtype)))
+    nonfinite = 0.0 if math.isfinite(sumsq) and math.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
     sample = np.sort(x[::max(1, n // SAMPLE)].astype(np.float64))  # (<= 2*SAMPLE,)
     k = sample.size - 1
     return [float(n), sumsq, wsum, nonfinite,
