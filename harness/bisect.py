@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,14 @@ class BisectResult:
 
     def __bool__(self) -> bool:
         return self.verdict != "diverged"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What --json says of the passes: where each screen stopped, the window replayed, and the bytes."""
+        return {"verdict": self.verdict, "bytes_written": self.bytes_written, "notes": self.notes,
+                "passes": [{"first_step": p.first_step, "a": str(p.a), "b": str(p.b),
+                            "suspect": asdict(p.suspect) if p.suspect else None,
+                            "window": list(p.window) if p.window else None, "replay_exact": p.replay_exact}
+                           for p in self.passes]}
 
 
 def _stats_bound(row_a: np.ndarray, row_b: np.ndarray, tau: float) -> str | None:

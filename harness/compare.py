@@ -250,14 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
         html = report_path(args, stamp, sides)
         pre: list[str] = []
+        res = None
         if args.bisect:
             res, pre = run_bisect(args, sides, out, log)
             last = res.passes[-1]
-            if res.comparison is None:  # the summaries agree: nothing was replayed
+            if res.comparison is None:  # the summaries agree: nothing was replayed, so there is no report
                 print("\n".join(pre), file=sys.stderr if args.json == "-" else sys.stdout)
                 print(f"verdict: {'DRIFT' if res.verdict == 'drift' else 'AGREE'} (no origin in {res.passes[0].a.parent}; "
                       f"the summaries of every screened step agree)", file=sys.stderr if args.json == "-" else sys.stdout)
-                return 1 if args.strict and res.verdict == "drift" else 0
+                code = 1 if args.strict and res.verdict == "drift" else 0
+                if args.json:
+                    code = max(code, write_json(args.json, {
+                        "verdict": res.verdict, "passed": code == 0, "exit_code": code, "strict": args.strict,
+                        "first": None, "origins": [], "report": None, "bisect": res.to_dict()}))
+                return code
             assert last.replay_a is not None and last.replay_b is not None
             sides = [SideInput(last.replay_a, memstate=Memstate(last.replay_a)),
                      SideInput(last.replay_b, memstate=Memstate(last.replay_b))]
@@ -322,16 +328,24 @@ def main(argv: list[str] | None = None) -> int:
             code = 2
     if args.json:
         result = {**comparison.to_dict(), "report": str(written) if written is not None else None}
-        text = json.dumps(result, indent=1, default=str)
-        if to_stdout:
-            print(text)
-        else:
-            try:
-                write_atomic(Path(args.json), text.encode())
-            except OSError as e:
-                print(f"error: {args.json}: cannot write the JSON result: {e.strerror or e}", file=sys.stderr)
-                code = 2
+        if res is not None:
+            result["bisect"] = res.to_dict()
+        code = max(code, write_json(args.json, result))
     return code
+
+
+def write_json(target: str, result: dict) -> int:
+    """--json: the result to stdout ("-") or to a file, written whole or not at all; 2 if it cannot be."""
+    text = json.dumps(result, indent=1, default=str)
+    if target == "-":
+        print(text)
+        return 0
+    try:
+        write_atomic(Path(target), text.encode())
+    except OSError as e:
+        print(f"error: {target}: cannot write the JSON result: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

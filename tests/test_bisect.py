@@ -95,13 +95,33 @@ def test_bisect_of_two_libraries_that_agree_reads_agree(tmp_path, mnist):
 
 def test_bisect_command_prints_the_window_and_the_origin(tmp_path, mnist, capsys):
     code = main([str(IMPLS / "numpy"), str(late_bug(tmp_path, 12)), "--bisect", "--steps", "20",
-                 "--checkpoint-every", "5", "--out", str(tmp_path / "run"), "--no-html", "--quiet"])
+                 "--checkpoint-every", "5", "--out", str(tmp_path / "run"), "--no-html", "--quiet",
+                 "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert code == 1
     assert "bisect: summaries first part at step 12, output/softmax: norm" in out
     assert "bisect: replayed steps 10..12 in full from each side's checkpoint; the replay reproduces the summary " \
            "pass exactly: yes" in out
     assert "verdict: DIVERGED at step 12, output/softmax (values): the first origin" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["verdict"] == "diverged" and result["origins"] == [[12, "output/softmax"]]
+    [one] = result["bisect"]["passes"]
+    assert (one["suspect"]["step"], one["suspect"]["name"], one["window"], one["replay_exact"]) == \
+        (12, "output/softmax", [10, 12], True)
+    assert result["bisect"]["bytes_written"] > 0
+
+
+def test_bisect_command_whose_summaries_agree_still_writes_its_json(tmp_path, capsys):
+    code = main([str(IMPLS / "numpy"), str(IMPLS / "numpy"), "--bisect", "--steps", "12", "--checkpoint-every", "5",
+                 "--out", str(tmp_path / "run"), "--quiet", "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "bisect: summaries agree at every step to 11" in out and "verdict: AGREE" in out
+    assert "report:" not in out  # nothing was compared in full, so there is nothing to draw
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["verdict"], result["passed"], result["exit_code"], result["report"]) == ("agree", True, 0, None)
+    [one] = result["bisect"]["passes"]
+    assert (one["first_step"], one["suspect"], one["window"]) == (0, None, None)
 
 
 def test_bisect_needs_two_implementations(tmp_path, runs, capsys):
