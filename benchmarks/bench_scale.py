@@ -72,6 +72,11 @@ def bench_compare(n: int) -> None:
     print(f"  memstate    {ours * 1e3:9.1f} ms  {mb / ours:8.0f} MB/s")
     for name, t in base.items():
         print(f"  {name:<44s} {t * 1e3:9.1f} ms  {mb / t:8.0f} MB/s   memstate is {t / ours:6.2f}x its throughput")
+    # the ceiling: any comparator must read both sides and the bound at least once
+    read = best(lambda: (np.vdot(a, a), np.vdot(b, b), np.vdot(allowed, allowed)))
+    print(f"  floor: one read of both sides and the float64 bound {read * 1e3:.1f} ms, {mb / read:.0f} MB/s: "
+          + ", ".join(f"{t / read:.2f}x {name.split(' ')[0]}" for name, t in base.items() if "deepdiff" not in name)
+          + f"; memstate takes {ours / read:.2f}x the floor")
 
 
 def bench_memstate_compare(mnist, work: Path, steps: int, hidden: int) -> None:
