@@ -50,7 +50,8 @@ def ratio_text(ratio: float) -> str:
 
 def table(cells: dict[tuple[str, str], dict], presets: list[str], impls: list[str]) -> str:
     """The README's table: one row per preset, one cell per implementation."""
-    lines = ["| preset | published | " + " | ".join(impls) + " |", "| --- | --- | " + " | ".join("---" for _ in impls) + " |"]
+    lines = ["| preset | published | " + " | ".join(impls) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in impls) + " |"]
     for name in presets:
         base = cells.get((name, "numpy"))
         row = []

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.bisect import bisect
-from harness.capture import SUMMARY, Capture
+from harness.capture import SUMMARY, Capture, ramp
 from harness.comparator import RecordDiff, Tolerance, compare_memstates, compare_values
 from harness.config import Config
 from harness.data import load_mnist
@@ -160,8 +160,7 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
     size = sum(a.nbytes for a in arrays)
     floats = [a.ravel() for a in arrays if a.dtype.kind == "f"]
     read = best(lambda: [np.vdot(a, a) for a in floats], repeat=200)
-    ramps = [np.arange(a.size, dtype=a.dtype) % 1021 + 1 for a in floats]
-    dots = best(lambda: [(np.vdot(a, a), np.vdot(a, w)) for a, w in zip(floats, ramps)], repeat=200)
+    dots = best(lambda: [(np.vdot(a, a), np.vdot(a, ramp(a.size, a.dtype))) for a in floats], repeat=200)
     copy = best(lambda: [a.copy() for a in arrays], repeat=200)
     blob = b"".join(a.tobytes() for a in arrays)
     count = [0]
@@ -174,9 +173,9 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
     print(f"record floor: a step's {len(arrays)} records, {size / 1e6:.2f} MB: one read (np.vdot(x, x) each) "
           f"{read * 1e3:.3f} ms = {read / bare:.2f}x of the bare step; a summary's two dot products (sumsq, wsum) "
           f"{dots * 1e3:.3f} ms = {dots / bare:.2f}x; one copy {copy * 1e3:.3f} ms = {copy / bare:.2f}x; one write "
-          f"to a new file {write * 1e3:.3f} ms = {write / bare:.2f}x ({size / write / 1e9:.2f} GB/s, in {work.parent}); "
-          f"so summaries of every element cost at least {1 + read / bare:.2f}x (these summaries {1 + dots / bare:.2f}x), a full capture at least "
-          f"{1 + (copy + write) / bare:.2f}x")
+          f"to a new file {write * 1e3:.3f} ms = {write / bare:.2f}x ({size / write / 1e9:.2f} GB/s, "
+          f"in {work.parent}); so summaries of every element cost at least {1 + read / bare:.2f}x (these summaries "
+          f"{1 + dots / bare:.2f}x), a full capture at least {1 + (copy + write) / bare:.2f}x")
 
 
 def bench_bisect(mnist, work: Path, steps: int, bug: int, k: int) -> None:

@@ -80,7 +80,7 @@ class Capture:
         return cls(data.get("mode", FULL), tuple(tuple(r) for r in ranges), data.get("checkpoint_every", 0))
 
 
-def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
+def ramp(n: int, dtype: np.dtype) -> np.ndarray:
     """The weights of `wsum`: 1, 2, ..., 1021, 1, 2, ... (position-sensitive, exact in float32)."""
     key = dtype.str
     have = _RAMP.get(key)
@@ -93,7 +93,7 @@ def ramp_norm(n: int) -> float:
     """The norm of the first n weights of `wsum`: what bounds |wsum| by Cauchy-Schwarz."""
     norm = _WNORM.get(n)
     if norm is None:
-        norm = _WNORM[n] = float(np.linalg.norm(_ramp(n, np.dtype(np.float64))))
+        norm = _WNORM[n] = float(np.linalg.norm(ramp(n, np.dtype(np.float64))))
     return norm
 
 
@@ -108,7 +108,7 @@ def summarize(array: np.ndarray) -> list[float]:
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     # np.vdot is np.dot's BLAS call, bit for bit, without the floating-point warnings (np.errstate costs 2 us)
-    sumsq, wsum = float(np.vdot(x, x)), float(np.vdot(x, _ramp(n, x.dtype)))
+    sumsq, wsum = float(np.vdot(x, x)), float(np.vdot(x, ramp(n, x.dtype)))
     nonfinite = 0.0 if math.isfinite(sumsq) and math.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
     sample = np.sort(x[::max(1, n // SAMPLE)].astype(np.float64))  # (<= 2*SAMPLE,)
     k = sample.size - 1
