@@ -15,11 +15,13 @@ verdict is agree (nothing diverges), drift (divergences, no origin) or diverged 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from deepdiff import DeepDiff
 
+from .capture import Capture
 from .config import Config
 from .errors import InputError
 from .memstate import Memstate, unit_file
@@ -228,11 +230,34 @@ def printed_format(exact: np.ndarray, seen: np.ndarray, sample: int = 500) -> st
     return None
 
 
+CLASSES = 10
+
+
+def label_problem(y: np.ndarray) -> str:
+    """Why `y` is not a vector of class indices 0..9 (integers), or "" when it is."""
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            what = "are whole numbers"
+        else:
+            what = "are not whole numbers"
+        return f"labels are {y.dtype.name} ({what}); labels are integer class indices 0..{CLASSES - 1}"
+    out = np.flatnonzero((y.ravel() < 0) | (y.ravel() >= CLASSES))
+    if out.size:
+        i = int(out[0])
+        return f"labels hold {int(y.ravel()[i])} at element {i} ({out.size} outside 0..{CLASSES - 1} in all)"
+    return ""
+
+
 def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tolerance,
                    labels: tuple[str, str] = ("A", "B"), allowed: np.ndarray | None = None) -> RecordDiff:
     """Compare one record: against `allowed` (its noise bound) when given, else the fixed tolerance."""
     diff = RecordDiff(step, name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
                       dtype_a=a.dtype.name, dtype_b=b.dtype.name)
+    if name == "input/y":  # labels are class indices on both sides, or nothing downstream means anything
+        bad = [f"{lab}'s {why}" for lab, v in zip(labels, (a, b)) if (why := label_problem(v))]
+        if bad:
+            diff.kind, diff.note, diff.size = LABELS, "; ".join(bad), int(max(a.size, b.size))
+            return diff
     if a.shape == b.shape:
         diff.judged_by = "exact" if step == LOAD else ("noise" if allowed is not None else "fixed")
         compare_values(diff, a, b, tol, allowed)
@@ -317,9 +342,10 @@ def _side(label: str, ms: Memstate) -> Side:
 
 def _facts(ms: Memstate) -> dict[str, Any]:
     m = ms.manifest
-    return {"implementation": m.get("implementation", {}).get("name"), "runtime": m.get("runtime", {}),
-            "dtype": m.get("dtype"), "config": m.get("config", {}), "params_sha256": m.get("params_sha256"),
-            "data": m.get("data")}
+    facts = {"implementation": m.get("implementation", {}).get("name"), "runtime": m.get("runtime", {}),
+             "dtype": m.get("dtype"), "config": m.get("config"), "params_sha256": m.get("params_sha256"),
+             "data": m.get("data")}
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 def manifest_differences(a: Memstate, b: Memstate) -> list[tuple[str, Any, Any]]:
@@ -329,49 +355,58 @@ def manifest_differences(a: Memstate, b: Memstate) -> list[tuple[str, Any, Any]]
     for items in tree.values():
         for item in items:
             path = ".".join(str(p) for p in item.path(output_format="list"))
-            t1 = None if type(item.t1).__name__ == "NotPresent" else item.t1
-            t2 = None if type(item.t2).__name__ == "NotPresent" else item.t2
-            out.append((path, t1, t2))
+            if "NotPresent" in (type(item.t1).__name__, type(item.t2).__name__):
+                continue  # a fact only one side records (a C++ side has no numpy version): nothing to compare
+            out.append((path, item.t1, item.t2))
     return sorted(out, key=lambda x: x[0])
 
 
 def config_of(ms: Memstate) -> Config | None:
-    try:
-        return Config.from_dict(ms.config, source=str(ms.dir))
-    except InputError:
-        return None
+    """The config the memstate's manifest records (checked when it was opened); None without one."""
+    return ms.cfg
 
 
 def choose_tolerance(a: Memstate, b: Memstate, rtol: float | None = None, atol: float | None = None,
                      mode: str | None = None) -> Tolerance:
     """The lower precision of the two sides; the noise model unless `mode` is fixed or rtol/atol is given."""
-    dtypes = {str(m.manifest.get("dtype") or m.config.get("dtype") or "float32") for m in (a, b)}
+    dtypes = {str(m.manifest.get("dtype") or m.config.get("dtype") or record_dtype(m)) for m in (a, b)}
     dtype = "float32" if "float32" in dtypes or not dtypes <= {"float64"} else "float64"
     r, t = FIXED_TOLERANCES[dtype]
     mode = mode or ("fixed" if rtol is not None or atol is not None else "noise")
     return Tolerance(dtype, r if rtol is None else rtol, t if atol is None else atol, mode)
 
 
+def record_dtype(ms: Memstate) -> str:
+    """A side that names no dtype (a JSON-lines file without a config) computed in what its float
+    records hold: float64 when every one of them is float64, else float32."""
+    kinds = {ms._open[u].entries[n][0].name for u in ms.units[:3] for n in ms.names(u)
+             if ms._open[u].entries[n][0].kind == "f"}
+    return "float64" if kinds == {"float64"} else "float32"
+
+
 def _keys(ms: Memstate) -> list[tuple[Step, str]]:
     return [(step, name) for step in ms.units for name in ms.names(step)]
 
 
-def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> list[tuple[Step, str]]:
-    """Every (step, name) to look at: the config's expected records in spec order, with any
-    record the spec does not name placed at the end of its step."""
-    steps = max([cfg.steps if cfg else 0] + [u + 1 for m in (a, b) for u in m.units if u != LOAD])
-    expected = expected_order(cfg.replace(steps=steps)) if cfg else []
-    known = set(expected)
-    extra = [k for k in _keys(a) + _keys(b) if k not in known]
-    by_step: dict[Step, list[str]] = {}
-    for step, name in extra:
-        if name not in by_step.setdefault(step, []):
-            by_step[step].append(name)
-    out: list[tuple[Step, str]] = []
-    units = [LOAD] + sorted({s for s, _ in expected + extra if s != LOAD})
-    for step in units:
-        out += [k for k in expected if k[0] == step] + [(step, n) for n in by_step.get(step, [])]
-    return out
+def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> Iterator[tuple[Step, str]]:
+    """Every (step, name) to look at, lazily: the config's records in spec order, with any record the
+    spec does not name placed at the end of its step. The steps are those either side holds, and those
+    a side's config asks for up to one past the last held step (enough to say where a side stopped),
+    so a config of 10^9 steps over a memstate of 3 costs nothing."""
+    names = [s.name for s in step_records(cfg)] if cfg else []
+    held = {u for m in (a, b) for u in m.units if u != LOAD}
+    last = max(held, default=-1)
+    steps = set(held)
+    for m in (a, b):
+        want = m.expected if m.expected is not None else (range(cfg.steps) if cfg else range(0))
+        steps.update(range(want.start, min(want.stop, max(last + 2, want.start + 1))))
+    for step in [LOAD, *sorted(steps)]:
+        spec = [p for p in PARAMETERS] if step == LOAD and cfg else names if cfg else []
+        extra: list[str] = []
+        for m in (a, b):
+            extra += [n for n in m.names(step) if n not in spec and n not in extra]
+        for name in spec + extra:
+            yield step, name
 
 
 class _Models:
@@ -454,7 +489,9 @@ def classify(diff: RecordDiff, x: np.ndarray, y: np.ndarray, models: tuple[Expec
         inputs = _graph_inputs(cfg, diff.step, diff.name, first)
         diff.judged_by = "graph"
         if inputs is None:
-            diff.note = (diff.note + " " if diff.note else "") + "no model for this record: neither origin nor propagated"
+            diff.role = ORIGIN  # nothing upstream is known to explain it, so it must not pass as drift
+            diff.note = ((diff.note + " " if diff.note else "") + "no model or dataflow for this record (not in the "
+                         "spec's graph): counted as an origin, since nothing upstream is known to explain it")
         else:
             diff.role = PROPAGATED if any(k in diverged for k in inputs) else ORIGIN
 
@@ -503,7 +540,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     diverged: set[tuple[Step, str]] = set()
     bounds: dict[str, np.ndarray] = {}  # this step's noise bounds so far, for the records after them
     bounds_step: Step | None = None
+    captures = [Capture.from_dict(ms.manifest.get("capture")) for ms in (a, b)]
+    last: tuple[Step, str] = (LOAD, "-")
     for step, name in keys:
+        last = (step, name)
         x, y = a.get(step, name), b.get(step, name)
         if x is None or y is None:
             if any((step, name) in unmapped[lab] for lab in sides):
@@ -516,7 +556,11 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 result.notes.append(why)
                 break
             if len(lacking) == 2:
-                continue  # neither side has it (e.g. both ran fewer steps than the config says)
+                if cfg is None or name not in spec_names or not all(c.keeps(step, name) for c in captures):
+                    continue  # not the spec's, or a record neither side's capture keeps
+                result.records.append(RecordDiff(step, name, MISSING, note="neither side has this record, which "
+                                                 "their config asks for"))
+                continue
             if cfg is not None and name not in spec_names:
                 own = next(lab for lab in sides if lab not in lacking)
                 one_sided.setdefault((own, name), []).append(step)  # a side's own extra record: not the spec's
@@ -551,7 +595,6 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     else:
         for lab, ms in sides.items():  # stopped after writing everything the config asks for
             if ms.status != "complete":
-                last = keys[-1] if keys else (LOAD, "-")
                 result.records.append(RecordDiff(last[0], last[1], STOPPED, note=f"{lab} {ms.stop_summary()}"))
                 break
     for (lab, name), steps in one_sided.items():

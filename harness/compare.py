@@ -22,12 +22,13 @@ from .comparator import Comparison, choose_tolerance, compare_memstates
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
 from .data import load_mnist
 from .describe import describe_record
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, printable
 from .job import Job, prepare_job
 from .jsonl import convert_jsonl
 from .legacy import convert_legacy, looks_legacy
 from .memstate import MANIFEST, Memstate, write_atomic
 from .params import Params, initial_params, load_params
+from .processes import interrupt_code, interrupt_name, terminations_interrupt
 from .records import LOAD, step_label
 from .report import write_report
 from .runner import Implementation, is_implementation, load_implementation, run_implementation
@@ -141,6 +142,14 @@ def full_capture_estimate(res: BisectResult, steps: int) -> int:
     return int(sum(sizes) / len(sizes) * steps * 2) if sizes else 0
 
 
+def _print(*parts: object, file=None) -> None:
+    """print, with every control character that came from a file escaped (a name holding a newline and
+    an ANSI escape cannot forge or hide a line); the newlines between parts stay newlines."""
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(printable(line) for line in text.split("\n")) if "\n" in text else printable(text),
+          file=file or sys.stdout, flush=file is sys.stderr)
+
+
 def format_text(c: Comparison, limit: int = 8) -> str:
     names = (c.a.label, c.b.label)
     cfg = c.a.manifest.get("config", {})
@@ -158,14 +167,14 @@ def format_text(c: Comparison, limit: int = 8) -> str:
     first = c.first
     if first is None:
         lines.append("verdict: AGREE (every record within its noise bound)")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
     if c.verdict == "drift":
         lines.append(f"verdict: DRIFT: {len(c.divergences)} record(s) differ by more than a step's rounding, first at "
                      f"{first.where}; each is explained by differences upstream (no origin)")
         lines.append("  drift passes" + (" only without --strict: exit 1 (--strict)" if c.strict else
                                           "; use --strict to make it fail"))
         lines.extend(describe_record(first, names))
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
     origins = c.origins
     lines.append(f"verdict: DIVERGED at {first.where} ({first.kind}): the first origin")
     lines.extend(describe_record(first, names))
@@ -179,7 +188,7 @@ def format_text(c: Comparison, limit: int = 8) -> str:
         for r in propagated[:limit]:
             extra = f"{r.n_over}/{r.size} over, worst {r.worst_ratio:.3g}x" if r.kind == "values" else r.note
             lines.append(f"  {step_label(r.step)} {r.name} {extra}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -237,9 +246,13 @@ def kept(out: Path, sides: list[SideInput]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    with terminations_interrupt():  # SIGTERM and SIGHUP close the memstates as Ctrl-C does
+        return _main(sys.argv[1:] if argv is None else [str(x) for x in argv])
+
+
+def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (lambda msg: None) if args.quiet else (lambda msg: _print(printable(msg), file=sys.stderr))
     sides: list[SideInput] = []
     out = Path(args.out or "runs")
     try:
@@ -255,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             res, pre = run_bisect(args, sides, out, log)
             last = res.passes[-1]
             if res.comparison is None:  # the summaries agree: nothing was replayed, so there is no report
-                print("\n".join(pre), file=sys.stderr if args.json == "-" else sys.stdout)
-                print(f"verdict: {'DRIFT' if res.verdict == 'drift' else 'AGREE'} (no origin in {res.passes[0].a.parent}; "
+                _print("\n".join(printable(line) for line in pre), file=sys.stderr if args.json == "-" else sys.stdout)
+                _print(f"verdict: {'DRIFT' if res.verdict == 'drift' else 'AGREE'} (no origin in {res.passes[0].a.parent}; "
                       f"the summaries of every screened step agree)", file=sys.stderr if args.json == "-" else sys.stdout)
                 code = 1 if args.strict and res.verdict == "drift" else 0
                 if args.json:
@@ -292,38 +305,39 @@ def main(argv: list[str] | None = None) -> int:
         tol = choose_tolerance(states[0], states[1], args.rtol, args.atol, args.tolerance)
         comparison = compare_memstates(states[0], states[1], tol, strict=args.strict, stop_at_origin=args.first)
     except InputError as e:
-        print(f"error: {e}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
+        _print(f"error: {printable(e)}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk or a vanished directory: say which file, keep what was written
-        print(f"error: {e.filename or out}: {e.strerror or e}; every finished step is kept"
+        _print(f"error: {printable(e.filename or out)}: {printable(e.strerror or e)}; every finished step is kept"
               f"{kept(out, sides) if sides else ''}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; every finished step is kept{kept(out, sides) if sides else ''}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "" if interrupt_name(e) == "Ctrl-C" else f" ({interrupt_name(e)})"
+        _print(f"interrupted{how}; every finished step is kept{kept(out, sides) if sides else ''}", file=sys.stderr)
+        return interrupt_code(e)
     to_stdout = args.json == "-"
     text_out = sys.stderr if to_stdout else sys.stdout
     if pre:
-        print("\n".join(pre), file=text_out)
-    print(format_text(comparison), file=text_out)
+        _print("\n".join(printable(line) for line in pre), file=text_out)
+    _print(format_text(comparison), file=text_out)
     code = comparison.exit_code
     for label, ms in zip("AB", states):
         if ms.damaged:  # compared up to the damage; the input is still bad (exit 2)
             n = len([u for u in ms.units if u != LOAD])
             covers = f"the {n} step(s) before it" if n else "only what was loaded before it"
-            print(f"error: {label}'s memstate is damaged: {ms.damaged}; the comparison above covers {covers}",
+            _print(f"error: {label}'s memstate is damaged: {printable(ms.damaged)}; the comparison above covers {covers}",
                   file=sys.stderr)
     written = None
     if html is not None:
         try:
             written = write_report(comparison, states[0], states[1], html,
                                    shlex.join(["python", "-m", "harness.compare", *argv]))
-            print(f"report: {html}", file=text_out)
+            _print(f"report: {html}", file=text_out)
         except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
+            _print(f"error: {printable(e)}", file=sys.stderr)
             code = 2
         except Exception as e:  # noqa: BLE001 - a report that cannot be drawn must not hide the verdict above
-            print(f"error: {html}: the report could not be drawn ({type(e).__name__}: {e}); the comparison above "
+            _print(f"error: {html}: the report could not be drawn ({type(e).__name__}: {e}); the comparison above "
                   f"stands", file=sys.stderr)
             code = 2
     if args.json:
@@ -338,12 +352,12 @@ def write_json(target: str, result: dict) -> int:
     """--json: the result to stdout ("-") or to a file, written whole or not at all; 2 if it cannot be."""
     text = json.dumps(result, indent=1, default=str)
     if target == "-":
-        print(text)
+        print(text)  # JSON: every control character is already escaped
         return 0
     try:
         write_atomic(Path(target), text.encode())
     except OSError as e:
-        print(f"error: {target}: cannot write the JSON result: {e.strerror or e}", file=sys.stderr)
+        _print(f"error: {target}: cannot write the JSON result: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

@@ -50,7 +50,7 @@ class Job:
         facts: dict[str, object] = {}
         if self.capture != Capture():
             facts["capture"] = self.capture.to_dict()
-        if self.first_step:
+        if self.first_step or (self.steps and self.steps != self.config.steps):  # a window of the run
             facts["replay"] = {"first_step": self.first_step, "steps": self.steps}
         return facts
 

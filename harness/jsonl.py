@@ -19,7 +19,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .memstate import RECORD_DTYPES, Memstate, MemstateWriter
+from .config import Config
+from .errors import DuplicateKey, InputError, loads, regular_file
+from .manifest import expected_steps
+from .memstate import MAX_DIMS, RECORD_DTYPES, Memstate, MemstateWriter, temporary_name
 from .records import LOAD
 
 FORMAT = "jsonl/1"
@@ -34,12 +37,12 @@ class LineError(Exception):
 def _values(data: Any, dtype: str) -> np.ndarray:
     flat = data if isinstance(data, list) else [data]
     if dtype.startswith("float"):
-        try:
-            arr = np.array(flat, dtype=np.float64)
-            for i in np.flatnonzero(np.isnan(arr)):  # numpy reads null as NaN: look where NaN came from
-                if flat[i] is None:
-                    raise TypeError
-        except (TypeError, ValueError, OverflowError):
+        if set(map(type, flat)) <= {float, int}:  # the common case, checked in one pass
+            try:
+                arr = np.array(flat, dtype=np.float64)
+            except OverflowError:
+                raise LineError("an integer in 'data' is too large for a float") from None
+        else:
             fixed = []
             for i, v in enumerate(flat):
                 if isinstance(v, str) and v in SPECIAL:
@@ -48,7 +51,7 @@ def _values(data: Any, dtype: str) -> np.ndarray:
                     raise LineError(f"data[{i}] is null; write NaN/Infinity as the strings \"NaN\", "
                                     f"\"Infinity\", \"-Infinity\" (JavaScript's JSON.stringify turns them into null)")
                 elif isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise LineError(f"data[{i}] is {v!r}, expected a number") from None
+                    raise LineError(f"data[{i}] is {repr(v)[:40]}, expected a number") from None
                 else:
                     fixed.append(v)
             try:
@@ -79,8 +82,10 @@ def parse_record(obj: dict[str, Any]) -> tuple[Any, str, np.ndarray]:
     if dtype not in RECORD_DTYPES:
         raise LineError(f"record {name!r}: field 'dtype' must be one of {', '.join(RECORD_DTYPES)}, got {dtype!r}")
     shape = obj.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise LineError(f"record {name!r}: field 'shape' must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape):
+        raise LineError(f"record {name!r}: field 'shape' must be a list of at most {MAX_DIMS} integers in "
+                        f"0..2^31-1, got {json.dumps(shape)[:60]}")
     if "data" not in obj:
         raise LineError(f"record {name!r}: field 'data' is missing")
     try:
@@ -113,43 +118,37 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
         extra.clear()
     status, error, where = "stopped", None, {}
     try:
+        regular_file(source, "a JSON-lines memstate")
         f: TextIO = open(source, encoding="utf-8")
-    except OSError as e:
-        writer.close("stopped", error=f"{source}: cannot read: {e.strerror}", stderr_tail=stderr_tail)
+    except (OSError, InputError) as e:
+        writer.close("stopped", error=str(e) if isinstance(e, InputError) else f"{source}: cannot read: {e.strerror}",
+                     stderr_tail=stderr_tail)
         return Memstate(target)
+    steps: range | None = None  # what the config asks for, once known
     with f:
         lineno = 0
         try:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LineError(f"not valid JSON ({e.msg} at column {e.colno}): {line[:80].rstrip()!r}") from None
-                except RecursionError:
-                    raise LineError("nests arrays or objects too deeply to read") from None
-                if not isinstance(obj, dict):
-                    raise LineError(f"expected a JSON object, got {line[:80].rstrip()!r}")
+                obj = _object(line)
                 if "memstate" in obj:
-                    if obj["memstate"] != FORMAT:
-                        raise LineError(f"header says format {obj['memstate']!r}, this reader knows {FORMAT!r}")
-                    versions = obj.get("versions") or {}
-                    if not isinstance(versions, dict):
-                        raise LineError(f"header field 'versions' must be an object like {{\"go\": \"1.22\"}}, "
-                                        f"got {versions!r:.60}")
-                    if "implementation" in obj:
-                        writer.manifest.setdefault("implementation", {}).setdefault("name", str(obj["implementation"]))
-                    writer.describe(obj.get("device"), **versions)
-                    if isinstance(obj.get("config"), dict) and not writer.manifest.get("config"):
-                        writer.manifest["config"] = obj["config"]
-                        writer.manifest["dtype"] = obj["config"].get("dtype")
+                    _header(writer, obj)
                 elif "end" in obj:
                     status = "complete" if obj["end"] == "complete" else "stopped"
-                    error = None if status == "complete" else str(obj.get("error") or f"end: {obj['end']!r}")
+                    error = None if status == "complete" else str(obj.get("error") or f"end: {obj['end']!r}")[:4000]
+                    after = next((n for n, rest in enumerate(f, lineno + 1) if rest.strip()), None)
+                    if after is not None:  # the file goes on past its end: which part is the run?
+                        writer.manifest["damaged"] = (f"{source}: line {after}: more lines after the end line (line "
+                                                      f"{lineno}); a run ends once")
                     break
                 else:
                     step, name, array = parse_record(obj)
+                    if steps is None:
+                        steps = _steps(writer) or range(0, 2**62)
+                    if step != LOAD and step not in steps:
+                        raise LineError(f"record {name!r} is at step {step}, but the config asks for steps "
+                                        f"{steps.start}..{steps.stop - 1}")
                     if step != LOAD and extra:
                         add_load()
                     try:
@@ -162,11 +161,57 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
             error, where = f"{source}: line {lineno}: {e}", {"line": lineno}
         except UnicodeDecodeError as e:
             error = f"{source}: not UTF-8 text near line {lineno + 1}: {e.reason}"
+    writer.manifest["converted_from"] = str(source)
     if status == "complete":
         writer.close("complete")
     else:
         writer.close(status, error=error, stderr_tail=stderr_tail, **where)
     return Memstate(target)
+
+
+def _object(line: str) -> dict[str, Any]:
+    """One line as a JSON object, or LineError."""
+    try:
+        obj = loads(line)
+    except DuplicateKey as e:
+        raise LineError(f"not valid: {e}") from None
+    except json.JSONDecodeError as e:
+        raise LineError(f"not valid JSON ({e.msg} at column {e.colno}): {line[:80].rstrip()!r}") from None
+    except RecursionError:
+        raise LineError("nests arrays or objects too deeply to read") from None
+    if not isinstance(obj, dict):
+        raise LineError(f"expected a JSON object, got {line[:80].rstrip()!r}")
+    return obj
+
+
+def _header(writer: MemstateWriter, obj: dict[str, Any]) -> None:
+    """The header line's fields into the manifest, each checked (the config as a config)."""
+    if obj["memstate"] != FORMAT:
+        raise LineError(f"header says format {str(obj['memstate'])[:40]!r}, this reader knows {FORMAT!r}")
+    versions = obj.get("versions") or {}
+    if not isinstance(versions, dict) or not all(isinstance(v, (str, int, float)) for v in versions.values()):
+        raise LineError(f"header field 'versions' must be an object like {{\"go\": \"1.22\"}}, "
+                        f"got {json.dumps(versions)[:60]}")
+    for key in ("implementation", "device"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise LineError(f"header field {key!r} must be a string, got {json.dumps(obj[key])[:60]}")
+    if obj.get("implementation"):
+        writer.manifest.setdefault("implementation", {}).setdefault("name", obj["implementation"])
+    writer.describe(obj.get("device"), **versions)
+    if obj.get("config") is not None and not writer.manifest.get("config"):
+        try:
+            config = Config.from_dict(obj["config"], source="header field 'config'")
+        except InputError as e:
+            raise LineError(str(e)) from None
+        writer.manifest["config"] = obj["config"]
+        writer.manifest["dtype"] = config.dtype
+
+
+def _steps(writer: MemstateWriter) -> range | None:
+    """The steps the run's config asks for (the job's, or the header's), None without a config."""
+    if not writer.manifest.get("config"):
+        return None
+    return expected_steps(writer.manifest, Config.from_dict(writer.manifest["config"]))
 
 
 def _jsonable(array: np.ndarray) -> list[Any]:
@@ -180,7 +225,7 @@ def write_jsonl(memstate: Memstate, target: str | Path) -> None:
     m = memstate.manifest
     runtime = m.get("runtime", {})
     target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = temporary_name(target)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             header = {"memstate": FORMAT, "implementation": memstate.name, "device": runtime.get("device"),

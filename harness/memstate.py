@@ -18,13 +18,16 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .capture import FULL, SUMMARY_FIELDS, Capture, summarize
-from .errors import InputError, read_json
-from .records import LOAD, Step, step_label
+from .config import Config
+from .errors import DuplicateKey, InputError, loads, read_json, regular_file
+from .manifest import check_manifest, expected_steps
+from .records import LOAD, PARAMETERS, Step, parameter_size, step_label
 
 FORMAT = "memstate/1"
 MANIFEST = "manifest.json"
@@ -34,6 +37,8 @@ RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "in
 NP_TO_ST = {np.dtype(v): k for k, v in ST_DTYPES.items()}  # by native-order dtype: dtype.name costs microseconds
 _RECORD_NP = frozenset(np.dtype(n) for n in RECORD_DTYPES)
 SUMMARIES, SUMMARY_NAMES = "summaries.f64", "summaries.names"
+MAX_DIMS = 16  # a record has at most this many dimensions (the spec's have 0 to 2; numpy stops at 64)
+MAX_HEADER = 100_000_000  # bytes of a safetensors header, as the reference reader allows
 
 
 WRITE_FAILED = 74  # a child's exit code when it could not write its memstate (sysexits' EX_IOERR)
@@ -56,7 +61,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
     """Write `parts` to PATH.tmp and rename it to PATH; on failure (a full disk) remove PATH.tmp
     and raise, so that no half-written file is left under either name."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as f:
             f.writelines(parts)
@@ -91,6 +96,12 @@ def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, in
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
     return [len(text).to_bytes(8, "little") + text, *parts]
+
+
+def temporary_name(path: Path) -> Path:
+    """PATH's temporary sibling, unique to this writer (process and call), ending in .tmp: two writers of
+    one file never share a temporary name, and whichever renames last wins whole."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
 
 def now() -> str:
@@ -241,9 +252,11 @@ class Unit:
         return self._arrays
 
     @classmethod
-    def open(cls, path: Path) -> Unit:
+    def open(cls, path: Path, step: Step | None = None) -> Unit:
+        """Read and check one step file's header: every entry's dtype, shape and offsets, no two entries
+        sharing bytes, no key twice, and (given `step`) the header's own step matching the file name."""
+        size = regular_file(path, "a step file")
         try:
-            size = path.stat().st_size
             with open(path, "rb") as f:
                 head = f.read(8)
                 if len(head) < 8:
@@ -251,39 +264,98 @@ class Unit:
                 (n,) = struct.unpack("<Q", head)
                 if n > size - 8:
                     raise InputError(f"{path}: truncated: header says {n} bytes, file has {size - 8} after it")
-                header = json.loads(f.read(n))
+                if n > MAX_HEADER:
+                    raise InputError(f"{path}: safetensors header of {n} bytes, more than the {MAX_HEADER} allowed")
+                header = loads(f.read(n))
         except OSError as e:
             raise InputError(f"{path}: cannot read: {e.strerror}") from None
+        except DuplicateKey as e:
+            raise InputError(f"{path}: safetensors header is not valid: {e}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: safetensors header is not valid JSON: {e}") from None
+        except RecursionError:
+            raise InputError(f"{path}: safetensors header nests too deeply to read") from None
         if not isinstance(header, dict):
             raise InputError(f"{path}: safetensors header is not an object")
         meta = header.pop("__metadata__", None) or {}
-        try:
-            order = json.loads(meta.get("order", "[]"))
-        except (json.JSONDecodeError, TypeError):
-            order = []
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise InputError(f"{path}: safetensors field '__metadata__' must be an object of strings, got "
+                             f"{str(meta)[:60]}")
+        order = _order(path, meta.get("order"))
+        if step is not None and "step" in meta and meta["step"] != str(step):
+            raise InputError(f"{path}: header says step {meta['step']!r:.40}, the file name says {step}")
         names = [o for o in order if o in header] + sorted(set(header) - set(order))
         base = 8 + n
         unit = cls(path, size if size > base else 0)
         for name in names:
             info = header[name]
             try:
-                dtype = np.dtype(ST_DTYPES[info["dtype"]])
-                shape = tuple(int(d) for d in info["shape"])
-                begin, end = (int(x) for x in info["data_offsets"])
-                if any(d < 0 for d in shape) or not 0 <= begin <= end \
-                        or math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:  # too large for numpy
+                if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
                     raise ValueError
-            except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a shape of Infinity
-                raise InputError(f"{path}: record {name!r}: bad entry {info!r} "
-                                 f"(expected dtype one of {', '.join(ST_DTYPES)}, shape, data_offsets)") from None
+                dtype = np.dtype(ST_DTYPES[info["dtype"]])
+                if not isinstance(info["shape"], list) or len(info["shape"]) > MAX_DIMS \
+                        or not all(isinstance(d, int) and not isinstance(d, bool) for d in info["shape"]):
+                    raise ValueError
+                shape = tuple(info["shape"])
+                offsets = info["data_offsets"]
+                if not isinstance(offsets, list) or len(offsets) != 2 \
+                        or not all(isinstance(x, int) and not isinstance(x, bool) for x in offsets):
+                    raise ValueError
+                begin, end = offsets
+                if any(d < 0 or d >= 2**62 for d in shape) or not 0 <= begin <= end \
+                        or math.prod(d for d in shape if d) * dtype.itemsize >= 2**62:  # too large for numpy
+                    raise ValueError
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise InputError(f"{path}: record {name!r}: bad entry {str(info)[:120]} (expected dtype one of "
+                                 f"{', '.join(ST_DTYPES)}, a shape of at most {MAX_DIMS} non-negative integers, "
+                                 f"data_offsets [begin, end])") from None
             need = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot wrap around
             if end - begin != need or base + end > size:
                 raise InputError(f"{path}: record {name!r}: data offsets {begin}..{end} do not hold shape "
                                  f"{list(shape)} of {dtype.name} ({need} bytes) in a {size}-byte file (truncated?)")
             unit.entries[name] = (dtype, shape, base + begin, base + end)
+        spans = sorted((a, b, name) for name, (_, _, a, b) in unit.entries.items() if b > a)
+        for (_, end1, n1), (begin2, _, n2) in zip(spans, spans[1:]):
+            if begin2 < end1:
+                raise InputError(f"{path}: records {n1!r} and {n2!r} share bytes (their data offsets overlap); "
+                                 f"each record needs its own")
         return unit
+
+
+def _order(path: Path, text: Any) -> list[str]:
+    """The header's written order of records: a JSON list of distinct names."""
+    if text is None:
+        return []
+    try:
+        order = loads(text)
+    except (ValueError, TypeError, RecursionError):
+        order = None
+    if not isinstance(order, list) or not all(isinstance(o, str) for o in order) or len(set(order)) != len(order):
+        raise InputError(f"{path}: safetensors metadata 'order' must be a JSON list of distinct record names, "
+                         f"got {str(text)[:60]}")
+    return order
+
+
+def _span(steps: range) -> str:
+    return f"{steps.start}..{steps.stop - 1}" if len(steps) else "none"
+
+
+def _kept_steps(capture: Capture, steps: range) -> Iterator[int]:
+    """The steps of `steps` of which `capture` keeps a unit, in order, without visiting the others (a
+    summary run of 10^9 steps with a checkpoint every 100 is not walked step by step)."""
+    if capture.mode == FULL:
+        yield from steps
+        return
+    kept: set[int] = set()
+    for lo, hi in capture.full_steps:
+        kept.update(range(max(lo, steps.start), min(hi + 1, steps.stop)))
+        if len(kept) > 10**6:
+            break
+    k = capture.checkpoint_every
+    if k:
+        first = steps.start + (k - 1 - steps.start) % k
+        kept.update(range(first, steps.stop, k)[:10**6])
+    yield from sorted(kept)
 
 
 class Memstate:
@@ -296,8 +368,8 @@ class Memstate:
         if not path.is_file():
             raise InputError(f"{self.dir}: not a memstate (no {MANIFEST})")
         self.manifest: dict[str, Any] = read_json(path, "memstate manifest")
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
-            raise InputError(f"{path}: field 'format' must be {FORMAT!r}")
+        self.cfg: Config | None = check_manifest(path, self.manifest, FORMAT)
+        self.expected: range | None = expected_steps(self.manifest, self.cfg)  # the steps its config asks for
         on_disk = self._units_on_disk()
         units = self.manifest.get("units")
         if units is None:  # never closed (the writer was killed): the finished step files are the truth
@@ -305,19 +377,49 @@ class Memstate:
         elif not isinstance(units, list) or any(u != LOAD and (not isinstance(u, int) or isinstance(u, bool) or u < 0)
                                                 for u in units):
             raise InputError(f"{path}: field 'units' must list 'load' and non-negative step numbers")
+        if len(set(units)) != len(units) or [u for u in units if u != LOAD] != sorted(u for u in units if u != LOAD):
+            raise InputError(f"{path}: field 'units' must list each unit once, in step order")
         self.unlisted: list[Step] = [u for u in on_disk if u not in units]  # files the manifest does not name
         self.damaged: str | None = None  # what is wrong with the first unreadable unit; units stop before it
         self._open: dict[Step, Unit] = {}
         self.units: list[Step] = []
         for u in units:  # every header is read now, so a damaged file ends the memstate where it is
             try:
+                if self.expected is not None and u != LOAD and u not in self.expected:
+                    raise InputError(f"{path}: holds {step_label(u)}, but its config asks for steps "
+                                     f"{_span(self.expected)}")
                 if u not in on_disk:
                     raise InputError(f"{path}: lists {step_label(u)} but {unit_file(u)} is missing")
-                self._open[u] = Unit.open(self.dir / unit_file(u))
+                self._open[u] = Unit.open(self.dir / unit_file(u), None if u == LOAD else u)
             except InputError as e:
                 self.damaged = str(e)
                 break
             self.units.append(u)
+        if self.damaged is None:  # a converter found the source contradicting itself (lines past its end)
+            self.damaged = self.manifest.get("damaged")
+        if self.damaged is None and self.manifest.get("status") == "complete":
+            self.damaged = self._contradiction(Path(self.manifest.get("converted_from") or path))
+
+    def _contradiction(self, path: Path) -> str | None:
+        """Where a memstate that says `complete` contradicts its own config: a step (or the load unit) it
+        should hold and does not, or loaded parameters of another size than the config's. None if none."""
+        if self.cfg is None or self.expected is None:
+            return None
+        if LOAD not in self.units:
+            return f"{path}: says complete, but holds no load unit (the parameters as loaded)"
+        for name in PARAMETERS:
+            entry = self._open[LOAD].entries.get(name)
+            if entry is not None and math.prod(entry[1]) != parameter_size(name, self.cfg):
+                return (f"{path}: its config says hidden={self.cfg.hidden}, but load {name} has shape "
+                        f"{list(entry[1])}: the config is not the one that ran")
+        capture = Capture.from_dict(self.manifest.get("capture"))
+        held = {u for u in self.units if u != LOAD}
+        for step in _kept_steps(capture, self.expected):
+            if step not in held:
+                n = len([s for s in held if s < step])
+                return (f"{path}: says complete, but its config asks for steps {_span(self.expected)} and "
+                        f"{step_label(step)} is missing ({n} step(s) before it are held)")
+        return None
 
     def _units_on_disk(self) -> list[Step]:
         steps = sorted(int(m.group(1)) for f in self.dir.glob("step-*.safetensors")

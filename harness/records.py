@@ -36,6 +36,13 @@ class RecordSpec:
     previous: tuple[str, ...] = ()
 
 
+def parameter_size(name: str, config: Config, inputs: int = 784, classes: int = 10) -> int:
+    """How many elements a parameter of this config holds: W1 is (H, inputs), b1 (H,), W2 (classes, H), b2
+    (classes,)."""
+    return {"hidden/weight": config.hidden * inputs, "hidden/bias": config.hidden,
+            "output/weight": classes * config.hidden, "output/bias": classes}[name]
+
+
 def velocity(param: str) -> str:
     """The momentum buffer record of a parameter: hidden/weight -> hidden/weight_velocity."""
     return param + "_velocity"

@@ -33,6 +33,7 @@ from .job import Job, prepare_job, replay_buffers
 from .jsonl import convert_jsonl
 from .memstate import MANIFEST, WRITE_FAILED, Memstate, MemstateWriter, write_atomic
 from .params import Params, initial_params
+from .processes import RUN_ID, end_run, interrupt_name, new_run_id, tail, terminations_interrupt
 
 IMPL_MANIFEST = "memstate-impl.json"
 DEFAULT_TIMEOUT = 600.0
@@ -167,14 +168,6 @@ class RunResult:
         return self.status == "complete"
 
 
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode("utf-8", "replace")
-
-
 def _describe_exit(code: int | None, timed_out: float | None) -> str:
     if timed_out is not None:
         return f"timed out after {timed_out:g} s and was killed"
@@ -201,7 +194,8 @@ def _interrupt(proc: subprocess.Popen) -> int:
     close its memstate, then kill it. A second Ctrl-C kills it at once."""
     try:
         os.killpg(proc.pid, signal.SIGINT)
-        return proc.wait(timeout=INTERRUPT_GRACE)
+        with terminations_interrupt():  # a second SIGTERM, like a second Ctrl-C, kills it at once
+            return proc.wait(timeout=INTERRUPT_GRACE)
     except (subprocess.TimeoutExpired, KeyboardInterrupt, ProcessLookupError):
         _kill_group(proc)
         return proc.wait()
@@ -226,11 +220,13 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     stderr_path = out.with_name(out.name + ".stderr.txt")
     stdout_path = out.with_name(out.name + ".stdout.txt")
     env = dict(os.environ)
+    token = env[RUN_ID] = new_run_id()  # everything the run starts carries it, and ends with the run
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing is written into the implementation's directory
     harness_parent = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (harness_parent, env.get("PYTHONPATH")) if p)
     jsonl = out.with_name(out.name + ".jsonl")
     if impl.entry:
-        args = [sys.executable, "-P", "-m", "harness._child", str(impl.dir), impl.entry, str(job.dir), str(out),
+        args = [sys.executable, "-P", "-B", "-m", "harness._child", str(impl.dir), impl.entry, str(job.dir), str(out),
                 json.dumps(manifest)]
     else:
         built, build_error, build_output = ensure_built(impl) if impl.build else (None, None, "")
@@ -245,7 +241,9 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
                 a = a.replace(k, v)
             args.append(a)
     start = time.perf_counter()
-    timed_out, interrupted = None, False
+    timed_out: float | None = None
+    interrupted: KeyboardInterrupt | None = None
+    proc = None
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
         try:  # its own process group: a timeout kills whatever it started too, and Ctrl-C reaches it through us
             proc = subprocess.Popen(args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env,
@@ -259,10 +257,12 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 code, timed_out = proc.wait(), timeout
-            except KeyboardInterrupt:
-                code, interrupted = _interrupt(proc), True
+            except KeyboardInterrupt as e:
+                code, interrupted = _interrupt(proc), e
+            finally:
+                end_run(proc, token)  # whatever it left running (a background child) ends with the run
     seconds = time.perf_counter() - start
-    stderr_tail = _tail(stderr_path)
+    stderr_tail = tail(stderr_path)
     try:
         return _finish_run(impl, out, manifest, jsonl, seconds, code, launch_error, timed_out, interrupted,
                            stderr_tail, replay_buffers(job.dir) if impl.command else [])
@@ -272,7 +272,8 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
 
 
 def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl: Path, seconds: float,
-                code: int | None, launch_error: str | None, timed_out: float | None, interrupted: bool,
+                code: int | None, launch_error: str | None, timed_out: float | None,
+                interrupted: KeyboardInterrupt | None,
                 stderr_tail: str, load: list[tuple[str, Any]]) -> RunResult:
     """Turn how the process ended into the memstate's final manifest (`load`: records the converter
     adds to a JSON-lines memstate's load unit, a replay's starting optimizer buffers)."""
@@ -289,25 +290,31 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
     elif not (out / MANIFEST).exists():
         MemstateWriter(out, manifest).close("stopped", error=launch_error or "no memstate was written")
     state = json.loads((out / MANIFEST).read_text())
-    if launch_error or code != 0 or interrupted:
+    if launch_error or code != 0 or interrupted is not None:
         why = launch_error or f"the process {_describe_exit(code, timed_out)}"
         stopped = state.get("stopped") or {}
         own = stopped.get("error") if state.get("status") in ("stopped", "interrupted") else None
         if impl.command and own and not state.get("units"):
             own = None  # "cannot read the .jsonl" only repeats that the process wrote nothing
-        if interrupted:
-            why = f"interrupted (Ctrl-C): the process {_describe_exit(code, None)}"
+        if interrupted is not None:
+            why = f"interrupted ({interrupt_name(interrupted)}): the process {_describe_exit(code, None)}"
         elif timed_out is None and own:
             why = f"{own} ({why})"  # the implementation's own error first, then how the process ended
         if state.get("status") != "interrupted":
-            state["status"] = "interrupted" if interrupted else "stopped"
+            state["status"] = "interrupted" if interrupted is not None else "stopped"
         state["stopped"] = {**stopped, "error": why, "returncode": code, "stderr_tail": stderr_tail}
     if state.get("units") is None:  # the process died before closing: its finished step files are the record
         state["units"] = Memstate(out).units
+    if state.get("status") == "complete":  # exit 0 and "complete": does it hold what the job asks for?
+        problem = Memstate(out).damaged
+        if problem:
+            state["status"] = "stopped"
+            state["stopped"] = {"error": f"{problem} (the process exited with code {code})", "returncode": code,
+                                "stderr_tail": stderr_tail}
     state["wall_seconds"] = round(seconds, 3)
     write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted  # SIGTERM stays Terminated, so the command line exits 143, not 130
     # the manifest just written says how it ended; opening the memstate (every step's header) is the caller's
     return RunResult(impl, out, state["status"], (state.get("stopped") or {}).get("error"), seconds, code)
 

@@ -132,10 +132,26 @@ def test_a_side_that_stopped_is_reported_where_it_stopped(base, tmp_path):
     assert c.records[-2].name == "hidden/matmul"
 
 
-def test_fewer_steps_in_a_complete_run_is_a_note_not_a_divergence(base, tmp_path):
+def test_a_complete_run_with_fewer_steps_than_its_config_is_never_agree(base, tmp_path):
+    """A manifest that says complete over 5 of its config's 6 steps contradicts itself: damaged (exit 2),
+    and the comparison stops where the step is missing."""
     b = altered(base, tmp_path / "b", edit=lambda s, n, a: None if s == 5 else a)
     c = compare_memstates(base, b)
-    assert c and any("B has no step 5" in n for n in c.notes)
+    assert not c and c.verdict == "diverged" and c.exit_code == 2
+    f = c.first
+    assert (f.step, f.name, f.kind) == (5, "input/x", "stopped")
+    assert f.note == (f"B damaged after step 4: {b.dir}/manifest.json: says complete, but its config asks for "
+                      f"steps 0..5 and step 5 is missing (5 step(s) before it are held)")
+    assert all(r for r in c.records[:-1])
+
+
+def test_both_sides_lacking_a_record_their_config_asks_for_is_missing(base, tmp_path):
+    a = altered(base, tmp_path / "a", edit=lambda s, n, x: None if n == "output/grad_bias" else x)
+    b = altered(base, tmp_path / "b", edit=lambda s, n, x: None if n == "output/grad_bias" else x)
+    c = compare_memstates(a, b)
+    assert not c and c.exit_code == 1
+    assert [(r.step, r.name, r.kind) for r in c.origins] == [(s, "output/grad_bias", "missing") for s in range(6)]
+    assert c.first.note == "neither side has this record, which their config asks for"
 
 
 def test_unknown_records_are_compared_and_reported(base, tmp_path):
@@ -154,7 +170,7 @@ def test_unknown_records_are_compared_and_reported(base, tmp_path):
 
 def test_ulp_distance_across_zero_and_tolerance_override(tmp_path):
     def one(path, value):
-        w = MemstateWriter(path, {"config": CFG.to_dict(), "dtype": "float32"})
+        w = MemstateWriter(path, {"dtype": "float32"})  # no config: one record is the whole memstate
         w(0, "loss/value", np.float32(value))
         w.close()
         return Memstate(path)
@@ -162,7 +178,7 @@ def test_ulp_distance_across_zero_and_tolerance_override(tmp_path):
     c = compare_memstates(one(tmp_path / "a", tiny), one(tmp_path / "b", -tiny))
     assert c.records[0].max_ulp == 2
     a, b = one(tmp_path / "c", 1.0), one(tmp_path / "d", 1.001)
-    assert not compare_memstates(a, b)
+    assert not compare_memstates(a, b, Tolerance("float32", rtol=1e-4, atol=1e-5, mode="fixed"))
     assert compare_memstates(a, b, Tolerance("float32", rtol=1e-2, atol=0))
 
 

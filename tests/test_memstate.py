@@ -12,14 +12,15 @@ from harness.jsonl import convert_jsonl, write_jsonl
 from harness.memstate import Memstate, MemstateWriter
 
 
-def small_memstate(path, steps=3):
-    w = MemstateWriter(path, {"implementation": {"name": "t"}, "config": {"hidden": 2, "dtype": "float32"}})
+def small_memstate(path, steps=3, config_steps=None):
+    w = MemstateWriter(path, {"implementation": {"name": "t"}, "config": {"hidden": 2, "dtype": "float32",
+                                                                          "steps": config_steps or steps}})
     w.describe(device="cpu", numpy=np.__version__)
-    w("load", "hidden/weight", np.arange(6, dtype=np.float32).reshape(2, 3))
+    w("load", "hidden/weight", np.arange(2 * 784, dtype=np.float32).reshape(2, 784))
     for s in range(steps):
         w(s, "input/y", np.array([s, 1], dtype=np.int64))
         w(s, "loss/value", np.float32(0.5 + s))
-        w(s, "hidden/weight", np.full((2, 3), s, dtype=np.float32))
+        w(s, "hidden/weight", np.full((2, 784), s, dtype=np.float32))
     return w
 
 
@@ -38,7 +39,7 @@ def test_round_trip_keeps_order_dtype_and_values(tmp_path):
 
 
 def test_unfinished_run_keeps_finished_steps(tmp_path):
-    w = small_memstate(tmp_path / "m")
+    w = small_memstate(tmp_path / "m", config_steps=5)
     w(3, "input/y", np.array([0, 0]))
     w.close("stopped", error="boom")
     m = Memstate(tmp_path / "m")
@@ -112,7 +113,7 @@ def test_jsonl_round_trip(tmp_path):
     write_jsonl(Memstate(tmp_path / "m"), tmp_path / "m.jsonl")
     back = convert_jsonl(tmp_path / "m.jsonl", tmp_path / "back")
     assert back.status == "complete" and back.units == ["load", 0, 1, 2]
-    assert back.name == "t" and back.config == {"hidden": 2, "dtype": "float32"}
+    assert back.name == "t" and back.config == {"hidden": 2, "dtype": "float32", "steps": 3}
     assert back.manifest["runtime"]["device"] == "cpu"
     for step in back.units:
         for name, arr in Memstate(tmp_path / "m").unit(step).items():
