@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .bisect import BisectResult, bisect
 from .comparator import Comparison, choose_tolerance, compare_memstates
-from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
+from .config import (Config, add_config_arguments, config_from_arguments, explicit_fields, non_negative_number,
+                     positive_integer, positive_number)
 from .data import load_mnist
 from .describe import describe_record
 from .errors import InputError, OutputError, printable
@@ -27,6 +28,7 @@ from .job import Job, prepare_job
 from .jsonl import convert_jsonl
 from .legacy import convert_legacy, looks_legacy
 from .memstate import MANIFEST, Memstate, write_atomic
+from .outputs import check_file_target, check_output_paths, claim_run_directory
 from .params import Params, initial_params, load_params
 from .processes import interrupt_code, interrupt_name, terminations_interrupt
 from .records import LOAD, step_label
@@ -208,15 +210,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="drift (divergences with no origin) exits 1 too")
     p.add_argument("--tolerance", choices=("noise", "fixed"), help="noise: the noise model (default); fixed: "
                    "rtol/atol per dtype")
-    p.add_argument("--rtol", type=float, help="fixed mode's relative tolerance (implies --tolerance fixed)")
-    p.add_argument("--atol", type=float, help="fixed mode's absolute tolerance, times the record's largest "
+    p.add_argument("--rtol", type=non_negative_number, help="fixed mode's relative tolerance (implies --tolerance fixed)")
+    p.add_argument("--atol", type=non_negative_number, help="fixed mode's absolute tolerance, times the record's largest "
                    "magnitude (implies --tolerance fixed)")
-    p.add_argument("--timeout", type=float, help="seconds before an implementation is killed (default 600)")
+    p.add_argument("--timeout", type=positive_number, help="seconds before an implementation is killed (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--first", action="store_true", help="stop at the first origin (later records not compared)")
     p.add_argument("--bisect", action="store_true", help="long runs: run both sides keeping per-step summaries "
                    "and checkpoints, then replay in full only the window where they part (docs/bisect.md)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="K",
+    p.add_argument("--checkpoint-every", type=positive_integer, default=100, metavar="K",
                    help="--bisect: keep the state every K steps (default 100)")
     add_config_arguments(p)
     return p
@@ -259,9 +261,14 @@ def _main(argv: list[str]) -> int:
         sides = [resolve(args.a), resolve(args.b)]
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{slug(sides[0].name)}-vs-{slug(sides[1].name)}"
-        if out.exists() and any(out.iterdir()):
-            raise InputError(f"{out}: already holds a run; refusing to overwrite it (choose another --out)")
         html = report_path(args, stamp, sides)
+        inputs = [s.path for s in sides] + [Path(p) for p in (args.params, args.config, args.data) if p]
+        check_output_paths({"--html": html, "--json": args.json}, inputs)
+        if args.json and args.json != "-":
+            check_file_target(args.json, "--json")
+        if args.bisect or any(s.memstate is None for s in sides):  # something will be written under --out
+            check_output_paths({"--out": out}, inputs)
+            claim_run_directory(out)
         pre: list[str] = []
         res = None
         if args.bisect:

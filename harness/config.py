@@ -117,6 +117,37 @@ class Config:
         return cls.from_dict(read_json(path, "config file"), source=str(path))
 
 
+def _number(text: str, low: float, strict: bool, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (a timeout, a count of epochs); NaN, inf, 0 and below refused."""
+    return _number(text, 0.0, True, "a finite number greater than 0")
+
+
+def non_negative_number(text: str) -> float:
+    """argparse type: a finite number >= 0 (rtol, atol); NaN, inf and negatives refused."""
+    return _number(text, 0.0, False, "a finite number of at least 0")
+
+
+def positive_integer(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --preset NAME, --config FILE and one --FIELD option per config field (each beats the one before)."""
     from .presets import PRESETS

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .catalogue import BENIGN, BUG, CATALOGUE, Case
 from .comparator import Comparison, compare_memstates
-from .config import Config
+from .config import Config, positive_integer
 from .data import Mnist, load_mnist
 from .errors import InputError
 from .job import Job, prepare_job
@@ -181,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="*", metavar="CASE", help="case names (default: the whole catalogue)")
     p.add_argument("--kind", choices=(BUG, BENIGN), help="only bugs or only benign variants")
-    p.add_argument("--steps", type=int, help=f"steps per run (default {BUG_STEPS} for bugs, {BENIGN_STEPS} for benign)")
+    p.add_argument("--steps", type=positive_integer, help=f"steps per run (default {BUG_STEPS} for bugs, {BENIGN_STEPS} for benign)")
     p.add_argument("--data", metavar="DIR", help="MNIST directory (default: the bundled subset)")
     p.add_argument("--out", metavar="DIR", help="keep every run under DIR (default: a temporary directory, removed)")
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")

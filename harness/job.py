@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import check_job_fits
 from .capture import Capture
 from .config import Config
 from .data import Mnist, batch_schedule
@@ -99,9 +100,10 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     directory = Path(directory).resolve()  # implementations run in their own directory
     if params.hidden != config.hidden:
         raise InputError(f"parameters have H={params.hidden} but the config says hidden={config.hidden}")
+    n_train = train_count(config, mnist)
+    check_job_fits(config, directory, last + 1, indexed, n_train)  # before the schedule is allocated
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        n_train = train_count(config, mnist)
         index = batch_schedule(n_train, config.batch_size, config.steps, config.seed)  # (S, m)
         index = index[first_step:last + 1]
         extra: dict[str, object] = {}

@@ -40,6 +40,26 @@ def _array(source: str, data: dict, key: str) -> np.ndarray:
     return arr
 
 
+def _check_shapes(source: str, arrays: dict[str, np.ndarray], m: int) -> None:
+    """Every matrix of the dump agrees with X's m samples and W1's H units (samples as columns), so
+    nothing reaches a matmul it cannot enter."""
+    h = arrays["W1"].shape[0] if arrays["W1"].ndim == 2 else -1
+    if arrays["W1"].shape != (h, 784):
+        raise InputError(f"{source}: legacy 'W1' has shape {arrays['W1'].shape}, expected (H, 784)")
+    want = {"Z1": (h, m), "A1": (h, m), "dZ1": (h, m), "Z2": (10, m), "A2": (10, m), "dZ2": (10, m),
+            "ohY": (10, m), "dW1": (h, 784), "dW2": (10, h), "W2": (10, h)}
+    for key, shape in want.items():
+        if key in arrays and arrays[key].shape != shape:
+            raise InputError(f"{source}: legacy {key!r} has shape {arrays[key].shape}, expected {shape} "
+                             f"(X has m={m} samples as columns, W1 has H={h} rows)")
+    for key, n in (("b1", h), ("db1", h), ("b2", 10), ("db2", 10)):
+        if key in arrays and arrays[key].size not in (n, 1):
+            raise InputError(f"{source}: legacy {key!r} has {arrays[key].size} values, expected {n} (one per unit)")
+    if "Y" in arrays and arrays["Y"].size not in (m, 10 * m):
+        raise InputError(f"{source}: legacy 'Y' has {arrays['Y'].size} values, expected {m} labels "
+                         f"(or {10 * m} one-hot)")
+
+
 def _scale(dW: np.ndarray | None, dZ: np.ndarray, inputs: np.ndarray, m: int) -> tuple[float, str]:
     """1/m if the dump's dW = dZ . inputs^T / m (dZ without the mean's 1/m), else 1."""
     if dW is None:
@@ -65,6 +85,7 @@ def convert_legacy(source: str | Path, target: str | Path, loss: str = "cross_en
     if X.ndim != 2 or X.shape[0] != 784:
         raise InputError(f"{source}: legacy 'X' has shape {X.shape}, expected (784, m): samples as columns")
     m = X.shape[1]
+    _check_shapes(str(source), arrays, m)
     records: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
     unmapped: list[list[Any]] = [[LOAD, p, "a dump holds one step; the parameters before it are not in it"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import check_parameters_fit
 from .config import Config
 from .errors import InputError
 
@@ -61,6 +62,7 @@ def initial_params(config: Config) -> Params:
     - he: weights N(0, 2 / fan_in), zero biases (born)
     - xavier: weights U[-a, a], a = sqrt(6 / (fan_in + fan_out)), zero biases (gon)
     """
+    check_parameters_fit(config)
     rng = np.random.default_rng([config.seed, 0])  # stream 0: parameters
     H = config.hidden
     shapes = ((H, N_IN), (N_OUT, H))

@@ -106,6 +106,10 @@ class MemstateHelper:
         write the run as that golden instead."""
         __tracebackhide__ = True
         path = self.goldens / name
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts \
+                or self.goldens.resolve() not in (self.goldens / name).resolve().parents:
+            raise ValueError(f"memstate: golden name {name!r} must be a name inside {self.goldens} (no '..', "
+                             f"not absolute)")
         if self.update:
             write_golden(run, path)
             return None

@@ -14,6 +14,7 @@ a child process, so a crash, a hang, a kill or a failed build costs only that si
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import re
@@ -94,8 +95,9 @@ def load_implementation(path: str | Path) -> Implementation:
                              f"or an absolute path")
         command = tuple(command)
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InputError(f"{mpath}: field 'timeout' must be a positive number of seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise InputError(f"{mpath}: field 'timeout' must be a positive finite number of seconds, got {timeout!r}")
     build, sources = data.get("build"), data.get("sources", [])
     if build is not None:
         if command is None:
@@ -208,7 +210,7 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: already holds a memstate; refusing to overwrite it (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    timeout = timeout or impl.timeout or DEFAULT_TIMEOUT
+    timeout = timeout if timeout is not None else impl.timeout or DEFAULT_TIMEOUT
     manifest: dict[str, Any] = {
         "implementation": {"name": impl.name, "path": str(impl.dir), "kind": impl.kind},
         "config": job.config.to_dict(),

@@ -23,11 +23,12 @@ from typing import Self
 import numpy as np
 
 from .capture import SUMMARY_FIELDS, TRAIN, Capture
-from .config import Config, add_config_arguments, config_from_arguments, explicit_fields
+from .config import Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number
 from .data import Mnist, load_mnist
 from .errors import InputError
 from .job import prepare_job, resolve, train_count
 from .memstate import SUMMARIES, SUMMARY_NAMES, Memstate
+from .outputs import check_file_target, check_output_paths, claim_run_directory
 from .params import Params, initial_params, load_params
 from .presets import get_preset
 from .records import PARAMETERS
@@ -181,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("impl", metavar="IMPL", help="implementation directory (impls/numpy, your port, ...)")
-    p.add_argument("--epochs", type=float, help="train this many epochs of the training images (default: the "
+    p.add_argument("--epochs", type=positive_number, help="train this many epochs of the training images (default: the "
                    "preset's length; without a preset, --steps)")
     p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: the bundled "
                    "subset; the presets' published accuracies need full MNIST)")
@@ -189,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="FILE", help="write the trained parameters here (memstate-params/1)")
     p.add_argument("--out", metavar="DIR", help="keep the job and memstate here (default: a temporary directory)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
-    p.add_argument("--timeout", type=float, help="seconds before the run is killed (default: a day)")
+    p.add_argument("--timeout", type=positive_number, help="seconds before the run is killed (default: a day)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_config_arguments(p)
     return p
@@ -223,10 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training {args.impl} for {config.steps} steps of {config.batch_size} on {mnist.source} "
               f"({train_count(config, mnist)} training images){f', preset {args.preset}' if args.preset else ''}",
               file=sys.stderr)
+        if args.save:
+            check_output_paths({"--save": args.save}, [Path(p) for p in (args.impl, args.params, args.data) if p])
+            check_file_target(args.save, "--save")  # now, not after hours of training
+        if args.json and args.json != "-":
+            check_file_target(args.json, "--json")
         if args.out:
             work = Path(args.out)
-            if work.exists() and any(work.iterdir()):
-                raise InputError(f"{work}: already holds a run; refusing to overwrite it (choose another --out)")
+            claim_run_directory(work)
             result = train(args.impl, config, mnist, work, params, args.preset, args.timeout, not args.quiet)
         else:
             with tempfile.TemporaryDirectory(prefix="memstate-train-") as tmp:

@@ -257,8 +257,8 @@ CASES = [
          r"B stopped before writing anything: .*b-liar\.jsonl: not UTF-8 text near line 1: invalid start byte"),
     # where results go
     Case("out-under-a-file", lambda tmp, ms: [str(IMPLS / "numpy"), str(IMPLS / "numpy"), *SMALL, "--out", str(under_a_file(tmp))], 2,
-         r"f/run/job: cannot write the job files: Not a directory"),
-    Case("out-already-used", lambda tmp, ms: [str(ms), str(ms), "--no-html", "--out", str(ms.parent)], 2,
+         r"f/run: cannot create the run directory: Not a directory"),
+    Case("out-already-used", lambda tmp, ms: [str(IMPLS / "numpy"), str(ms), "--no-html", "--out", str(ms.parent)], 2,
          r"already holds a run; refusing to overwrite it \(choose another --out\)"),
 ]
 @pytest.fixture(scope="module")
