@@ -33,6 +33,7 @@ from .records import LOAD, PARAMETERS, Step, expected_order, step_label, step_re
 FIXED_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-11, 1e-12)}
 
 AGREE, VALUES, LABELS, SHAPE, MISSING, STOPPED = "agree", "values", "labels", "shape", "missing", "stopped"
+UNJUDGED = "unjudged"  # every element non-finite and equal on both sides: nothing a bound can judge
 ORIGIN, PROPAGATED = "origin", "propagated"
 AGREE_VERDICT, DRIFT, DIVERGED = "agree", "drift", "diverged"
 
@@ -64,7 +65,7 @@ class RecordDiff:
 
     step: Step
     name: str
-    kind: str = AGREE  # agree | values | labels | shape | missing | stopped
+    kind: str = AGREE  # agree | values | labels | shape | missing | stopped | unjudged
     shape_a: tuple[int, ...] | None = None
     shape_b: tuple[int, ...] | None = None
     dtype_a: str | None = None
@@ -96,7 +97,7 @@ class RecordDiff:
     @property
     def is_origin(self) -> bool:
         """Structural differences (labels, shape, missing, stopped) always are; values when classified so."""
-        return self.kind != AGREE and (self.kind != VALUES or self.role == ORIGIN)
+        return self.kind not in (AGREE, UNJUDGED) and (self.kind != VALUES or self.role == ORIGIN)
 
     @property
     def where(self) -> str:
@@ -334,6 +335,19 @@ def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Ex
         diff.inconsistent = " and ".join(off)
     else:
         diff.role = PROPAGATED
+
+
+def saturated(a: np.ndarray, b: np.ndarray) -> bool:
+    """Every element is inf or NaN, the same on both sides: equal, and yet nothing was compared."""
+    if a.dtype.kind != "f" or b.dtype.kind != "f" or a.size == 0:
+        return False
+    fa, fb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return bool(np.all(~np.isfinite(fa) & ~np.isfinite(fb)))
+
+
+def _nonfinite(a: np.ndarray) -> str:
+    kinds = {("nan" if np.isnan(v) else "inf" if v > 0 else "-inf") for v in np.asarray(a, np.float64).ravel()[:1000]}
+    return " or ".join(sorted(kinds))
 
 
 def _side(label: str, ms: Memstate) -> Side:
@@ -585,7 +599,13 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         if allowed is not None:
             bounds[name] = np.broadcast_to(allowed, x.shape)
         diff = compare_record(step, name, x, y, record_tol, labels, allowed)
-        if not diff:
+        if diff and step != LOAD and saturated(x, y):
+            diff.kind = UNJUDGED  # never "within noise": say it, and never let it read as agree
+            diff.note = (f"not judged: both sides hold {_nonfinite(x)} at every element"
+                         + (" (P[y] underflows to 0)" if name == "loss/value" else "")
+                         + "; no bound can tell a difference there")
+            result.notes.append(f"{name} at {step_label(step)} {diff.note}")
+        if not diff and diff.kind != UNJUDGED:
             classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
         result.records.append(diff)

@@ -170,6 +170,11 @@ def format_text(c: Comparison, limit: int = 8) -> str:
     if first is None:
         lines.append("verdict: AGREE (every record within its noise bound)")
         return "\n".join(printable(line) for line in lines)
+    if c.verdict == "drift" and all(r.kind == "unjudged" for r in c.divergences):
+        lines.append(f"verdict: NOT JUDGED IN FULL (drift): {len(c.divergences)} record(s) could not be judged, first "
+                     f"{first.where}: {first.note}; every other record within its noise bound")
+        lines.append("  this passes only without --strict" + (": exit 1 (--strict)" if c.strict else ""))
+        return "\n".join(printable(line) for line in lines)
     if c.verdict == "drift":
         lines.append(f"verdict: DRIFT: {len(c.divergences)} record(s) differ by more than a step's rounding, first at "
                      f"{first.where}; each is explained by differences upstream (no origin)")

@@ -168,7 +168,8 @@ def softmax_rounding(z: np.ndarray, p: np.ndarray, u: float) -> np.ndarray:
     top = z.max(axis=1, keepdims=True)  # (m, 1)
     lse = top + np.log(np.exp(z - top).sum(axis=1, keepdims=True))  # (m, 1)
     rel = z.shape[1] + 2 + np.abs(z - top) + np.abs(top) + np.abs(lse)  # (m, 10)
-    return 2 * u * p * rel + 4 * np.finfo(np.float32).tiny
+    tiny = np.finfo(np.float64 if u < 1e-10 else np.float32).tiny  # the dtype's own smallest normal number
+    return 2 * u * p * rel + 4 * tiny
 
 
 def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np.ndarray, np.ndarray]:
