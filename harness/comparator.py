@@ -275,9 +275,14 @@ def compare_record(step: Step, name: str, a: np.ndarray, b: np.ndarray, tol: Tol
     diff.kind = SHAPE
     if a.ndim == 2 and b.ndim == 2 and a.shape == b.shape[::-1]:
         again = compare_values(RecordDiff(step, name), a, b.T, tol)
-        diff.note = (f"B holds the transposed layout {b.shape} of A's {a.shape}; "
-                     + ("the values agree once transposed" if again else
-                        f"even transposed, {again.n_over} of {again.size} elements differ"))
+        reshaped = compare_values(RecordDiff(step, name), a, b.reshape(a.shape), tol)
+        if again or not reshaped:
+            diff.note = (f"B holds the transposed layout {b.shape} of A's {a.shape}; "
+                         + ("the values agree once transposed" if again else
+                            f"even transposed, {again.n_over} of {again.size} elements differ"))
+        else:  # the right values in row-major order, written with the wrong shape
+            diff.note = (f"B holds A's values in A's order with the shape {b.shape} instead of {a.shape}: the same "
+                         f"values reshaped (not transposed)")
     elif a.size == b.size:
         again = compare_values(RecordDiff(step, name), a, b.reshape(a.shape), tol)
         diff.note = (f"same {a.size} elements in shapes {a.shape} and {b.shape}; "
@@ -359,7 +364,7 @@ def _facts(ms: Memstate) -> dict[str, Any]:
     facts = {"implementation": m.get("implementation", {}).get("name"), "runtime": m.get("runtime", {}),
              "dtype": m.get("dtype"), "config": m.get("config"), "params_sha256": m.get("params_sha256"),
              "data": m.get("data")}
-    return {k: v for k, v in facts.items() if v is not None}
+    return {k: v for k, v in facts.items() if v not in (None, {}, [])}
 
 
 def manifest_differences(a: Memstate, b: Memstate) -> list[tuple[str, Any, Any]]:

@@ -163,6 +163,14 @@ def format_text(c: Comparison, limit: int = 8) -> str:
         lines.append(f"differs: {path}: {names[0]}={x!r} {names[1]}={y!r}")
     for note in c.notes:
         lines.append(f"note: {note}")
+    for side in (c.a, c.b):  # a side that stopped: its own words (stderr, the compiler's output), not only a code
+        stopped = side.manifest.get("stopped") or {}
+        for key, what in (("build_output", "build output"), ("stderr_tail", "stderr")):
+            text = stopped.get(key)
+            if side.status != "complete" and isinstance(text, str) and text.strip():
+                tail_lines = text.strip().splitlines()[-8:]
+                lines.append(f"{side.label}'s {what}, last {len(tail_lines)} line(s):")
+                lines.extend(f"  | {line}" for line in tail_lines)
     n_steps = len({r.step for r in c.records})
     lines.append(f"compared {len(c.records)} records over {n_steps} units (load + steps): "
                  f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")

@@ -179,7 +179,7 @@ def test_a_read_only_output_directory_is_named_before_anything_runs(tmp_path):
     r, seen = on_small_disk(tmp_path, "ro", sys.executable, "-m", "harness.compare", "impls/numpy", "impls/jax",
                             *SMALL, "--steps", "2", "--out", str(tmp_path / "disk" / "run"), "--no-html")
     assert r.returncode == 2, r.stdout + r.stderr
-    assert f"error: {tmp_path / 'disk' / 'run' / 'job'}: cannot write the job files: Read-only file system" in r.stderr
+    assert f"error: {tmp_path / 'disk' / 'run'}: cannot create the run directory: Read-only file system" in r.stderr
     assert "Traceback" not in r.stderr and "running A" not in r.stderr
     assert seen == {"tmp": []}
 
