@@ -296,8 +296,8 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
         why = launch_error or f"the process {_describe_exit(code, timed_out)}"
         stopped = state.get("stopped") or {}
         own = stopped.get("error") if state.get("status") in ("stopped", "interrupted") else None
-        if impl.command and own and not state.get("units"):
-            own = None  # "cannot read the .jsonl" only repeats that the process wrote nothing
+        if impl.command and own and not state.get("units") and own.startswith(f"{jsonl}: cannot read"):
+            own = None  # "cannot read the .jsonl" only repeats that the process wrote nothing; its own end line stays
         if interrupted is not None:
             why = f"interrupted ({interrupt_name(interrupted)}): the process {_describe_exit(code, None)}"
         elif timed_out is None and own:
