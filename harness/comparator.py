@@ -23,7 +23,6 @@ from deepdiff import DeepDiff
 
 from .capture import Capture
 from .config import Config
-from .errors import InputError
 from .memstate import Memstate, unit_file
 from .metrics import element_metrics
 from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
@@ -420,7 +419,7 @@ def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> Iterator[tuple[
         want = m.expected if m.expected is not None else (range(cfg.steps) if cfg else range(0))
         steps.update(range(want.start, min(want.stop, max(last + 2, want.start + 1))))
     for step in [LOAD, *sorted(steps)]:
-        spec = [p for p in PARAMETERS] if step == LOAD and cfg else names if cfg else []
+        spec = list(PARAMETERS) if step == LOAD and cfg else names if cfg else []
         extra: list[str] = []
         for m in (a, b):
             extra += [n for n in m.names(step) if n not in spec and n not in extra]

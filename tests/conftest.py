@@ -13,7 +13,7 @@ from harness.data import Mnist, load_mnist
 from harness.evaluate import Evaluator
 from harness.job import Job
 from harness.memstate import Memstate
-from harness.runner import load_implementation, run_implementation
+from harness.runner import load_implementation, run_config, run_implementation
 
 # Property tests draw new random inputs on every run where people work (that is how they find bugs);
 # CI (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same ones each time, so a landing is never decided
@@ -77,3 +77,12 @@ def reports_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 pytest_plugins = ["pytester"]  # the plugin's tests run a user's project in a subprocess
+
+
+@pytest.fixture(scope="session")
+def numpy_memstate(tmp_path_factory) -> Path:
+    """A complete numpy run (H=4, batch 8, 3 steps) that the memstate cases copy and damage."""
+    work = tmp_path_factory.mktemp("numpy")
+    result = run_config(IMPLS / "numpy", Config(hidden=4, batch_size=8, steps=3), work, load_mnist())
+    assert result, result.error
+    return result.memstate

@@ -261,15 +261,6 @@ CASES = [
     Case("out-already-used", lambda tmp, ms: [str(IMPLS / "numpy"), str(ms), "--no-html", "--out", str(ms.parent)], 2,
          r"already holds a run; refusing to overwrite it \(choose another --out\)"),
 ]
-@pytest.fixture(scope="module")
-def numpy_memstate(tmp_path_factory) -> Path:
-    """A complete numpy run (H=4, batch 8, 3 steps) that the memstate cases copy and damage."""
-    work = tmp_path_factory.mktemp("numpy")
-    result = run_config(IMPLS / "numpy", Config(hidden=4, batch_size=8, steps=3), work, load_mnist())
-    assert result, result.error
-    return result.memstate
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_its_message_and_exit_code(case: Case, tmp_path, numpy_memstate, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing lands in the repository

@@ -20,21 +20,16 @@ import pytest
 from conftest import IMPLS, ROOT
 
 from harness.compare import main
-from harness.config import Config
-from harness.data import load_mnist
 from harness.memstate import Memstate
 from harness.processes import carriers
-from harness.runner import run_config
 
 SMALL = ["--hidden", "4", "--batch-size", "8", "--steps", "3", "--no-html"]
 
 
 @pytest.fixture(scope="module")
-def ms(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("numpy")
-    result = run_config(IMPLS / "numpy", Config(hidden=4, batch_size=8, steps=3), work, load_mnist())
-    assert result, result.error
-    return result.memstate
+def ms(numpy_memstate) -> Path:
+    """The complete numpy run (H=4, batch 8, 3 steps) that the bad-input cases copy and damage too."""
+    return numpy_memstate
 
 
 def cli(argv, capsys, tmp_path, monkeypatch) -> tuple[int, str, str]:
