@@ -52,6 +52,9 @@ def test_a_replay_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(tmp
     code = load_implementation(IMPLS / impl)
     params = initial_params(cfg)
     full = Memstate(run_implementation(code, prepare_job(tmp_path / "job", cfg, params, mnist), tmp_path / "full").memstate)
+    if impl == "torch":  # exact under load too: one intra-op thread, deterministic kernels, said in the manifest
+        versions = full.manifest["runtime"]["versions"]
+        assert (versions["threads"], versions["deterministic"], versions["mkl_cbwr"]) == ("1", "true", "AUTO")
     summary = prepare_job(tmp_path / "sjob", cfg, params, mnist, Capture(SUMMARY, ((7, 7),), 3))
     part = Memstate(run_implementation(code, summary, tmp_path / "part").memstate)
     assert part.units == [LOAD, 2, 5, 7, 8]  # checkpoints after steps 2, 5, 8 and the asked-for step 7

@@ -2,12 +2,19 @@
 torch.optim.Adam, a per-epoch ExponentialLR schedule.
 
 Runs on CUDA when there is a GPU (TF32 off, so float32 matmuls are full float32), else the
-CPU. Intermediate gradients come from retain_grad(), parameter gradients from .grad, the
+CPU. A run is a deterministic function of its job: one intra-op thread on the CPU
+(MEMSTATE_TORCH_THREADS sets another count), MKL's reproducible mode, deterministic algorithms;
+the manifest records them. Intermediate gradients come from retain_grad(), parameter gradients from .grad, the
 momentum buffers and Adam's moments from the optimizer's state.
 """
 
 import json
+import os
 from pathlib import Path
+
+# Before torch loads MKL: results that do not depend on memory alignment or on how busy the machine is.
+os.environ.setdefault("MKL_CBWR", "AUTO")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for deterministic matmuls
 
 import numpy as np
 import torch
@@ -27,10 +34,16 @@ def run(job_dir, record):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # The same sums in the same order on every run: a fixed thread count (a split of a matmul over another
+    # number of threads rounds differently) and deterministic kernels.
+    threads = int(os.environ.get("MEMSTATE_TORCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
     dtype = getattr(torch, cfg["dtype"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     record.describe(device=device.type if device.type == "cpu" else f"{device.type}:{name}", torch=torch.__version__,
-                    cuda=str(torch.version.cuda))
+                    cuda=str(torch.version.cuda), threads=str(threads), deterministic="true",
+                    mkl_cbwr=os.environ["MKL_CBWR"])
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
     H = tensors["W1"]["shape"][0]
