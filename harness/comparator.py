@@ -27,6 +27,7 @@ from .memstate import Memstate, unit_file
 from .metrics import element_metrics
 from .noise import SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from .records import LOAD, PARAMETERS, Step, expected_order, step_label, step_records
+from .vacuous import judge_vacuous, vacuous_mask
 
 # (rtol, atol) per comparison dtype for the fixed mode; docs/comparing.md explains the choice.
 FIXED_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-11, 1e-12)}
@@ -171,6 +172,8 @@ class Comparison:
             "strict": self.strict,
             "first": rec(self.first) if self.first is not None else None,
             "origins": [(r.step, r.name) for r in self.origins],
+            "not_judged": [{"step": r.step, "name": r.name, "why": r.note} for r in self.records if r.kind == UNJUDGED],
+            "judged_by_consistency": [(r.step, r.name) for r in self.records if r.judged_by == "consistency"],
             "tolerance": asdict(self.tolerance),
             "a": {k: v for k, v in asdict(self.a).items() if k != "manifest"},
             "b": {k: v for k, v in asdict(self.b).items() if k != "manifest"},
@@ -328,17 +331,62 @@ def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Ex
     if diff.n_unexplained:
         diff.role = ORIGIN
         diff.unexplained_index = tuple(int(k) for k in np.unravel_index(worst, ratio.shape))
-        k = 2.0 if tol.dtype == "float64" else 1.0
-        off = []
-        for label, e, m in ((labels[0], ea, ma), (labels[1], eb, mb)):
-            own = np.nan_to_num(Z_SIGMA * np.sqrt(k) * np.asarray(m.sigma) + k * np.asarray(m.fixed)
-                                + float(np.finfo(np.dtype(tol.dtype)).tiny), nan=np.inf)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                if np.any(np.abs(e) > np.broadcast_to(own, e.shape)):
-                    off.append(label)
-        diff.inconsistent = " and ".join(off)
+        diff.inconsistent = _inconsistent_sides(ea, eb, ma, mb, tol, labels)
     else:
         diff.role = PROPAGATED
+
+
+def _inconsistent_sides(ea: np.ndarray, eb: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
+                        labels: tuple[str, str]) -> str:
+    """The side(s) whose deviation from the op applied to their own inputs exceeds the op's own rounding."""
+    k = 2.0 if tol.dtype == "float64" else 1.0
+    off = []
+    for label, e, m in ((labels[0], ea, ma), (labels[1], eb, mb)):
+        own = np.nan_to_num(Z_SIGMA * np.sqrt(k) * np.asarray(m.sigma) + k * np.asarray(m.fixed)
+                            + float(np.finfo(np.dtype(tol.dtype)).tiny), nan=np.inf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if np.any(np.abs(e) > np.broadcast_to(own, e.shape)):
+                off.append(label)
+    return " and ".join(off)
+
+
+def check_vacuous(diff: RecordDiff, a: np.ndarray, b: np.ndarray, allowed: np.ndarray,
+                  models: tuple[Expected | None, Expected | None], tol: Tolerance,
+                  labels: tuple[str, str] = ("A", "B")) -> str:
+    """A record that passed its bound where the bound exceeds every value it holds: judge those elements
+    by each side's consistency with its own inputs (an origin when one is off), else say they are not
+    judged (`unjudged`). Returns a note for the comparison, "" when there is nothing to say."""
+    mask, scale = vacuous_mask(a, b, allowed)
+    if not mask.any():
+        return ""
+    ma, mb = models
+    resid = own = ea = eb = None
+    if ma is not None and mb is not None and ma.value is not None and mb.value is not None:
+        ea = _deviation(np.asarray(a, dtype=np.float64), ma.value)
+        eb = _deviation(np.asarray(b, dtype=np.float64), mb.value)
+        with np.errstate(invalid="ignore", over="ignore"):
+            resid = np.abs(eb - ea)
+        resid = np.where(np.isnan(resid), 0.0, resid)  # the same infinity on both sides
+        own = np.nan_to_num(noise_bound(ma, mb, tol, harness=True), nan=np.inf)
+    v = judge_vacuous(mask, scale, allowed, resid, own)
+    why = (f"the noise bound at {v.n} of {diff.size} element(s) (up to {v.bound:.3g}) exceeds every value the "
+           f"record holds (|value| <= {v.scale:.3g}), so |A-B| within it proves nothing"
+           + (" (P[y] near 0: -log P[y] magnifies P's rounding)" if diff.name == "loss/value" else ""))
+    diff.judged_by = "consistency"
+    if v.n_inconsistent:
+        assert ea is not None and eb is not None and ma is not None and mb is not None
+        diff.kind, diff.role = VALUES, ORIGIN
+        diff.n_over = diff.n_unexplained = v.n_inconsistent
+        diff.unexplained_index, diff.explained_ratio = v.worst_index, v.worst_ratio
+        diff.inconsistent = _inconsistent_sides(ea, eb, ma, mb, tol, labels)
+        diff.note = why + "; judged instead by each side's consistency with its own inputs"
+        return ""
+    if v.n_unjudged:
+        diff.kind = UNJUDGED
+        diff.note = f"not judged at {v.n_unjudged} element(s): {why}, and so does the op's own rounding there"
+    else:
+        diff.note = why + "; judged instead by each side's consistency with its own inputs: both are consistent"
+    return f"{diff.name} at {step_label(diff.step)}: {diff.note}"
 
 
 def saturated(a: np.ndarray, b: np.ndarray) -> bool:
@@ -609,8 +657,13 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                          + (" (P[y] underflows to 0)" if name == "loss/value" else "")
                          + "; no bound can tell a difference there")
             result.notes.append(f"{name} at {step_label(step)} {diff.note}")
+        elif diff and allowed is not None and step != LOAD and x.dtype.kind == "f" and y.dtype.kind == "f":
+            note = check_vacuous(diff, x, y, allowed, pair, tol, labels)
+            if note:
+                result.notes.append(note)
         if not diff and diff.kind != UNJUDGED:
-            classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
+            if not diff.role:  # an origin by consistency (check_vacuous) is classified already
+                classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
         result.records.append(diff)
         if stop_at_origin and diff.is_origin:

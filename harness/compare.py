@@ -176,7 +176,10 @@ def format_text(c: Comparison, limit: int = 8) -> str:
                  f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")
     first = c.first
     if first is None:
-        lines.append("verdict: AGREE (every record within its noise bound)")
+        consistent = [r for r in c.records if r.judged_by == "consistency"]
+        lines.append("verdict: AGREE (every record within its noise bound" + (
+            f"; {len(consistent)} where that bound says nothing judged by each side's consistency with its own "
+            f"inputs instead, see the notes)" if consistent else ")"))
         return "\n".join(printable(line) for line in lines)
     if c.verdict == "drift" and all(r.kind == "unjudged" for r in c.divergences):
         lines.append(f"verdict: NOT JUDGED IN FULL (drift): {len(c.divergences)} record(s) could not be judged, first "
@@ -250,6 +253,21 @@ def report_path(args: argparse.Namespace, stamp: str, sides: list[SideInput]) ->
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"{path.parent}: the report directory is not writable")
     return path
+
+
+def reproduce(argv: list[str]) -> str:
+    """The command line again, runnable from any directory (it starts with `cd` to this one); without
+    --out, whose directory now holds this run and would be refused."""
+    args: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            args.append(arg)
+    return shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(["python", "-m", "harness.compare", *args])
 
 
 def kept(out: Path, sides: list[SideInput]) -> str:
@@ -350,8 +368,7 @@ def _main(argv: list[str]) -> int:
     written = None
     if html is not None:
         try:
-            written = write_report(comparison, states[0], states[1], html,
-                                   shlex.join(["python", "-m", "harness.compare", *argv]))
+            written = write_report(comparison, states[0], states[1], html, reproduce(argv))
             _print(f"report: {html}", file=text_out)
         except InputError as e:
             _print(f"error: {printable(e)}", file=sys.stderr)

@@ -11,12 +11,16 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
     lines = []
     if r.kind in ("values", "labels"):
         idx = list(r.worst_index) if r.worst_index is not None else []
-        bound = "the noise bound" if r.judged_by == "noise" else "the tolerance"
+        bound = {"noise": "the noise bound", "consistency": "the noise bound, vacuous here"}.get(r.judged_by,
+                                                                                             "the tolerance")
         own = abs(r.worst_a - r.worst_b) if r.worst_a is not None and r.worst_b is not None else r.max_abs
         lines.append(f"  worst element {idx}: {a}={r.worst_a!r} {b}={r.worst_b!r} |{a}-{b}|={own:.3g} "
                      f"({r.worst_ratio:.3g}x {bound}); the record's largest |{a}-{b}|={r.max_abs:.3g}, "
                      f"rel={r.max_rel:.3g}, ulp={r.max_ulp:.0f}")
-        lines.append(f"  {r.n_over} of {r.size} elements beyond {bound}")
+        if r.judged_by == "consistency":
+            lines.append(f"  {r.n_over} of {r.size} elements where a side is not the op applied to its own inputs")
+        else:
+            lines.append(f"  {r.n_over} of {r.size} elements beyond {bound}")
         if r.role == "origin" and r.n_unexplained:
             where = list(r.unexplained_index or ())
             lines.append(f"  origin: {r.n_unexplained} elements not explained by the inputs' differences "

@@ -103,7 +103,12 @@ def convert_legacy(source: str | Path, target: str | Path, loss: str = "cross_en
         labels = arrays["ohY"].argmax(axis=0)
         notes["input/y"] = "from the argmax of ohY"
     if labels is not None:
-        records["input/y"] = labels.reshape(-1).astype(np.int64)
+        flat = labels.reshape(-1)
+        bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)) | (flat < 0) | (flat > 9))
+        if bad.size:
+            raise InputError(f"{source}: legacy 'Y' holds {flat[bad[0]]!r} at element {int(bad[0])}; expected class "
+                             f"indices 0..9 (or one-hot columns)")
+        records["input/y"] = flat.astype(np.int64)
     if "dZ2" in arrays and "A1" in arrays:
         factor, how = _scale(arrays.get("dW2"), arrays["dZ2"], arrays["A1"], m)
         records["output/grad_logits"] = arrays["dZ2"].T * factor

@@ -337,7 +337,7 @@ def _order(path: Path, text: Any) -> list[str]:
 
 
 def _span(steps: range) -> str:
-    return f"{steps.start}..{steps.stop - 1}" if len(steps) else "none"
+    return f"{steps.start}..{steps.stop - 1}" if steps.stop > steps.start else "none"  # len() overflows past 2^63
 
 
 def _kept_steps(capture: Capture, steps: range) -> Iterator[int]:

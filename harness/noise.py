@@ -161,15 +161,18 @@ def activation_rounding(kind: str, z: np.ndarray, a: np.ndarray, u: float) -> np
     return C_ELEM * u * (np.abs(a) + np.abs(slope * z))
 
 
-def softmax_rounding(z: np.ndarray, p: np.ndarray, u: float) -> np.ndarray:
+def softmax_rounding(z: np.ndarray, p: np.ndarray, u: float, stored: bool = False) -> np.ndarray:
     """Bound on |computed - exact| of p = softmax(z) per row, whichever common form computed it:
     exp(z - max) / sum (argument rounding u|z - max|, a sum of 10 terms), exp(z - logsumexp)
-    (rounding of logsumexp), or exp(z) / sum without the shift."""
+    (rounding of logsumexp), or exp(z) / sum without the shift. Below the dtype's smallest normal
+    number a side may flush to zero (4 tiny); `stored`: of a side's own recorded p, which it did not
+    flush where it is not 0, so there it is off by at most two of the dtype's smallest subnormals."""
     top = z.max(axis=1, keepdims=True)  # (m, 1)
     lse = top + np.log(np.exp(z - top).sum(axis=1, keepdims=True))  # (m, 1)
     rel = z.shape[1] + 2 + np.abs(z - top) + np.abs(top) + np.abs(lse)  # (m, 10)
-    tiny = np.finfo(np.float64 if u < 1e-10 else np.float32).tiny  # the dtype's own smallest normal number
-    return 2 * u * p * rel + 4 * tiny
+    info = np.finfo(np.float64 if u < 1e-10 else np.float32)  # the dtype's own limits
+    floor = np.where(p != 0, 2 * float(info.smallest_subnormal), 4 * float(info.tiny)) if stored else 4 * info.tiny
+    return 2 * u * p * rel + floor
 
 
 def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np.ndarray, np.ndarray]:
@@ -281,12 +284,12 @@ def _adam_step(cfg: Config, step: int, m: np.ndarray, v: np.ndarray) -> np.ndarr
     return size * m / (np.sqrt(np.maximum(v, 0.0)) / root2 + cfg.adam_eps)
 
 
-def _probs(cfg: Config, inp: Inputs, u: float) -> tuple[np.ndarray, np.ndarray]:
-    """The recorded output probabilities and a bound on their own rounding."""
+def _probs(cfg: Config, inp: Inputs, u: float, stored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded output probabilities and a bound on their own rounding (`stored`: see softmax_rounding)."""
     z = inp.cur("output/bias_add")
     if cfg.loss == "cross_entropy":
         p = inp.cur("output/softmax")
-        return p, softmax_rounding(z, p, u)
+        return p, softmax_rounding(z, p, u, stored)
     p = inp.cur("output/sigmoid")
     return p, activation_rounding("sigmoid", z, p, u)
 
@@ -306,8 +309,9 @@ def _target_rounding(cfg: Config, y: np.ndarray, u: float) -> np.ndarray | float
 
 def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
     """Cross-entropy from P (a side may take it from the logits: P's rounding covers that);
-    MSE as the mean over all m*10 elements."""
-    p, p_err = _probs(cfg, inp, u)
+    MSE as the mean over all m*10 elements. Where P[y] is tiny its own recorded value, not the flush
+    floor, says how precise the side's -log P[y] is (else the bound would exceed any loss)."""
+    p, p_err = _probs(cfg, inp, u, stored=True)
     y = inp.cur("input/y").astype(np.int64)
     p_err = p_err + _target_rounding(cfg, y, u)
     if cfg.loss == "cross_entropy":

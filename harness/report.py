@@ -20,13 +20,15 @@ import html
 import io
 import json
 import math
+import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .comparator import AGREE, DRIFT, Comparison, RecordArrays, RecordDiff, config_of, record_arrays
+from .comparator import AGREE, DRIFT, UNJUDGED, Comparison, RecordArrays, RecordDiff, config_of, record_arrays
 from .config import Config
 from .describe import describe_record
 from .errors import InputError
@@ -53,9 +55,12 @@ def anchor(step: Step, name: str) -> str:
 
 
 def category(r: RecordDiff) -> str:
-    """exact (bit for bit) | noise (within the bound) | propagated | origin | unclassified."""
+    """exact (bit for bit) | noise (within the bound) | consistent (the bound says nothing there; each side
+    is its op applied to its own inputs) | unjudged | propagated | origin | unclassified."""
     if r.kind == AGREE:
-        return "exact" if r.max_abs == 0 else "noise"
+        return "exact" if r.max_abs == 0 else "consistent" if r.judged_by == "consistency" else "noise"
+    if r.kind == UNJUDGED:
+        return "unjudged"
     if r.is_origin:
         return "origin"
     return "propagated" if r.role else "unclassified"
@@ -70,24 +75,40 @@ def cell_colour(r: RecordDiff) -> str:
         return f"hsl(130 50% {93 - 28 * min(max(r.worst_ratio, 0.0), 1.0):.0f}%)"
     if cat == "origin":
         return "hsl(0 80% 45%)"
+    if cat in ("consistent", "unjudged"):  # never a shade of "within noise"
+        return COLOURS[cat]
     decades = math.log10(r.worst_ratio) if math.isfinite(r.worst_ratio) and r.worst_ratio > 1 else 6.0
     return f"hsl(32 95% {78 - 30 * min(decades / 6, 1.0):.0f}%)"
 
 
-CELL_MARK = {"exact": "", "noise": "", "propagated": "p", "origin": "O", "unclassified": "?"}
+CELL_MARK = {"exact": "", "noise": "", "consistent": "c", "unjudged": "-", "propagated": "p", "origin": "O",
+             "unclassified": "?"}
+COLOURS = {"consistent": "hsl(200 45% 82%)", "unjudged": "hsl(270 25% 80%)"}
 
 
 def ratio_text(r: RecordDiff) -> str:
-    if r.kind not in (AGREE, "values", "labels"):
+    """The worst |A-B| over its bound, or the kind of difference where no ratio applies (shape, stopped...)."""
+    if not has_ratio(r):
         return r.kind
     return "inf" if math.isinf(r.worst_ratio) else f"{r.worst_ratio:.3g}"
 
 
+def has_ratio(r: RecordDiff) -> bool:
+    return r.kind in (AGREE, "values", "labels") and r.judged_by != "graph"
+
+
+def ratio_phrase(r: RecordDiff) -> str:
+    """", worst 2.5x its bound" where a ratio means something, else "" (a shape has no ratio)."""
+    return f", worst {ratio_text(r)}x its bound" if has_ratio(r) else ""
+
+
 def status_text(r: RecordDiff) -> str:
     cat = category(r)
+    if r.kind == UNJUDGED:
+        return "not judged"
     if r.kind not in (AGREE, "values"):
         return f"origin ({r.kind})"
-    return {"exact": "equal", "noise": "within noise"}.get(cat, cat)
+    return {"exact": "equal", "noise": "within noise", "consistent": "consistent (bound vacuous)"}.get(cat, cat)
 
 
 def _png(fig: Any) -> str:
@@ -143,12 +164,14 @@ def render_grid(c: Comparison, cells: dict[tuple[Step, str], RecordDiff], units:
                 tds.append('<td class="none"></td>')
                 continue
             cat = category(r)
-            title = f"{step_label(u)} {n}: {status_text(r)}, worst {ratio_text(r)}x its bound"
+            title = f"{step_label(u)} {n}: {status_text(r)}{ratio_phrase(r)}"
             tds.append(f'<td class="{cat}" style="background:{cell_colour(r)}"><a href="#{esc(anchor(u, n))}" '
                        f'title="{esc(title)}">{CELL_MARK[cat]}</a></td>')
         rows.append(f"<tr><th>{esc(step_label(u))}</th>{''.join(tds)}</tr>")
     legend = " ".join(f'<span class="key" style="background:{col}">{esc(label)}</span>' for label, col in (
         ("equal bit for bit", "#f2f2f2"), ("within noise", "hsl(130 50% 80%)"),
+        ("consistent (c): bound vacuous, each side its op of its own inputs", COLOURS["consistent"]),
+        ("not judged (-)", COLOURS["unjudged"]),
         ("propagated (p), darker by decades past its bound", "hsl(32 95% 60%)"), ("origin (O)", "hsl(0 80% 45%)")))
     return (f'<section id="grid"><h2>Steps by records</h2><p class="legend">{legend}</p>'
             f'<div class="scroll"><table class="grid"><thead><tr><th>step</th>{head}</tr></thead>'
@@ -204,11 +227,11 @@ def render_chain(c: Comparison, cfg: Config | None, focus: RecordDiff, cells: di
             r = cells[(step, name)]
             boxes.append(f'<a class="node {category(r)}" style="background:{cell_colour(r)}" '
                          f'href="#{esc(anchor(step, name))}"><b>{esc(name)}</b><br>{esc(step_label(step))}: '
-                         f'{esc(status_text(r))}, {esc(ratio_text(r))}x</a>')
+                         f'{esc(status_text(r) + ratio_phrase(r))}</a>')
         cols.append(f'<div class="level">{"".join(boxes)}</div>')
     arrow = '<div class="arrow">&rarr;</div>'
     ends = [k for k in downstream if k[1] in KEY_PARAMETERS]
-    end_text = "; ".join(f"{step_label(s)} {n} {status_text(cells[(s, n)])} ({ratio_text(cells[(s, n)])}x)"
+    end_text = "; ".join(f"{step_label(s)} {n} {status_text(cells[(s, n)])}{ratio_phrase(cells[(s, n)])}"
                          for s, n in ends)
     return (f'<section id="chain"><h2>Causal chain from {esc(focus.where)}</h2>'
             f"<p>{len(downstream)} records are computed from it downstream; {len(diverged)} of them diverge. "
@@ -220,35 +243,46 @@ def render_chain(c: Comparison, cfg: Config | None, focus: RecordDiff, cells: di
 
 def error_plot(c: Comparison, focus: RecordDiff | None) -> str:
     """Worst |A-B| / bound per step for the loss, the focus record, the parameters and any record."""
-    steps = sorted({r.step for r in c.records if r.step != LOAD and r.kind in (AGREE, "values")})
+    plotted = [r for r in c.records if r.step != LOAD and has_ratio(r)]  # a shape or a stop has no ratio to plot
+    steps = sorted({int(r.step) for r in plotted})
     if not steps:
         return ""
-    floor, top = 1e-3, 1e9
+    finite = [r.worst_ratio for r in plotted if math.isfinite(r.worst_ratio)]
+    floor, top = 1e-3, max(10.0, 3 * max(finite, default=1.0))  # the axis follows the data; inf is drawn at the top
     names = list(dict.fromkeys(([focus.name] if focus else []) + list(KEY_PARAMETERS)))
-    by = {(r.step, r.name): r for r in c.records}
-    from matplotlib.ticker import NullLocator
+    by = {(r.step, r.name): r for r in plotted}
+    from matplotlib.ticker import MaxNLocator, NullLocator
 
     fig = _figure(9, 3.6)
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.14, top=0.96)
     ax = fig.add_subplot()
-    worst = [max((min(r.worst_ratio, top) for r in c.records if r.step == s and r.kind in (AGREE, "values")),
-                 default=0.0) for s in steps]
+    worst = [max((min(r.worst_ratio, top) for r in plotted if r.step == s), default=0.0) for s in steps]
     ax.plot(steps, np.maximum(worst, floor), color="black", lw=2, label="worst of any record")
     for n in names:
         ys = [min(by[(s, n)].worst_ratio, top) if (s, n) in by else np.nan for s in steps]
         if not all(np.isnan(ys)):
             ax.plot(steps, np.maximum(ys, floor), marker="." if len(steps) < 40 else None, lw=1.2, label=n)
     ax.axhline(1.0, color="red", ls="--", lw=1, label="its bound")
+    structural = focus is not None and focus.step != LOAD and not has_ratio(focus)
     if focus is not None and focus.step != LOAD:
-        ax.axvline(int(focus.step), color="grey", ls=":", lw=1)
+        ax.axvline(int(focus.step), color="grey", ls=":", lw=1,
+                   label=f"{focus.name} ({focus.kind}, no ratio)" if structural else None)
     ax.set_yscale("log")
+    ax.set_ylim(floor / 2, top * 2)
     ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost a third of the plot's time
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("step")
     ax.set_ylabel("|A-B| / bound, worst element")
     ax.legend(fontsize=7, ncols=2)
+    infinite = sum(1 for r in plotted if math.isinf(r.worst_ratio))
     return (f'<section id="errors"><h2>Error over steps</h2>{_img(_png(fig), "worst ratio per step")}'
             f"<p>The bound is what two correct sides can accumulate within one step; parameters whose ratio "
-            f"grows across steps without an origin are drift.</p></section>")
+            f"grows across steps without an origin are drift. The axis runs from {floor:g} to {top:.3g}, the largest "
+            f"finite ratio times 3"
+            + (f"; {infinite} infinite ratio(s) (NaN or Inf against a number) are drawn at its top" if infinite else "")
+            + (f". {focus.where} differs in {focus.kind}, which has no ratio: the dotted line marks its step"
+               if structural and focus is not None else "")
+            + ".</p></section>")
 
 
 def axis_names(name: str, ndim: int) -> tuple[str, str]:
@@ -424,6 +458,22 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def render_stopped(c: Comparison) -> str:
+    """A side that did not complete, in its own words: why it stopped, its stderr's tail, its build output."""
+    blocks = []
+    for side in (c.a, c.b):
+        stopped = side.manifest.get("stopped")
+        if side.status == "complete":
+            continue
+        block = [f"<h3>{esc(side.label)} = {esc(side.name)}: {esc(side.stop_summary)}</h3>"]
+        for key, what in (("build_output", "build output"), ("stderr_tail", "stderr (its last 2,000 bytes)")):
+            text = stopped.get(key) if isinstance(stopped, dict) else None
+            if isinstance(text, str) and text.strip():
+                block.append(f"<p>{what}:</p><pre>{esc(text.strip())}</pre>")
+        blocks.append("".join(block))
+    return f'<section id="stopped"><h2>Where a side stopped</h2>{"".join(blocks)}</section>' if blocks else ""
+
+
 def render_manifests(c: Comparison) -> str:
     fa, fb = flatten(c.a.manifest), flatten(c.b.manifest)
     keys = list(dict.fromkeys(list(fa) + list(fb)))
@@ -503,6 +553,10 @@ def facts(c: Comparison) -> ReportFacts:
                            f"({'the load and ' if LOAD in units else ''}{steps} steps) is within its noise bound.{tail}",
                            code)
     layer, _, op = first.name.partition("/")
+    if c.verdict == DRIFT and all(r.kind == UNJUDGED for r in c.divergences):
+        return ReportFacts(title, "NOT JUDGED IN FULL", f"NOT JUDGED IN FULL: {len(c.divergences)} record(s) could not "
+                           f"be judged, the first at {first.where}: {first.note}. Every other record is within its "
+                           f"noise bound." + (" Exit 1 under --strict." if c.strict else " This passes."), code)
     if c.verdict == DRIFT:
         head = (f"DRIFT: {len(c.divergences)} records differ by more than a step's rounding, the first at {first.where}; "
                 f"every one is explained by differences upstream (no origin).")
@@ -531,10 +585,11 @@ def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None =
              f"tolerance: {esc(c.tolerance.describe())}<br>exit code {f.exit_code}</p>")]
     if command:
         parts.append(f"<p>Reproduce:</p><pre>{esc(command)}</pre>")
-    parts.append(f"<p>Compare the saved memstates again:</p><pre>python -m harness.compare {esc(c.a.path)} "
-                 f"{esc(c.b.path)}</pre>")
+    again = shlex.join(["python", "-m", "harness.compare", os.path.abspath(c.a.path), os.path.abspath(c.b.path)])
+    parts.append(f"<p>Compare the saved memstates again (from any directory):</p><pre>{esc(again)}</pre>")
     if c.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in c.notes) + "</ul>")
+    parts.append(render_stopped(c))
     first = c.first
     if first is not None:
         cfg = config_of(a) or config_of(b)

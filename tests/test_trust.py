@@ -318,3 +318,54 @@ def test_labels_outside_the_classes_are_named(ms, tmp_path, capsys, monkeypatch)
     code, out, err = cli([ms, b, "--no-html"], capsys, tmp_path, monkeypatch)
     assert code == 1 and "verdict: DIVERGED at step 1, input/y (labels): the first origin" in out
     assert "B's labels hold 12 at element 3 (1 outside 0..9 in all)" in out
+
+
+def test_a_loss_bug_under_a_vacuous_bound_is_found_by_consistency(tmp_path, capsys, monkeypatch):
+    """Inputs scaled to [0, 8] push some P[y] to 1e-40 in float32: the loss's noise bound (1.2e3) exceeds
+    any loss, so a 1.2x loss from step 1 once passed as agree at step 1. Where a bound exceeds every value
+    the record holds, each side's consistency with its own inputs decides, and says so."""
+    impl = tmp_path / "lossbug"
+    shutil.copytree(IMPLS / "numpy", impl)
+    src = (impl / "mlp.py").read_text()
+    (impl / "mlp.py").write_text(src.replace('record(step, "loss/value", loss)',
+                                             'record(step, "loss/value", loss * 1.2 if step >= 1 else loss)'))
+    args = ["--input-max", "8", "--steps", "3", "--no-html"]
+    code, out, err = cli([IMPLS / "numpy", impl, *args, "--out", tmp_path / "r", "--json", tmp_path / "r.json"],
+                         capsys, tmp_path, monkeypatch)
+    assert code == 1 and "verdict: DIVERGED at step 1, loss/value (values): the first origin" in out
+    assert "B's value is not the op applied to B's own inputs; A's is" in out
+    assert ("1 of 1 elements where a side is not the op applied to its own inputs" in out
+            and "exceeds every value the record holds (|value| <= 15.7), so |A-B| within it proves nothing (P[y] "
+            "near 0: -log P[y] magnifies P's rounding); judged instead by each side's consistency" in out), out
+    first = json.loads((tmp_path / "r.json").read_text())["first"]
+    assert (first["judged_by"], first["role"], first["step"]) == ("consistency", "origin", 1)
+
+
+def test_a_correct_pair_under_a_vacuous_bound_is_judged_by_consistency_not_within_noise(tmp_path, capsys, monkeypatch):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the C++ port cannot be built")
+    code, out, err = cli([IMPLS / "numpy", IMPLS / "cpp", "--input-max", "8", "--steps", "2", "--out", tmp_path / "r",
+                          "--json", tmp_path / "r.json", "--html", tmp_path / "r.html"], capsys, tmp_path, monkeypatch)
+    assert code == 0 and "verdict: DRIFT: 1 record(s) differ by more than a step's rounding, first at step 1, " \
+        "hidden/weight; each is explained by differences upstream (no origin)" in out, out
+    assert ("note: loss/value at step 1: the noise bound at 1 of 1 element(s) (up to 1.19e+03) exceeds every value "
+            "the record holds") in out and "both are consistent" in out
+    assert json.loads((tmp_path / "r.json").read_text())["judged_by_consistency"] == [[1, "loss/value"]]
+    page = (tmp_path / "r.html").read_text()
+    assert 'title="step 1 loss/value: consistent (bound vacuous), worst ' in page
+
+
+def test_vacuous_elements_are_judged_by_consistency_or_said_to_be_unjudged():
+    from harness.vacuous import judge_vacuous, vacuous_mask
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.5, 3.0, 4.5])
+    allowed = np.array([10.0, 10.0, 0.1, 1.0])  # element 1 vacuous (> 4.5), element 3 not; element 0 equal
+    mask, scale = vacuous_mask(a, b, allowed)
+    assert mask.tolist() == [False, True, False, False] and scale == 4.5
+    assert judge_vacuous(mask, scale, allowed, np.array([0, 1e-9, 0, 0]), np.full(4, 1e-6))  # consistent
+    v = judge_vacuous(mask, scale, allowed, np.array([0, 0.5, 0, 0]), np.full(4, 1e-6))
+    assert not v and (v.n_inconsistent, v.worst_index, v.worst_ratio) == (1, (1,), 0.5 / 1e-6)
+    v = judge_vacuous(mask, scale, allowed, np.array([0, 0.5, 0, 0]), np.full(4, 100.0))  # own rounding vacuous too
+    assert not v and (v.n_inconsistent, v.n_unjudged) == (0, 1)
+    assert judge_vacuous(mask, scale, allowed, None, None).n_unjudged == 1  # no model
+    assert not vacuous_mask(a, b, np.array([10.0, np.inf, 10.0, 0.1]))[0][3]  # 4.0 vs 4.5 within 0.1? not vacuous
+    assert vacuous_mask(a, b, np.array([0.0, np.nan, 0.0, 0.0]))[0][1]  # a NaN bound says nothing either
