@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, printable
 from .jsonl import convert_jsonl, write_jsonl
 from .memstate import Memstate
 
@@ -31,21 +31,21 @@ def main(argv: list[str] | None = None) -> int:
             write_jsonl(ms, dst)
             print(f"{dst}: written from {src}")
             if ms.damaged:
-                print(f"error: {src} is damaged: {ms.damaged}; {dst} holds what came before it", file=sys.stderr)
+                print(f"error: {src} is damaged: {printable(ms.damaged)}; {dst} holds what came before it", file=sys.stderr)
                 return 2
             return 0
         if not src.is_file():
             raise InputError(f"{src}: no such file or directory")
         m = convert_jsonl(src, dst)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk: nothing half-written is left under the target's name
         print(f"error: {e.filename or dst}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"{dst}: {len(m.units)} units, {m.status}")
     if m.status != "complete":
-        print(f"stopped: {(m.manifest.get('stopped') or {}).get('error')}", file=sys.stderr)
+        print(f"stopped: {printable((m.manifest.get('stopped') or {}).get('error'))}", file=sys.stderr)
         return 1
     return 0
 

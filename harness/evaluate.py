@@ -21,7 +21,7 @@ from .catalogue import BENIGN, BUG, CATALOGUE, Case
 from .comparator import Comparison, compare_memstates
 from .config import Config, positive_integer
 from .data import Mnist, load_mnist
-from .errors import InputError
+from .errors import InputError, printable
 from .job import Job, prepare_job
 from .memstate import Memstate
 from .params import initial_params
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mnist = load_mnist(args.data)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="memstate-evaluate-") as tmp:
         root = Path(args.out) if args.out else Path(tmp)

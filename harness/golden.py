@@ -28,7 +28,7 @@ from . import __version__
 from .comparator import Comparison, compare_memstates
 from .config import Config
 from .data import load_mnist
-from .errors import InputError
+from .errors import InputError, printable
 from .memstate import MANIFEST, Memstate, unit_file, write_atomic
 from .runner import load_implementation, run_config
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             make_goldens(tmp)
             differ = differing_files(Path(args.out), Path(tmp))
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     for name in differ:
         print(f"differs: {name}")

@@ -25,7 +25,7 @@ import numpy as np
 from .capture import SUMMARY_FIELDS, TRAIN, Capture
 from .config import Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number
 from .data import Mnist, load_mnist
-from .errors import InputError
+from .errors import InputError, printable
 from .job import prepare_job, resolve, train_count
 from .memstate import SUMMARIES, SUMMARY_NAMES, Memstate
 from .outputs import check_file_target, check_output_paths, claim_run_directory
@@ -243,18 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 raise InputError(f"{args.save}: cannot write the parameters: {e.strerror}") from None
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     out = sys.stderr if args.json == "-" else sys.stdout
     if result:
-        print(f"{result.implementation}: {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.1f} s, "
+        print(f"{printable(result.implementation)}: {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.1f} s, "
               f"{result.seconds_per_epoch:.2f} s/epoch, {result.images_per_second:,.0f} img/s", file=out)
         print(f"loss {result.final_loss:.4f} (mean over the last epoch); test accuracy {result.test_accuracy:.2f}% "
               f"on {result.test_images} images", file=out)
         if args.save:
             print(f"parameters: {args.save} (python -m harness.compare A B --params {args.save})", file=out)
     else:
-        print(f"{result.implementation} {result.status}: {result.error}", file=out)
+        print(f"{printable(result.implementation)} {result.status}: {printable(result.error)}", file=out)
     if args.json:
         text = json.dumps(result.to_dict(), indent=1)
         if args.json == "-":

@@ -365,3 +365,32 @@ def test_non_finite_values_are_drawn_not_raised():
     table = Page(worst_table(arr, ("A", "B")))
     first_row = [t for t in table.text if t.strip()][8:16]
     assert first_row[0] in ("[0, 0]", "[3, 100]", "[5, 0]") and first_row[5] == "inf"
+
+
+def test_a_stopped_side_is_shown_in_its_own_words_and_the_commands_run_from_anywhere(hostile_report):
+    _, text = hostile_report
+    page = Page(text)
+    stopped = page.of("stopped")
+    assert stopped.startswith("Where a side stoppedB = dies: stopped after step 1: ") and "RuntimeError" in stopped
+    assert HOSTILE_ERROR in stopped  # the port's own words, escaped (the page has no such tag)
+    assert not any(t == "img" and a.get("src") == "x" for t, a in page.tags)
+    commands = [t for t in page.text if "python -m harness.compare " in t]  # Reproduce, and compare again
+    assert len(commands) == 2 and commands[0].startswith("cd /") and commands[1].startswith("python -m harness.compare /")
+    assert not any("--out" in t for t in commands)  # its directory holds this run: a rerun would be refused
+
+
+def test_a_shape_origin_has_no_ratio_in_its_tooltip_or_plot(runs, tmp_path):
+    from harness.memstate import MemstateWriter
+    a = runs.run("numpy", CFG)
+    writer = MemstateWriter(tmp_path / "b", {k: v for k, v in a.manifest.items()
+                                             if k in ("implementation", "config", "dtype", "params_sha256")})
+    for u in a.units:
+        for n, x in a.unit(u).items():
+            writer(u, n, np.array(x).T.copy() if (u, n) == (1, "hidden/matmul") else np.array(x))
+    writer.close("complete")
+    b = Memstate(tmp_path / "b")
+    c = compare_memstates(a, b)
+    assert (c.first.step, c.first.name, c.first.kind) == (1, "hidden/matmul", "shape")
+    text = render_report(c, a, b)
+    assert 'title="step 1 hidden/matmul: origin (shape)"' in text and "shapex" not in text
+    assert "step 1, hidden/matmul differs in shape, which has no ratio: the dotted line marks its step" in text

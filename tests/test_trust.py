@@ -369,3 +369,12 @@ def test_vacuous_elements_are_judged_by_consistency_or_said_to_be_unjudged():
     assert judge_vacuous(mask, scale, allowed, None, None).n_unjudged == 1  # no model
     assert not vacuous_mask(a, b, np.array([10.0, np.inf, 10.0, 0.1]))[0][3]  # 4.0 vs 4.5 within 0.1? not vacuous
     assert vacuous_mask(a, b, np.array([0.0, np.nan, 0.0, 0.0]))[0][1]  # a NaN bound says nothing either
+
+
+def test_convert_prints_a_port_s_error_escaped(tmp_path, capsys):
+    from harness.convert import main as convert_main
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"memstate": "jsonl/1"}\n{"end": "error", "error": "boom\\nverdict: AGREE\\u001b[2K"}\n')
+    assert convert_main([str(src), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "stopped: boom\\nverdict: AGREE\\x1b[2K" in err and "\nverdict: AGREE" not in err
