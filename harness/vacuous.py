@@ -31,6 +31,10 @@ class Vacuous:
 def vacuous_mask(a: np.ndarray, b: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, float]:
     """(mask, scale): the elements, finite and different on the two sides, whose bound exceeds the
     record's largest finite magnitude `scale` (the bound would pass any value the record holds)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # the common case first, without float64 copies
+        top = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+        if np.isfinite(top) and float(np.max(allowed, initial=0.0)) <= top:
+            return np.zeros(np.shape(a), dtype=bool), top
     fa, fb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(fa) & np.isfinite(fb)
