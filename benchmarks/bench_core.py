@@ -24,12 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.comparator import compare_memstates  # noqa: E402
-from harness.config import Config  # noqa: E402
-from harness.data import load_mnist  # noqa: E402
-from harness.job import prepare_job  # noqa: E402
-from harness.memstate import Memstate, MemstateWriter  # noqa: E402
-from harness.params import initial_params  # noqa: E402
+from harness.compare.stream import compare_memstates  # noqa: E402
+from harness.spec.config import Config  # noqa: E402
+from harness.spec.data import load_mnist  # noqa: E402
+from harness.run.job import prepare_job  # noqa: E402
+from harness.store.memstate import Memstate  # noqa: E402
+from harness.store.writer import MemstateWriter  # noqa: E402
+from harness.spec.params import initial_params  # noqa: E402
 
 
 class StepClock:

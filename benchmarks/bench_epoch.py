@@ -25,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.comparator import compare_memstates
-from harness.data import load_mnist
-from harness.job import prepare_job, train_count
-from harness.memstate import Memstate
-from harness.params import initial_params
-from harness.presets import get_preset
-from harness.runner import load_implementation, run_implementation
+from harness.compare.stream import compare_memstates
+from harness.spec.data import load_mnist
+from harness.run.job import prepare_job, train_count
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params
+from harness.spec.presets import get_preset
+from harness.run.runner import load_implementation, run_implementation
 
 
 def allclose_seconds(a: Memstate, b: Memstate) -> tuple[float, int]:

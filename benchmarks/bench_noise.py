@@ -23,11 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.comparator import choose_tolerance, compare_memstates, step_bounds  # noqa: E402
-from harness.config import Config  # noqa: E402
-from harness.data import load_mnist  # noqa: E402
+from harness.compare.stream import choose_tolerance, compare_memstates, step_bounds  # noqa: E402
+from harness.spec.config import Config  # noqa: E402
+from harness.spec.data import load_mnist  # noqa: E402
 from harness.evaluate import IMPLS, Evaluator  # noqa: E402
-from harness.memstate import Memstate, MemstateWriter  # noqa: E402
+from harness.store.memstate import Memstate  # noqa: E402
+from harness.store.writer import MemstateWriter  # noqa: E402
 
 EPSILONS = [10.0 ** (-k / 2) for k in range(2, 20)]  # 1e-1 ... 3.2e-10
 

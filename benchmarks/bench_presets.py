@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.data import load_mnist
-from harness.job import train_count
-from harness.presets import PRESETS
+from harness.spec.data import load_mnist
+from harness.run.job import train_count
+from harness.spec.presets import PRESETS
 from harness.train import train
 
 DEFAULT_LIMITS = ["pure_python:goml:1", "pure_python:born:0.05", "pure_python:gon:0.05",

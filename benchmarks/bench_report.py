@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.config import Config  # noqa: E402
-from harness.data import load_mnist  # noqa: E402
-from harness.runner import run_config  # noqa: E402
+from harness.spec.config import Config  # noqa: E402
+from harness.spec.data import load_mnist  # noqa: E402
+from harness.run.runner import run_config  # noqa: E402
 
 PAIRS = [  # (label, A, B, config changes)
     ("default: numpy vs jax (drift)", "numpy", "jax", {}),
@@ -33,13 +33,13 @@ PAIRS = [  # (label, A, B, config changes)
 
 TIMED = """
 import json, sys, time
-from harness.comparator import compare_memstates
-from harness.memstate import Memstate
+from harness.compare.stream import compare_memstates
+from harness.store.memstate import Memstate
 t0 = time.perf_counter()
 a, b = Memstate(sys.argv[1]), Memstate(sys.argv[2])
 c = compare_memstates(a, b)
 t1 = time.perf_counter()
-from harness.report import write_report
+from harness.report.html import write_report
 write_report(c, a, b, sys.argv[3], "benchmark")
 t2 = time.perf_counter()
 print(json.dumps({"compare": t1 - t0, "report": t2 - t1, "verdict": c.verdict}))

@@ -29,15 +29,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.bisect import bisect
-from harness.capture import SUMMARY, Capture, ramp
-from harness.comparator import RecordDiff, Tolerance, compare_memstates, compare_values
-from harness.config import Config
-from harness.data import load_mnist
-from harness.job import prepare_job
-from harness.memstate import Memstate, MemstateWriter
-from harness.params import initial_params
-from harness.runner import load_implementation, run_implementation
+from harness.compare.bisect import bisect
+from harness.run.capture import SUMMARY, Capture, ramp
+from harness.compare.stream import compare_memstates
+from harness.judge.record import RecordDiff, Tolerance, compare_values
+from harness.spec.config import Config
+from harness.spec.data import load_mnist
+from harness.run.job import prepare_job
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.params import initial_params
+from harness.run.runner import load_implementation, run_implementation
 
 
 def best(f, repeat: int = 5) -> float:

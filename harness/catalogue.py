@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import LOAD, Step
+from harness.spec.records import LOAD, Step
 
 BUG, BENIGN = "bug", "benign"
 MOMENTUM_WD = {"optimizer": "momentum", "weight_decay": 5e-4}

@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import InputError, printable
-from .jsonl import convert_jsonl, write_jsonl
-from .memstate import Memstate
+from harness.errors import InputError, printable
+from harness.store.jsonl import convert_jsonl, write_jsonl
+from harness.store.memstate import Memstate
 
 
 def main(argv: list[str] | None = None) -> int:

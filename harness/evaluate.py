@@ -17,16 +17,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .catalogue import BENIGN, BUG, CATALOGUE, Case
-from .comparator import Comparison, compare_memstates
-from .config import Config, positive_integer
-from .data import Mnist, load_mnist
-from .errors import InputError, printable
-from .job import Job, prepare_job
-from .memstate import Memstate
-from .params import initial_params
-from .records import step_label
-from .runner import load_implementation, run_implementation
+from harness.catalogue import BENIGN, BUG, CATALOGUE, Case
+from harness.compare.comparison import Comparison
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config, positive_integer
+from harness.spec.data import Mnist, load_mnist
+from harness.errors import InputError, printable
+from harness.run.job import Job, prepare_job
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params
+from harness.spec.records import step_label
+from harness.run.runner import load_implementation, run_implementation
 
 IMPLS = Path(__file__).resolve().parents[1] / "impls"
 BUG_STEPS, BENIGN_STEPS = 3, 200

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .comparator import Comparison, compare_memstates
-from .config import Config
-from .data import load_mnist
-from .errors import InputError, printable
-from .memstate import MANIFEST, Memstate, unit_file, write_atomic
-from .runner import load_implementation, run_config
+from harness import __version__
+from harness.compare.comparison import Comparison
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config
+from harness.spec.data import load_mnist
+from harness.errors import InputError, printable
+from harness.store.format import MANIFEST, unit_file, write_atomic
+from harness.store.memstate import Memstate
+from harness.run.runner import load_implementation, run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = ROOT / "fixtures" / "golden"

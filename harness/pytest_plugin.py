@@ -21,16 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from .comparator import Comparison, compare_memstates
-from .compare import slug
-from .config import Config
-from .data import load_mnist
-from .describe import describe_record
-from .golden import write_golden
-from .memstate import Memstate
-from .params import load_params
-from .report import write_report
-from .runner import run_config
+from harness.compare.comparison import Comparison
+from harness.compare.stream import compare_memstates
+from harness.compare.cli import slug
+from harness.spec.config import Config
+from harness.spec.data import load_mnist
+from harness.report.text import describe_record
+from harness.golden import write_golden
+from harness.store.memstate import Memstate
+from harness.spec.params import load_params
+from harness.report.html import write_report
+from harness.run.runner import run_config
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -22,17 +22,18 @@ from typing import Self
 
 import numpy as np
 
-from .capture import SUMMARY_FIELDS, TRAIN, Capture
-from .config import Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number
-from .data import Mnist, load_mnist
-from .errors import InputError, printable
-from .job import prepare_job, resolve, train_count
-from .memstate import SUMMARIES, SUMMARY_NAMES, Memstate
-from .outputs import check_file_target, check_output_paths, claim_run_directory
-from .params import Params, initial_params, load_params
-from .presets import get_preset
-from .records import PARAMETERS
-from .runner import load_implementation, run_implementation
+from harness.run.capture import SUMMARY_FIELDS, TRAIN, Capture
+from harness.spec.config import Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number
+from harness.spec.data import Mnist, load_mnist
+from harness.errors import InputError, printable
+from harness.run.job import prepare_job, resolve, train_count
+from harness.store.format import SUMMARIES, SUMMARY_NAMES
+from harness.store.memstate import Memstate
+from harness.run.outputs import check_file_target, check_output_paths, claim_run_directory
+from harness.spec.params import Params, initial_params, load_params
+from harness.spec.presets import get_preset
+from harness.spec.records import PARAMETERS
+from harness.run.runner import load_implementation, run_implementation
 
 ROW = len(SUMMARY_FIELDS) * 8  # bytes of one summary row
 VALUE = SUMMARY_FIELDS.index("s_min")  # a scalar's summary holds its value in every quantile

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from harness.config import Config
-from harness.data import Mnist, load_mnist
+from harness.spec.config import Config
+from harness.spec.data import Mnist, load_mnist
 from harness.evaluate import Evaluator
-from harness.job import Job
-from harness.memstate import Memstate
-from harness.runner import load_implementation, run_config, run_implementation
+from harness.run.job import Job
+from harness.store.memstate import Memstate
+from harness.run.runner import load_implementation, run_config, run_implementation
 
 # Property tests draw new random inputs on every run where people work (that is how they find bugs);
 # CI (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same ones each time, so a landing is never decided

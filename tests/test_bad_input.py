@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import IMPLS
 
-from harness.compare import main
-from harness.config import Config
-from harness.data import BUNDLED, load_mnist
-from harness.memstate import Memstate, MemstateWriter
-from harness.params import initial_params
-from harness.runner import run_config
+from harness.compare.cli import main
+from harness.spec.config import Config
+from harness.spec.data import BUNDLED
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.params import initial_params
 
 SMALL = ["--hidden", "4", "--batch-size", "8", "--steps", "3", "--no-html"]
 

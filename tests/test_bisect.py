@@ -12,16 +12,16 @@ from conftest import IMPLS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import metrics
-from harness.bisect import bisect, screen, state_before
-from harness.capture import SUMMARY, Capture
-from harness.compare import main
-from harness.config import Config
-from harness.job import prepare_job
-from harness.memstate import Memstate
-from harness.params import initial_params
-from harness.records import LOAD, PARAMETERS, velocity
-from harness.runner import load_implementation, run_implementation
+from harness.judge import metrics
+from harness.compare.bisect import bisect, screen, state_before
+from harness.run.capture import SUMMARY, Capture
+from harness.compare.cli import main
+from harness.spec.config import Config
+from harness.run.job import prepare_job
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params
+from harness.spec.records import LOAD, PARAMETERS, velocity
+from harness.run.runner import load_implementation, run_implementation
 
 
 def late_bug(tmp_path: Path, step: int) -> Path:

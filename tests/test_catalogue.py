@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from harness.catalogue import BENIGN_VARIANTS, BUGS, CATALOGUE
 from harness.evaluate import BENIGN_STEPS, Evaluator, case_config, judge
-from harness.records import LOAD, step_records
+from harness.spec.records import LOAD, step_records
 
 
 @pytest.fixture(scope="module")

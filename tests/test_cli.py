@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import IMPLS, ROOT, SHARED
 
-from harness.memstate import Memstate
+from harness.store.memstate import Memstate
 
 
 def compare(*args, cwd=None, timeout=300):

@@ -3,10 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from harness.comparator import Tolerance, compare_memstates
-from harness.config import Config
-from harness.memstate import Memstate, MemstateWriter
-from harness.records import expected_order
+from harness.compare.stream import compare_memstates
+from harness.judge.record import Tolerance
+from harness.spec.config import Config
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.records import expected_order
 
 CFG = Config(hidden=32, batch_size=16, steps=6)
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from harness.compare import parser
-from harness.config import Config, config_from_arguments
+from harness.compare.cli import parser
+from harness.spec.config import Config, config_from_arguments
 from harness.errors import InputError
 
 

@@ -9,11 +9,11 @@ import pytest
 from conftest import IMPLS, ROOT
 from test_implementations import VARIANTS, label
 
-from harness.comparator import compare_memstates
-from harness.config import Config
-from harness.jsonl import convert_jsonl
-from harness.memstate import Memstate
-from harness.runner import build_directory, ensure_built, load_implementation
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config
+from harness.store.jsonl import convert_jsonl
+from harness.store.memstate import Memstate
+from harness.run.runner import build_directory, ensure_built, load_implementation
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the C++ port cannot be built")
 

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness.data import BUNDLED, FILES, batch_schedule, load_mnist, make_subset, read_idx, write_idx
+from harness.spec.data import BUNDLED, FILES, batch_schedule, load_mnist, make_subset, read_idx, write_idx
 from harness.errors import InputError
 
 

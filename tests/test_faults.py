@@ -20,20 +20,20 @@ import numpy as np
 import pytest
 from conftest import IMPLS, ROOT
 
-from harness.comparator import compare_memstates
-from harness.config import Config
-from harness.data import load_mnist
-from harness.job import prepare_job
-from harness.memstate import Memstate
-from harness.params import initial_params
-from harness.runner import load_implementation, run_implementation
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config
+from harness.spec.data import load_mnist
+from harness.run.job import prepare_job
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params
+from harness.run.runner import load_implementation, run_implementation
 
 SMALL = ["--hidden", "16", "--batch-size", "8"]
 CHECK = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from harness.memstate import Memstate
+from harness.store.memstate import Memstate
 out = {}
 for d in sorted(Path(sys.argv[1]).iterdir()) if Path(sys.argv[1]).is_dir() else []:
     if (d / "manifest.json").is_file():

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.comparator import compare_memstates
-from harness.compare import format_text
-from harness.config import Config
+from harness.compare.stream import compare_memstates
+from harness.report.text import format_text
+from harness.spec.config import Config
 from harness.errors import InputError
-from harness.jsonl import convert_jsonl, write_jsonl
-from harness.legacy import convert_legacy
-from harness.memstate import Memstate
-from harness.params import initial_params, parse_params
-from harness.runner import load_implementation
+from harness.store.jsonl import convert_jsonl, write_jsonl
+from harness.store.legacy import convert_legacy
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params, parse_params
+from harness.run.runner import load_implementation
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # a reader prints nothing on a user's terminal either
 HANG = 30  # seconds one case may take before it counts as a hang

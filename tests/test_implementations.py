@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import IMPLS
 
-from harness.comparator import choose_tolerance, compare_memstates
-from harness.config import Config
-from harness.records import expected_order
+from harness.compare.stream import choose_tolerance, compare_memstates
+from harness.spec.config import Config
+from harness.spec.records import expected_order
 
 FOUR = ("pure_python", "numpy", "jax", "torch")
 DEFAULT_20 = Config(steps=20)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from harness.comparator import compare_memstates
-from harness.config import Config
-from harness.legacy import convert_legacy
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config
+from harness.store.legacy import convert_legacy
 
 CFG = Config(hidden=10, batch_size=32, steps=3, lr=0.1)
 

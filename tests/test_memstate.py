@@ -8,8 +8,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from harness.errors import InputError
-from harness.jsonl import convert_jsonl, write_jsonl
-from harness.memstate import Memstate, MemstateWriter
+from harness.store.jsonl import convert_jsonl, write_jsonl
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
 
 
 def small_memstate(path, steps=3, config_steps=None):
@@ -51,7 +52,7 @@ def test_unfinished_run_keeps_finished_steps(tmp_path):
 def test_killed_writer_leaves_every_finished_step(tmp_path):
     code = (
         "import numpy as np, os, sys\n"
-        "from harness.memstate import MemstateWriter\n"
+        "from harness.store.memstate import MemstateWriter\n"
         "w = MemstateWriter(sys.argv[1], {})\n"
         "for s in range(100):\n"
         "    w(s, 'x', np.full(1000, s, np.float32))\n"

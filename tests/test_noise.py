@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from test_comparator import CFG, altered
 
-from harness.comparator import compare_memstates, step_bounds
-from harness.noise import UNIT_ROUNDOFF, dot, ordered_partial_sums, sum_sigma
+from harness.compare.stream import compare_memstates, step_bounds
+from harness.judge.noise import UNIT_ROUNDOFF, dot, ordered_partial_sums, sum_sigma
 
 U32 = UNIT_ROUNDOFF["float32"]
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from harness.config import Config
+from harness.spec.config import Config
 from harness.errors import InputError
-from harness.params import initial_params, load_params, parse_params
+from harness.spec.params import initial_params, load_params, parse_params
 
 LEGACY = __import__("conftest").SHARED / "legacy" / "params.json"
 

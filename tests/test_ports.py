@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.comparator import compare_memstates
-from harness.config import Config
+from harness.compare.stream import compare_memstates
+from harness.spec.config import Config
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: no JavaScript port to run")

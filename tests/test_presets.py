@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from conftest import IMPLS
 
-from harness.capture import TRAIN, Capture
-from harness.comparator import compare_memstates
-from harness.compare import main as compare_main
-from harness.config import Config, config_from_arguments
+from harness.run.capture import TRAIN, Capture
+from harness.compare.stream import compare_memstates
+from harness.compare.cli import main as compare_main
+from harness.spec.config import Config, config_from_arguments
 from harness.errors import InputError
-from harness.job import prepare_job
-from harness.memstate import Memstate
-from harness.params import initial_params, load_params
-from harness.presets import PRESETS, get_preset
-from harness.records import LOAD, PARAMETERS, expected_order
-from harness.runner import load_implementation, run_implementation
+from harness.run.job import prepare_job
+from harness.store.memstate import Memstate
+from harness.spec.params import initial_params, load_params
+from harness.spec.presets import PRESETS, get_preset
+from harness.spec.records import LOAD, PARAMETERS, expected_order
+from harness.run.runner import load_implementation, run_implementation
 from harness.train import final_params, losses, train
 from harness.train import main as train_main
 
@@ -146,7 +146,7 @@ def test_train_command_reports_a_crash_and_bad_input(tmp_path, capsys):
 
 
 def test_preset_then_config_file_then_options(tmp_path):
-    from harness.compare import parser
+    from harness.compare.cli import parser
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"lr": 0.002, "hidden": 64}))
     args = parser().parse_args(["a", "b", "--preset", "born", "--config", str(file), "--hidden", "32"])

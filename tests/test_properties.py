@@ -17,16 +17,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from harness.comparator import Tolerance, compare_memstates, compare_record
-from harness.compare import format_text
-from harness.config import Config
-from harness.data import load_mnist, read_idx
+from harness.compare.stream import compare_memstates
+from harness.judge.record import Tolerance, compare_record
+from harness.report.text import format_text
+from harness.spec.config import Config
+from harness.spec.data import load_mnist, read_idx
 from harness.errors import InputError
-from harness.job import prepare_job
-from harness.jsonl import convert_jsonl
-from harness.memstate import Memstate, MemstateWriter
-from harness.params import Params, initial_params, parse_params
-from harness.runner import load_implementation, run_implementation
+from harness.run.job import prepare_job
+from harness.store.jsonl import convert_jsonl
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.params import Params, initial_params, parse_params
+from harness.run.runner import load_implementation, run_implementation
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,21 +18,14 @@ import pytest
 from conftest import IMPLS, ROOT
 
 from harness.catalogue import BUGS
-from harness.comparator import RecordArrays, compare_memstates
-from harness.config import Config
+from harness.compare.stream import RecordArrays, compare_memstates
+from harness.spec.config import Config
 from harness.evaluate import Evaluator
-from harness.memstate import Memstate
-from harness.records import LOAD, expected_order
-from harness.report import (
-    causal_chain,
-    grid_units,
-    heatmaps,
-    histogram,
-    render_report,
-    tiles,
-    worst_table,
-    write_report,
-)
+from harness.store.memstate import Memstate
+from harness.spec.records import LOAD, expected_order
+from harness.report.grid import causal_chain, grid_units
+from harness.report.html import render_report, write_report
+from harness.report.plots import heatmaps, histogram, tiles, worst_table
 
 CFG = Config(hidden=32, batch_size=16, steps=3)
 HOSTILE_NAME = "<script>alert(1)</script>"
@@ -380,7 +373,7 @@ def test_a_stopped_side_is_shown_in_its_own_words_and_the_commands_run_from_anyw
 
 
 def test_a_shape_origin_has_no_ratio_in_its_tooltip_or_plot(runs, tmp_path):
-    from harness.memstate import MemstateWriter
+    from harness.store.writer import MemstateWriter
     a = runs.run("numpy", CFG)
     writer = MemstateWriter(tmp_path / "b", {k: v for k, v in a.manifest.items()
                                              if k in ("implementation", "config", "dtype", "params_sha256")})

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import IMPLS, ROOT
 
-from harness.compare import main
-from harness.memstate import Memstate
-from harness.processes import carriers
+from harness.compare.cli import main
+from harness.store.memstate import Memstate
+from harness.run.processes import carriers
 
 SMALL = ["--hidden", "4", "--batch-size", "8", "--steps", "3", "--no-html"]
 
@@ -81,7 +81,7 @@ def test_an_implementation_that_exits_0_after_step_0_of_3_stopped(tmp_path, caps
 
 
 def test_jsonl_ending_before_its_steps_then_going_on_is_damaged(ms, tmp_path, capsys, monkeypatch):
-    from harness.jsonl import write_jsonl
+    from harness.store.jsonl import write_jsonl
     write_jsonl(Memstate(ms), tmp_path / "b.jsonl")
     lines = (tmp_path / "b.jsonl").read_text().splitlines()
     first_step1 = next(i for i, line in enumerate(lines) if '"step": 1' in line)
@@ -304,7 +304,7 @@ def test_a_loss_only_bug_where_probabilities_underflow_is_found_or_not_judged(tm
 
 
 def test_labels_outside_the_classes_are_named(ms, tmp_path, capsys, monkeypatch):
-    from harness.memstate import MemstateWriter
+    from harness.store.writer import MemstateWriter
     src = Memstate(ms)
     b = tmp_path / "b"
     w = MemstateWriter(b, {k: v for k, v in src.manifest.items() if k in ("implementation", "config", "dtype")})
@@ -356,7 +356,7 @@ def test_a_correct_pair_under_a_vacuous_bound_is_judged_by_consistency_not_withi
 
 
 def test_vacuous_elements_are_judged_by_consistency_or_said_to_be_unjudged():
-    from harness.vacuous import judge_vacuous, vacuous_mask
+    from harness.judge.vacuous import judge_vacuous, vacuous_mask
     a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.5, 3.0, 4.5])
     allowed = np.array([10.0, 10.0, 0.1, 1.0])  # element 1 vacuous (> 4.5), element 3 not; element 0 equal
     mask, scale = vacuous_mask(a, b, allowed)

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, read_json
-from .memstate import Memstate, MemstateWriter
-from .records import LOAD, PARAMETERS
+from harness.errors import InputError, read_json
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.records import LOAD, PARAMETERS
 
 KEYS = ("X", "Y", "Z1", "A1", "Z2", "A2", "ohY", "dZ2", "dW2", "db2", "dZ1", "dW1", "db1", "W1", "b1", "W2", "b2")
 COLUMNS = {"X": "input/x", "Z1": "hidden/bias_add", "A1": "hidden/activation", "Z2": "output/bias_add"}

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .budget import check_parameters_fit
-from .config import Config
-from .errors import InputError
+from harness.spec.budget import check_parameters_fit
+from harness.spec.config import Config
+from harness.errors import InputError
 
 FORMAT = "memstate-params/1"
 NAMES = ("W1", "b1", "W2", "b2")

@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .data import Mnist
-from .errors import InputError, OutputError, read_json
-from .job import Job, prepare_job, replay_buffers
-from .jsonl import convert_jsonl
-from .memstate import MANIFEST, WRITE_FAILED, Memstate, MemstateWriter, write_atomic
-from .params import Params, initial_params
-from .processes import RUN_ID, end_run, interrupt_name, new_run_id, tail, terminations_interrupt
+from harness.spec.config import Config
+from harness.spec.data import Mnist
+from harness.errors import InputError, OutputError, read_json
+from harness.run.job import Job, prepare_job, replay_buffers
+from harness.store.jsonl import convert_jsonl
+from harness.store.format import MANIFEST, WRITE_FAILED, write_atomic
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.params import Params, initial_params
+from harness.run.processes import RUN_ID, end_run, interrupt_name, new_run_id, tail, terminations_interrupt
 
 IMPL_MANIFEST = "memstate-impl.json"
 DEFAULT_TIMEOUT = 600.0
@@ -224,11 +226,11 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     env = dict(os.environ)
     token = env[RUN_ID] = new_run_id()  # everything the run starts carries it, and ends with the run
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing is written into the implementation's directory
-    harness_parent = str(Path(__file__).resolve().parents[1])
+    harness_parent = str(Path(__file__).resolve().parents[2])  # the directory that holds harness/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (harness_parent, env.get("PYTHONPATH")) if p)
     jsonl = out.with_name(out.name + ".jsonl")
     if impl.entry:
-        args = [sys.executable, "-P", "-B", "-m", "harness._child", str(impl.dir), impl.entry, str(job.dir), str(out),
+        args = [sys.executable, "-P", "-B", "-m", "harness.run.child", str(impl.dir), impl.entry, str(job.dir), str(out),
                 json.dumps(manifest)]
     else:
         built, build_error, build_output = ensure_built(impl) if impl.build else (None, None, "")

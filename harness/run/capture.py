@@ -7,7 +7,7 @@ A long run cannot keep every tensor of every step (at H=800, W1 alone is 2.5 MB 
 `summary` mode the writer keeps, for every record of every step, a row of cheap statistics
 (`SUMMARY_FIELDS`), and in full only: the loaded parameters, the steps listed in `full_steps`, and
 every `checkpoint_every` steps the parameters and velocities after the step (what a replay starts
-from). `harness.bisect` screens the summaries, then replays the window that parts in full.
+from). `harness.compare.bisect` screens the summaries, then replays the window that parts in full.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .records import BUFFERS, LOAD, PARAMETERS
+from harness.errors import InputError
+from harness.spec.records import BUFFERS, LOAD, PARAMETERS
 
 FULL, SUMMARY, TRAIN = "full", "summary", "train"
 STATE = frozenset(PARAMETERS) | {kind(p) for kinds in BUFFERS.values() for kind in kinds for p in PARAMETERS}

@@ -19,11 +19,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .config import Config
-from .errors import DuplicateKey, InputError, loads, regular_file
-from .manifest import expected_steps
-from .memstate import MAX_DIMS, RECORD_DTYPES, Memstate, MemstateWriter, temporary_name
-from .records import LOAD
+from harness.spec.config import Config
+from harness.errors import DuplicateKey, InputError, loads, regular_file
+from harness.store.manifest import expected_steps
+from harness.store.format import MAX_DIMS, RECORD_DTYPES, temporary_name
+from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
+from harness.spec.records import LOAD
 
 FORMAT = "jsonl/1"
 SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,

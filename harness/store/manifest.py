@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .capture import Capture
-from .config import DTYPES, Config
-from .errors import InputError
+from harness.run.capture import Capture
+from harness.spec.config import DTYPES, Config
+from harness.errors import InputError
 
 STATUSES = ("complete", "stopped", "interrupted", "running")
 

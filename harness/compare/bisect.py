@@ -20,17 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from .capture import SUMMARY, Capture, ramp_norm, summarize
-from .comparator import Comparison, choose_tolerance, compare_memstates
-from .config import Config
-from .data import Mnist
-from .errors import InputError
-from .job import STATE_FILES, prepare_job
-from .memstate import Memstate
-from .noise import UNIT_ROUNDOFF
-from .params import Params
-from .records import LOAD, PARAMETERS
-from .runner import Implementation, run_implementation
+from harness.compare.comparison import Comparison
+from harness.compare.stream import choose_tolerance, compare_memstates
+from harness.errors import InputError
+from harness.judge.noise import UNIT_ROUNDOFF
+from harness.run.capture import SUMMARY, Capture, ramp_norm, summarize
+from harness.run.job import STATE_FILES, prepare_job
+from harness.run.runner import Implementation, run_implementation
+from harness.spec.config import Config
+from harness.spec.data import Mnist
+from harness.spec.params import Params
+from harness.spec.records import LOAD, PARAMETERS
+from harness.store.memstate import Memstate
 
 SCREEN_ULPS = 2**10  # a summary may move by this many units of rounding of its own size between the sides
 

@@ -17,23 +17,40 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bisect import BisectResult, bisect
-from .comparator import Comparison, choose_tolerance, compare_memstates
-from .config import (Config, add_config_arguments, config_from_arguments, explicit_fields, non_negative_number,
-                     positive_integer, positive_number)
-from .data import load_mnist
-from .describe import describe_record
-from .errors import InputError, OutputError, printable
-from .job import Job, prepare_job
-from .jsonl import convert_jsonl
-from .legacy import convert_legacy, looks_legacy
-from .memstate import MANIFEST, Memstate, write_atomic
-from .outputs import check_file_target, check_output_paths, claim_run_directory
-from .params import Params, initial_params, load_params
-from .processes import interrupt_code, interrupt_name, terminations_interrupt
-from .records import LOAD, step_label
-from .report import write_report
-from .runner import Implementation, is_implementation, load_implementation, run_implementation
+from harness.compare.bisect import BisectResult, bisect
+from harness.compare.stream import choose_tolerance, compare_memstates
+from harness.errors import InputError, OutputError, printable
+from harness.report.text import format_text
+from harness.report.html import write_report
+from harness.run.job import Job, prepare_job
+from harness.run.outputs import (
+    check_file_target,
+    check_output_paths,
+    claim_run_directory,
+)
+from harness.run.processes import interrupt_code, interrupt_name, terminations_interrupt
+from harness.run.runner import (
+    Implementation,
+    is_implementation,
+    load_implementation,
+    run_implementation,
+)
+from harness.spec.config import (
+    Config,
+    add_config_arguments,
+    config_from_arguments,
+    explicit_fields,
+    non_negative_number,
+    positive_integer,
+    positive_number,
+)
+from harness.spec.data import load_mnist
+from harness.spec.params import Params, initial_params, load_params
+from harness.spec.records import LOAD
+from harness.store.jsonl import convert_jsonl
+from harness.store.legacy import convert_legacy, looks_legacy
+from harness.store.format import MANIFEST, write_atomic
+from harness.store.memstate import Memstate
 
 
 @dataclass
@@ -152,61 +169,6 @@ def _print(*parts: object, file=None) -> None:
           file=file or sys.stdout, flush=file is sys.stderr)
 
 
-def format_text(c: Comparison, limit: int = 8) -> str:
-    names = (c.a.label, c.b.label)
-    cfg = c.a.manifest.get("config", {})
-    lines = [f"memstate: {c.a.label} = {c.a.name} ({c.a.path})", f"          {c.b.label} = {c.b.name} ({c.b.path})"]
-    if cfg:
-        lines.append("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
-    lines.append(f"tolerance: {c.tolerance.describe()}")
-    for path, x, y in c.manifest_diff:
-        lines.append(f"differs: {path}: {names[0]}={x!r} {names[1]}={y!r}")
-    for note in c.notes:
-        lines.append(f"note: {note}")
-    for side in (c.a, c.b):  # a side that stopped: its own words (stderr, the compiler's output), not only a code
-        stopped = side.manifest.get("stopped") or {}
-        for key, what in (("build_output", "build output"), ("stderr_tail", "stderr")):
-            text = stopped.get(key)
-            if side.status != "complete" and isinstance(text, str) and text.strip():
-                tail_lines = text.strip().splitlines()[-8:]
-                lines.append(f"{side.label}'s {what}, last {len(tail_lines)} line(s):")
-                lines.extend(f"  | {line}" for line in tail_lines)
-    n_steps = len({r.step for r in c.records})
-    lines.append(f"compared {len(c.records)} records over {n_steps} units (load + steps): "
-                 f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")
-    first = c.first
-    if first is None:
-        consistent = [r for r in c.records if r.judged_by == "consistency"]
-        lines.append("verdict: AGREE (every record within its noise bound" + (
-            f"; {len(consistent)} where that bound says nothing judged by each side's consistency with its own "
-            f"inputs instead, see the notes)" if consistent else ")"))
-        return "\n".join(printable(line) for line in lines)
-    if c.verdict == "drift" and all(r.kind == "unjudged" for r in c.divergences):
-        lines.append(f"verdict: NOT JUDGED IN FULL (drift): {len(c.divergences)} record(s) could not be judged, first "
-                     f"{first.where}: {first.note}; every other record within its noise bound")
-        lines.append("  this passes only without --strict" + (": exit 1 (--strict)" if c.strict else ""))
-        return "\n".join(printable(line) for line in lines)
-    if c.verdict == "drift":
-        lines.append(f"verdict: DRIFT: {len(c.divergences)} record(s) differ by more than a step's rounding, first at "
-                     f"{first.where}; each is explained by differences upstream (no origin)")
-        lines.append("  drift passes" + (" only without --strict: exit 1 (--strict)" if c.strict else
-                                          "; use --strict to make it fail"))
-        lines.extend(describe_record(first, names))
-        return "\n".join(printable(line) for line in lines)
-    origins = c.origins
-    lines.append(f"verdict: DIVERGED at {first.where} ({first.kind}): the first origin")
-    lines.extend(describe_record(first, names))
-    if len(origins) > 1:
-        lines.append(f"{len(origins)} origins in all (where the op itself differs), first ones:")
-        for r in origins[:limit]:
-            lines.append(f"  {step_label(r.step)} {r.name} ({r.kind})")
-    propagated = [r for r in c.divergences if not r.is_origin]
-    if propagated:
-        lines.append(f"{len(propagated)} more diverging record(s) only pass differences on, first ones:")
-        for r in propagated[:limit]:
-            extra = f"{r.n_over}/{r.size} over, worst {r.worst_ratio:.3g}x" if r.kind == "values" else r.note
-            lines.append(f"  {step_label(r.step)} {r.name} {extra}")
-    return "\n".join(printable(line) for line in lines)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import Config
+from harness.spec.config import Config
 
 Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .errors import InputError
+from harness.spec.config import Config
+from harness.errors import InputError
 
 
 @dataclass(frozen=True)

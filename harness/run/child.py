@@ -1,6 +1,6 @@
 """Child process for a Python entry point: load the file by path, call it, write its memstate.
 
-Run as `python -P -m harness._child IMPL_DIR FILE:FUNC JOB_DIR OUT MANIFEST_JSON`. The -P
+Run as `python -P -m harness.run.child IMPL_DIR FILE:FUNC JOB_DIR OUT MANIFEST_JSON`. The -P
 keeps the implementation's directory off sys.path (impls/numpy must not shadow numpy).
 """
 
@@ -13,9 +13,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from .job import replay_buffers
-from .memstate import WRITE_FAILED, MemstateWriter, WriteError
-from .records import LOAD
+from harness.run.job import replay_buffers
+from harness.store.format import WRITE_FAILED, WriteError
+from harness.store.writer import MemstateWriter
+from harness.spec.records import LOAD
 
 
 def finish(writer: MemstateWriter, code: int, status: str, **stopped: str) -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from harness.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = REPO_ROOT / "fixtures" / "mnist"
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -148,7 +148,7 @@ def make_subset(source: str | Path, target: str | Path, n_train: int, n_test: in
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m harness.data", description="MNIST file tools")
+    p = argparse.ArgumentParser(prog="python -m harness.spec.data", description="MNIST file tools")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("subset", help="write the first N training and test images of SRC to DST")
     s.add_argument("source")

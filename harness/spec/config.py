@@ -9,13 +9,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, read_json
+from harness.errors import InputError, read_json
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("cross_entropy", "mse")  # cross_entropy: softmax output; mse: sigmoid output
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
-INITS = ("default", "uniform", "fan_in", "small", "he", "xavier")  # harness.params.initial_params
+INITS = ("default", "uniform", "fan_in", "small", "he", "xavier")  # harness.spec.params.initial_params
 CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES, "init": INITS}
 
 
@@ -150,7 +150,7 @@ def positive_integer(text: str) -> int:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --preset NAME, --config FILE and one --FIELD option per config field (each beats the one before)."""
-    from .presets import PRESETS
+    from harness.spec.presets import PRESETS
     group = parser.add_argument_group("configuration (defaults: docs/comparing.md#configuration)")
     group.add_argument("--preset", metavar="NAME", help=f"a named network and run: {', '.join(PRESETS)} "
                        "(docs/training.md); --config and the field options override its fields")
@@ -164,7 +164,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _preset_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from .presets import get_preset
+    from harness.spec.presets import get_preset
     return dict(get_preset(args.preset).fields) if getattr(args, "preset", None) else {}
 
 

@@ -1,236 +1,29 @@
-"""The memstate directory: a manifest plus one safetensors file per step.
-
-    manifest.json            what ran, on what, and how it ended (written at start and close)
-    load.safetensors         the parameters as loaded
-    step-000000.safetensors  every record of step 0, and so on
-
-Each unit is written to a temporary name and renamed into place, so a crash leaves
-every finished step readable. Reading memory-maps the files (no pickle, no copies).
+"""Reading a memstate: the manifest checked field by field, each step file memory-mapped (no pickle, no
+copies) and checked before a byte of it is used, and what a run that stopped or contradicts itself holds.
+The layout is in format.py, the writer in writer.py.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .capture import FULL, SUMMARY_FIELDS, Capture, summarize
-from .config import Config
-from .errors import DuplicateKey, InputError, loads, read_json, regular_file
-from .manifest import check_manifest, expected_steps
-from .records import LOAD, PARAMETERS, Step, parameter_size, step_label
+from harness.errors import DuplicateKey, InputError, loads, read_json, regular_file
+from harness.run.capture import FULL, SUMMARY_FIELDS, Capture
+from harness.spec.config import Config
+from harness.spec.records import LOAD, PARAMETERS, Step, parameter_size, step_label
+from harness.store.manifest import check_manifest, expected_steps
 
-FORMAT = "memstate/1"
-MANIFEST = "manifest.json"
-ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-             "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
-RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
-NP_TO_ST = {np.dtype(v): k for k, v in ST_DTYPES.items()}  # by native-order dtype: dtype.name costs microseconds
-_RECORD_NP = frozenset(np.dtype(n) for n in RECORD_DTYPES)
-SUMMARIES, SUMMARY_NAMES = "summaries.f64", "summaries.names"
-MAX_DIMS = 16  # a record has at most this many dimensions (the spec's have 0 to 2; numpy stops at 64)
-MAX_HEADER = 100_000_000  # bytes of a safetensors header, as the reference reader allows
-
-
-WRITE_FAILED = 74  # a child's exit code when it could not write its memstate (sysexits' EX_IOERR)
-
-
-class WriteError(OSError):
-    """A memstate file could not be written (a full disk): raised by the writer, not by the
-    implementation's own code, so the child can tell the two apart."""
-
-
-def unit_file(step: Step) -> str:
-    return "load.safetensors" if step == LOAD else f"step-{step:06d}.safetensors"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers see the old file or the whole new one."""
-    _write_then_rename(path, [data], sync=True)
-
-
-def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
-    """Write `parts` to PATH.tmp and rename it to PATH; on failure (a full disk) remove PATH.tmp
-    and raise, so that no half-written file is left under either name."""
-    tmp = temporary_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.writelines(parts)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# safetensors' own writer puts wider dtypes first, then names in order; memstate lays its files out the same
-# way, so a step holds the same bytes whichever wrote it (the goldens were made with safetensors.save)
-_ST_RANK = {t: i for i, t in enumerate(("U64", "I64", "F64", "F32", "U32", "I32", "F16", "U16", "I16", "I8", "U8",
-                                        "BOOL"))}
-
-
-def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]], data: bytearray,
-                     metadata: dict[str, str]) -> list[bytes | memoryview]:
-    """A safetensors file as parts to write: the 8-byte length and JSON header (keys sorted, padded so the
-    data stays 8-byte aligned), then views of `data` holding `entries` (name, dtype, shape, first and end
-    byte in `data`) in safetensors' order."""
-    view = memoryview(data)
-    header: dict[str, object] = {"__metadata__": metadata}
-    parts: list[bytes | memoryview] = []
-    at = 0
-    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
-        header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + b - a]}
-        parts.append(view[a:b])
-        at += b - a
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    return [len(text).to_bytes(8, "little") + text, *parts]
-
-
-def temporary_name(path: Path) -> Path:
-    """PATH's temporary sibling, unique to this writer (process and call), ending in .tmp: two writers of
-    one file never share a temporary name, and whichever renames last wins whole."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-class MemstateWriter:
-    """Builds a memstate one record at a time; each step is flushed when the next begins.
-
-    `manifest` holds what the caller knows up front (implementation, config, params
-    checksum); `close()` adds how the run ended.
-    """
-
-    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
-        self.dir = Path(directory)
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"{self.dir}: cannot create memstate directory: {e.strerror}") from None
-        if any(self.dir.iterdir()):
-            raise InputError(f"{self.dir}: memstate directory is not empty; refusing to overwrite")
-        self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
-        self.manifest.setdefault("runtime", {})
-        self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
-        self._units: list[Step] = []
-        self._step: Step | None = None
-        self._data = bytearray()  # the current step's full tensors, back to back
-        self._entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
-        self._names: set[str] = set()  # the current step's record names
-        self._rows: list[list[float]] = []  # the current step's summary rows
-        self._summary_ids: dict[str, int] = {}
-        self._summary_file: Any = None
-        self._write_manifest()
-
-    def describe(self, device: str | None = None, **versions: str) -> None:
-        """Runtime facts from the implementation: its device and library versions."""
-        if device is not None:
-            self.manifest["runtime"]["device"] = str(device)
-        self.manifest["runtime"].setdefault("versions", {}).update({k: str(v) for k, v in versions.items()})
-
-    def __call__(self, step: Step, name: str, value: Any, dtype: str | None = None) -> None:
-        """Record `value` as `name` of `step` ("load" or an int). dtype casts, e.g. lists to float32."""
-        if step != LOAD and (not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0):
-            raise ValueError(f"record {name!r}: step must be 'load' or a non-negative integer, got {step!r}")
-        step = step if step == LOAD else int(step)
-        if step != self._step:
-            self.flush()
-            done = self._units
-            ints = [u for u in done if u != LOAD]
-            if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
-                raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
-                                 f"steps must be written in order, each once")
-            self._step = step
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
-        if name in self._names:
-            raise ValueError(f"{step_label(step)}: record {name!r} written twice")
-        array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
-        native = array.dtype if array.dtype.byteorder != ">" else array.dtype.newbyteorder("=")
-        if native not in _RECORD_NP:
-            raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
-                             f"expected one of {', '.join(RECORD_DTYPES)}")
-        self._names.add(name)
-        if self.capture.summarizes(step, name):
-            self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
-        if self.capture.keeps(step, name):
-            start = len(self._data)
-            self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes() \
-                if array.dtype.byteorder == ">" else memoryview(np.ascontiguousarray(array)).cast("B")
-            self._entries.append((name, native, array.shape, start, len(self._data)))
-
-    def _summary_id(self, name: str) -> int:
-        """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
-        i = self._summary_ids.get(name)
-        if i is None:
-            i = self._summary_ids[name] = len(self._summary_ids)
-            with open(self.dir / SUMMARY_NAMES, "a", encoding="utf-8") as f:
-                f.write(name + "\n")
-        return i
-
-    def flush(self) -> None:
-        """Write the current step's unit atomically. The manifest is written only at the start
-        and at close(); a reader of a run that never closed finds its steps from the files."""
-        if self._step is None or not self._names:
-            return
-        path = self.dir / unit_file(self._step)
-        try:
-            if self._rows:
-                if self._summary_file is None:
-                    self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
-                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())  # one write per step
-                self._summary_file.flush()
-            if self._entries:
-                kept = [n for n, *_ in self._entries]
-                meta = {"step": str(self._step), "order": json.dumps(kept)}
-                _write_then_rename(path, safetensors_file(self._entries, self._data, meta))
-        except OSError as e:
-            self._clear()  # this step is lost; close() must not try it again
-            raise WriteError(e.errno, e.strerror, str(path)) from None
-        if self._entries:
-            self._units.append(self._step)
-        self._clear()
-
-    def _clear(self) -> None:
-        self._data, self._entries, self._names, self._rows = bytearray(), [], set(), []
-
-    def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
-        """Flush the last step and record how the run ended: complete, stopped or interrupted."""
-        pending = self._step if self._names else None
-        try:
-            self.flush()
-            if self._summary_file is not None:
-                self._summary_file.close()
-        except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
-            status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
-                f"; before that: {error}" if error else "")
-        self.manifest["status"] = status
-        self.manifest["units"] = self._units
-        if self.capture.mode != FULL:
-            self.manifest["summaries"] = {"file": SUMMARIES, "names": SUMMARY_NAMES, "fields": list(SUMMARY_FIELDS)}
-        if status != "complete":
-            self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}
-        self.manifest["finished"] = now()
-        self._write_manifest()
-
-    def _write_manifest(self) -> None:
-        write_atomic(self.dir / MANIFEST, json.dumps(self.manifest, indent=1).encode())
-
-
+from harness.store.format import FORMAT, MANIFEST, MAX_DIMS, MAX_HEADER, ST_DTYPES, SUMMARIES, SUMMARY_NAMES, unit_file
+from harness.store.writer import MemstateWriter  # noqa: F401 - harness.store.memstate.MemstateWriter, as documented
 @dataclass
 class Unit:
     """One safetensors file: its header read and checked when opened, its data memory-mapped on

@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Config
-from .records import GRADIENT_OF, LOAD, PARAMETERS, Step, adam_m, adam_v, velocity
+from harness.spec.config import Config
+from harness.spec.records import (
+    GRADIENT_OF,
+    LOAD,
+    PARAMETERS,
+    Step,
+    adam_m,
+    adam_v,
+    velocity,
+)
 
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
 Z_SIGMA = 6.0  # how many standard deviations a sum's rounding may reach (about 1 in 5e8 elements)

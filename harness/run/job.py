@@ -11,7 +11,7 @@ An *indexed* job (harness.train: a long run, or a full batch of 60,000) holds th
 instead: pool_images.u8 (n, 784), pool_labels.u8 (n,) and batches.u32 (steps, batch_size), the
 little-endian uint32 pool index of each sample of each step.
 
-A replay (harness.bisect) starts at `first_step` from a checkpoint: params.json then holds the
+A replay (harness.compare.bisect) starts at `first_step` from a checkpoint: params.json then holds the
 parameters after step first_step - 1, and the batch files hold steps first_step onwards only.
 """
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .budget import check_job_fits
-from .capture import Capture
-from .config import Config
-from .data import Mnist, batch_schedule
-from .errors import InputError
-from .params import Params, load_params
-from .records import PARAMETERS
+from harness.spec.budget import check_job_fits
+from harness.run.capture import Capture
+from harness.spec.config import Config
+from harness.spec.data import Mnist, batch_schedule
+from harness.errors import InputError
+from harness.spec.params import Params, load_params
+from harness.spec.records import PARAMETERS
 
 FORMAT = "memstate-job/1"
 

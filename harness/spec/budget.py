@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import Config
-from .errors import InputError
+from harness.spec.config import Config
+from harness.errors import InputError
 
 PIXELS, CLASSES = 784, 10
 JSON_BYTES = 26  # a float32 printed with 9 significant digits, sign, exponent and separator

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import InputError
+from harness.errors import InputError
 
 CLAIM = ".memstate-run"  # made with O_EXCL in a run directory: the first command to make it owns the directory
 

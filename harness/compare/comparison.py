@@ -1,0 +1,94 @@
+"""The outcome of comparing two memstates: each side as the report names it, every record's RecordDiff,
+the notes, and the verdict: agree (nothing diverges), drift (divergences, no origin) or diverged (an
+origin). Truthy when it passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.judge.record import UNJUDGED, RecordDiff, Tolerance
+
+AGREE_VERDICT, DRIFT, DIVERGED = "agree", "drift", "diverged"
+
+
+@dataclass
+class Side:
+    """What the report says about one side."""
+
+    label: str
+    path: str
+    name: str
+    status: str
+    stop_summary: str
+    manifest: dict[str, Any]
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing two memstates.
+
+    Truthy when it passes: agree, or drift unless `strict` (then only agree passes).
+    """
+
+    a: Side
+    b: Side
+    tolerance: Tolerance
+    records: list[RecordDiff]
+    notes: list[str] = field(default_factory=list)
+    manifest_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def divergences(self) -> list[RecordDiff]:
+        return [r for r in self.records if not r]
+
+    @property
+    def origins(self) -> list[RecordDiff]:
+        """Every origin, in step order."""
+        return [r for r in self.records if r.is_origin]
+
+    @property
+    def first(self) -> RecordDiff | None:
+        """The answer: the first origin, else (drift) the first divergence, else None."""
+        origins = self.origins  # a RecordDiff that diverges is falsy, so no `or` here
+        if origins:
+            return origins[0]
+        return next(iter(self.divergences), None)
+
+    @property
+    def verdict(self) -> str:
+        if self.origins:
+            return DIVERGED
+        return DRIFT if self.divergences else AGREE_VERDICT
+
+    def __bool__(self) -> bool:
+        return self.verdict == AGREE_VERDICT or (self.verdict == DRIFT and not self.strict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 passes, 1 fails, 2 when a side's memstate is damaged (compared only up to the damage)."""
+        return 2 if "damaged" in (self.a.status, self.b.status) else 0 if self else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        def rec(r: RecordDiff) -> dict[str, Any]:
+            return {k: v for k, v in asdict(r).items()}
+        return {
+            "verdict": self.verdict,
+            "passed": bool(self),
+            "exit_code": self.exit_code,
+            "strict": self.strict,
+            "first": rec(self.first) if self.first is not None else None,
+            "origins": [(r.step, r.name) for r in self.origins],
+            "not_judged": [{"step": r.step, "name": r.name, "why": r.note} for r in self.records if r.kind == UNJUDGED],
+            "judged_by_consistency": [(r.step, r.name) for r in self.records if r.judged_by == "consistency"],
+            "tolerance": asdict(self.tolerance),
+            "a": {k: v for k, v in asdict(self.a).items() if k != "manifest"},
+            "b": {k: v for k, v in asdict(self.b).items() if k != "manifest"},
+            "notes": self.notes,
+            "manifest_diff": [{"path": p, "a": a, "b": b} for p, a, b in self.manifest_diff],
+            "counts": {"records": len(self.records), "diverged": len(self.divergences),
+                       "origins": len(self.origins)},
+            "records": [rec(r) for r in self.records],
+        }

@@ -1,0 +1,114 @@
+"""The memstate directory's format: a manifest plus one safetensors file per step.
+
+    manifest.json            what ran, on what, and how it ended (written at start and close)
+    load.safetensors         the parameters as loaded
+    step-000000.safetensors  every record of step 0, and so on
+
+Its names and limits, and the one way every file of it is written: to a temporary name unique per
+writer, then renamed into place, so a crash leaves every finished file readable and none half-written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from harness.spec.records import LOAD, Step
+
+FORMAT = "memstate/1"
+
+
+MANIFEST = "manifest.json"
+
+
+ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+             "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+
+
+RECORD_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+NP_TO_ST = {np.dtype(v): k for k, v in ST_DTYPES.items()}  # by native-order dtype: dtype.name costs microseconds
+
+
+_RECORD_NP = frozenset(np.dtype(n) for n in RECORD_DTYPES)
+
+
+SUMMARIES, SUMMARY_NAMES = "summaries.f64", "summaries.names"
+
+
+MAX_DIMS = 16  # a record has at most this many dimensions (the spec's have 0 to 2; numpy stops at 64)
+
+
+MAX_HEADER = 100_000_000  # bytes of a safetensors header, as the reference reader allows
+
+
+WRITE_FAILED = 74  # a child's exit code when it could not write its memstate (sysexits' EX_IOERR)
+
+
+class WriteError(OSError):
+    """A memstate file could not be written (a full disk): raised by the writer, not by the
+    implementation's own code, so the child can tell the two apart."""
+
+
+def unit_file(step: Step) -> str:
+    return "load.safetensors" if step == LOAD else f"step-{step:06d}.safetensors"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, then rename: readers see the old file or the whole new one."""
+    _write_then_rename(path, [data], sync=True)
+
+
+def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
+    """Write `parts` to PATH.tmp and rename it to PATH; on failure (a full disk) remove PATH.tmp
+    and raise, so that no half-written file is left under either name."""
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.writelines(parts)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# safetensors' own writer puts wider dtypes first, then names in order; memstate lays its files out the same
+# way, so a step holds the same bytes whichever wrote it (the goldens were made with safetensors.save)
+_ST_RANK = {t: i for i, t in enumerate(("U64", "I64", "F64", "F32", "U32", "I32", "F16", "U16", "I16", "I8", "U8",
+                                        "BOOL"))}
+
+
+def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]], data: bytearray,
+                     metadata: dict[str, str]) -> list[bytes | memoryview]:
+    """A safetensors file as parts to write: the 8-byte length and JSON header (keys sorted, padded so the
+    data stays 8-byte aligned), then views of `data` holding `entries` (name, dtype, shape, first and end
+    byte in `data`) in safetensors' order."""
+    view = memoryview(data)
+    header: dict[str, object] = {"__metadata__": metadata}
+    parts: list[bytes | memoryview] = []
+    at = 0
+    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
+        header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + b - a]}
+        parts.append(view[a:b])
+        at += b - a
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return [len(text).to_bytes(8, "little") + text, *parts]
+
+
+def temporary_name(path: Path) -> Path:
+    """PATH's temporary sibling, unique to this writer (process and call), ending in .tmp: two writers of
+    one file never share a temporary name, and whichever renames last wins whole."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

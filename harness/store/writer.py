@@ -1,0 +1,138 @@
+"""Writing a memstate, one record at a time (`record(step, name, value)`, what an implementation is
+handed): a step's records are gathered and written as one safetensors file when the next step begins,
+summaries and checkpoints as its capture mode says, and the manifest at start and close."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import InputError
+from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
+from harness.spec.records import LOAD, Step, step_label
+
+from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
+class MemstateWriter:
+    """Builds a memstate one record at a time; each step is flushed when the next begins.
+
+    `manifest` holds what the caller knows up front (implementation, config, params
+    checksum); `close()` adds how the run ended.
+    """
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.dir}: cannot create memstate directory: {e.strerror}") from None
+        if any(self.dir.iterdir()):
+            raise InputError(f"{self.dir}: memstate directory is not empty; refusing to overwrite")
+        self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
+        self.manifest.setdefault("runtime", {})
+        self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
+        self._units: list[Step] = []
+        self._step: Step | None = None
+        self._data = bytearray()  # the current step's full tensors, back to back
+        self._entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
+        self._names: set[str] = set()  # the current step's record names
+        self._rows: list[list[float]] = []  # the current step's summary rows
+        self._summary_ids: dict[str, int] = {}
+        self._summary_file: Any = None
+        self._write_manifest()
+
+    def describe(self, device: str | None = None, **versions: str) -> None:
+        """Runtime facts from the implementation: its device and library versions."""
+        if device is not None:
+            self.manifest["runtime"]["device"] = str(device)
+        self.manifest["runtime"].setdefault("versions", {}).update({k: str(v) for k, v in versions.items()})
+
+    def __call__(self, step: Step, name: str, value: Any, dtype: str | None = None) -> None:
+        """Record `value` as `name` of `step` ("load" or an int). dtype casts, e.g. lists to float32."""
+        if step != LOAD and (not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0):
+            raise ValueError(f"record {name!r}: step must be 'load' or a non-negative integer, got {step!r}")
+        step = step if step == LOAD else int(step)
+        if step != self._step:
+            self.flush()
+            done = self._units
+            ints = [u for u in done if u != LOAD]
+            if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
+                raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
+                                 f"steps must be written in order, each once")
+            self._step = step
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
+        if name in self._names:
+            raise ValueError(f"{step_label(step)}: record {name!r} written twice")
+        array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
+        native = array.dtype if array.dtype.byteorder != ">" else array.dtype.newbyteorder("=")
+        if native not in _RECORD_NP:
+            raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
+                             f"expected one of {', '.join(RECORD_DTYPES)}")
+        self._names.add(name)
+        if self.capture.summarizes(step, name):
+            self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
+        if self.capture.keeps(step, name):
+            start = len(self._data)
+            self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes() \
+                if array.dtype.byteorder == ">" else memoryview(np.ascontiguousarray(array)).cast("B")
+            self._entries.append((name, native, array.shape, start, len(self._data)))
+
+    def _summary_id(self, name: str) -> int:
+        """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
+        i = self._summary_ids.get(name)
+        if i is None:
+            i = self._summary_ids[name] = len(self._summary_ids)
+            with open(self.dir / SUMMARY_NAMES, "a", encoding="utf-8") as f:
+                f.write(name + "\n")
+        return i
+
+    def flush(self) -> None:
+        """Write the current step's unit atomically. The manifest is written only at the start
+        and at close(); a reader of a run that never closed finds its steps from the files."""
+        if self._step is None or not self._names:
+            return
+        path = self.dir / unit_file(self._step)
+        try:
+            if self._rows:
+                if self._summary_file is None:
+                    self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
+                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())  # one write per step
+                self._summary_file.flush()
+            if self._entries:
+                kept = [n for n, *_ in self._entries]
+                meta = {"step": str(self._step), "order": json.dumps(kept)}
+                _write_then_rename(path, safetensors_file(self._entries, self._data, meta))
+        except OSError as e:
+            self._clear()  # this step is lost; close() must not try it again
+            raise WriteError(e.errno, e.strerror, str(path)) from None
+        if self._entries:
+            self._units.append(self._step)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._data, self._entries, self._names, self._rows = bytearray(), [], set(), []
+
+    def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
+        """Flush the last step and record how the run ended: complete, stopped or interrupted."""
+        pending = self._step if self._names else None
+        try:
+            self.flush()
+            if self._summary_file is not None:
+                self._summary_file.close()
+        except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
+            status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
+                f"; before that: {error}" if error else "")
+        self.manifest["status"] = status
+        self.manifest["units"] = self._units
+        if self.capture.mode != FULL:
+            self.manifest["summaries"] = {"file": SUMMARIES, "names": SUMMARY_NAMES, "fields": list(SUMMARY_FIELDS)}
+        if status != "complete":
+            self.manifest["stopped"] = {"error": error, "partial_step": pending, **stopped}
+        self.manifest["finished"] = now()
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        write_atomic(self.dir / MANIFEST, json.dumps(self.manifest, indent=1).encode())
