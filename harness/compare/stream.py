@@ -31,10 +31,10 @@ from harness.judge.record import (
     compare_record,
 )
 from harness.run.capture import Capture
+from harness.spec.network import network
 from harness.spec.config import Config
 from harness.spec.records import (
     LOAD,
-    PARAMETERS,
     Step,
     expected_order,
     step_label,
@@ -111,7 +111,7 @@ def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> Iterator[tuple[
         want = m.expected if m.expected is not None else (range(cfg.steps) if cfg else range(0))
         steps.update(range(want.start, min(want.stop, max(last + 2, want.start + 1))))
     for step in [LOAD, *sorted(steps)]:
-        spec = list(PARAMETERS) if step == LOAD and cfg else names if cfg else []
+        spec = list(network(cfg).parameters) if step == LOAD and cfg else names if cfg else []
         extra: list[str] = []
         for m in (a, b):
             extra += [n for n in m.names(step) if n not in spec and n not in extra]

@@ -19,7 +19,8 @@ from harness.judge.record import (
 )
 from harness.judge.vacuous import judge_vacuous, vacuous_mask
 from harness.spec.config import Config
-from harness.spec.records import LOAD, PARAMETERS, Step, step_label, step_records
+from harness.spec.network import network
+from harness.spec.records import LOAD, Step, step_label, step_records
 
 
 def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = False) -> np.ndarray:
@@ -136,7 +137,8 @@ def _graph_inputs(cfg: Config | None, step: Step, name: str, first: int = 0) -> 
     if spec is None:
         return None
     if step == first:  # the loaded parameters; velocities start at zero, which is no record
-        prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if p in PARAMETERS]
+        params = network(cfg).parameters
+        prev: list[tuple[Step, str]] = [(LOAD, p) for p in spec.previous if p in params]
     else:
         prev = [(int(step) - 1, p) for p in spec.previous]
     return [(step, i) for i in spec.inputs] + prev

@@ -16,12 +16,15 @@ from harness.report.cells import (
     status_text,
 )
 from harness.spec.config import Config
+from harness.spec.network import LOSS, network
 from harness.spec.records import LOAD, Step, step_label, step_records
 
 MAX_GRID_ROWS = 60  # steps shown in the grid; longer runs show the start and the steps around the first divergence
 
 
-KEY_PARAMETERS = ("loss/value", "hidden/weight", "hidden/bias", "output/weight", "output/bias")
+def key_records(cfg: Config | None) -> tuple[str, ...]:
+    """The records a chain or a plot always names: the loss and every parameter."""
+    return (LOSS, *network(cfg or Config()).parameters)
 
 
 def grid_units(units: list[Step], focus: Step | None, limit: int = MAX_GRID_ROWS) -> list[Step | None]:
@@ -121,7 +124,7 @@ def render_chain(c: Comparison, cfg: Config | None, focus: RecordDiff, cells: di
                          f'{esc(status_text(r) + ratio_phrase(r))}</a>')
         cols.append(f'<div class="level">{"".join(boxes)}</div>')
     arrow = '<div class="arrow">&rarr;</div>'
-    ends = [k for k in downstream if k[1] in KEY_PARAMETERS]
+    ends = [k for k in downstream if k[1] in key_records(cfg)]
     end_text = "; ".join(f"{step_label(s)} {n} {status_text(cells[(s, n)])}{ratio_phrase(cells[(s, n)])}"
                          for s, n in ends)
     return (f'<section id="chain"><h2>Causal chain from {esc(focus.where)}</h2>'

@@ -176,7 +176,7 @@ def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None =
         shown = grid_units(units, first.step)
         parts.append(render_grid(c, cells, shown, names))
         parts.append(render_chain(c, cfg, first, cells))
-        parts.append(error_plot(c, first))
+        parts.append(error_plot(c, first, cfg))
         parts.append(render_focus(c, first, a, b))
         keep = {u for u in shown if u is not None}
         parts.append(render_records(c, [k for k in cells if k[0] in keep], cells))

@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from harness.compare.comparison import Comparison
-from harness.compare.stream import RecordArrays, record_arrays
+from harness.compare.stream import RecordArrays, config_of, record_arrays
 from harness.judge.record import RecordDiff
 from harness.report.cells import esc, has_ratio
 from harness.report.text import describe_record
-from harness.report.grid import KEY_PARAMETERS
+from harness.report.grid import key_records
+from harness.spec.config import Config
+from harness.spec.network import INPUT, LABELS, Layer, network
 from harness.spec.records import LOAD
 from harness.store.memstate import Memstate
 
@@ -48,7 +50,7 @@ def _img(src: str, alt: str) -> str:
     return f'<img src="{src}" alt="{esc(alt)}">'
 
 
-def error_plot(c: Comparison, focus: RecordDiff | None) -> str:
+def error_plot(c: Comparison, focus: RecordDiff | None, cfg: Config | None = None) -> str:
     """Worst |A-B| / bound per step for the loss, the focus record, the parameters and any record."""
     plotted = [r for r in c.records if r.step != LOAD and has_ratio(r)]  # a shape or a stop has no ratio to plot
     steps = sorted({int(r.step) for r in plotted})
@@ -56,7 +58,7 @@ def error_plot(c: Comparison, focus: RecordDiff | None) -> str:
         return ""
     finite = [r.worst_ratio for r in plotted if math.isfinite(r.worst_ratio)]
     floor, top = 1e-3, max(10.0, 3 * max(finite, default=1.0))  # the axis follows the data; inf is drawn at the top
-    names = list(dict.fromkeys(([focus.name] if focus else []) + list(KEY_PARAMETERS)))
+    names = list(dict.fromkeys(([focus.name] if focus else []) + list(key_records(cfg))))
     by = {(r.step, r.name): r for r in plotted}
     from matplotlib.ticker import MaxNLocator, NullLocator
 
@@ -92,17 +94,21 @@ def error_plot(c: Comparison, focus: RecordDiff | None) -> str:
             + ".</p></section>")
 
 
-def axis_names(name: str, ndim: int) -> tuple[str, str]:
-    """What a record's rows and columns are (spec shapes)."""
-    if name == "hidden/grad_weight" or name.startswith("hidden/weight"):  # and its optimizer buffers
-        return "hidden unit", "pixel"
-    if name == "output/grad_weight" or name.startswith("output/weight"):
-        return "class", "hidden unit"
-    if ndim == 1:
-        return "", "hidden unit" if name.startswith("hidden/") else ("sample" if name == "input/y" else "class")
-    if name == "input/x":
+def axis_names(name: str, ndim: int, cfg: Config | None = None) -> tuple[str, str]:
+    """What a record's rows and columns are (spec shapes), from its layer in the network."""
+    net = network(cfg or Config())
+    if name == INPUT:
         return "sample", "pixel"
-    return "sample", "hidden unit" if name.startswith("hidden/") else "class"
+    if name == LABELS:
+        return "", "sample"
+    prefix, _, op = name.partition("/")
+    layer = next((x for x in net.layers if x.name == prefix), net.output)  # the loss: the output's
+
+    def units(x: Layer) -> str:
+        return "class" if x.output else f"{x.name} unit"
+    if op == "grad_weight" or op.startswith("weight"):  # and its optimizer buffers
+        return units(layer), "pixel" if layer.source == INPUT else units(net.layer(layer.source.partition("/")[0]))
+    return ("" if ndim == 1 else "sample"), units(layer)
 
 
 def tiles(x: np.ndarray, limit: int = MAX_TILES) -> np.ndarray:
@@ -122,7 +128,7 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, np.nan)
 
 
-def heatmaps(arr: RecordArrays, name: str, labels: tuple[str, str], tiled: bool) -> str:
+def heatmaps(arr: RecordArrays, name: str, labels: tuple[str, str], tiled: bool, cfg: Config | None = None) -> str:
     """A, B and |A-B| side by side; A and B on one colour scale."""
     a, b = _finite(np.atleast_2d(arr.a)), _finite(np.atleast_2d(arr.b))
     d = np.abs(a - b)
@@ -135,7 +141,7 @@ def heatmaps(arr: RecordArrays, name: str, labels: tuple[str, str], tiled: bool)
         lo, hi, cmap = -lim, lim, "RdBu_r"
     else:
         cmap = "viridis"
-    rows, cols = axis_names(name, arr.a.ndim)
+    rows, cols = axis_names(name, arr.a.ndim, cfg)
     if tiled:  # three panels stacked, each as wide as the page, so that a tile is tens of pixels across
         panel = 9.0 * a.shape[0] / a.shape[1]
         fig = _figure(10, 3 * (panel + 0.4))
@@ -210,14 +216,15 @@ def render_focus(c: Comparison, focus: RecordDiff, a: Memstate, b: Memstate) -> 
              "<ul>" + "".join(f"<li>{esc(line.strip())}</li>" for line in describe_record(focus, (c.a.label, c.b.label)))
              + "</ul>"]
     arr = record_arrays(a, b, focus.step, focus.name, c.tolerance) if focus.kind in ("values", "labels") else None
+    cfg = config_of(a) or config_of(b)
     if arr is not None:
         if arr.a.ndim >= 1 and arr.a.size > 1:
-            parts.append(heatmaps(arr, focus.name, labels, tiled=False))
+            parts.append(heatmaps(arr, focus.name, labels, tiled=False, cfg=cfg))
             if arr.a.ndim == 2 and arr.a.shape[1] == SIDE * SIDE:
                 n = arr.a.shape[0]
                 more = f" (the first {MAX_TILES} of {n})" if n > MAX_TILES else ""
                 parts.append(f"<h3>As 28x28 images, one per row{more}</h3>")
-                parts.append(heatmaps(arr, focus.name, labels, tiled=True))
+                parts.append(heatmaps(arr, focus.name, labels, tiled=True, cfg=cfg))
             parts.append(histogram(arr, labels))
         parts.append("<h3>Worst elements</h3>" + worst_table(arr, labels))
         if arr.off_a is not None and arr.off_b is not None:

@@ -7,40 +7,44 @@ loaded are the pseudo-step "load", which comes before step 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from harness.spec.config import Config
+from harness.spec.network import CLASSES, INPUT, LABELS, LOSS, PIXELS, Network, gradient_of, network
 
 Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"
-PARAMETERS = ("hidden/weight", "hidden/bias", "output/weight", "output/bias")
-GRADIENT_OF = {
-    "hidden/weight": "hidden/grad_weight",
-    "hidden/bias": "hidden/grad_bias",
-    "output/weight": "output/grad_weight",
-    "output/bias": "output/grad_bias",
-}
+PARAMETERS = network(Config()).parameters  # hidden/weight, hidden/bias, output/weight, output/bias
+GRADIENT_OF = {p: gradient_of(p) for p in PARAMETERS}
 
 
 @dataclass(frozen=True)
 class RecordSpec:
-    """One record of a step: its name, phase, and what it is computed from.
+    """One record of a step: its name, phase, op and layer, and what it is computed from.
 
-    `inputs` are records of the same step; `previous` are parameter-like records
-    of the step before (the loaded parameters at step 0).
+    `inputs` are records of the same step; `previous` are parameter-like records of the step before
+    (the loaded parameters at step 0). `op` says which form of the noise model computes it (source,
+    matmul, bias_add, activation, softmax, sigmoid, loss, grad_logits, grad_weight, grad_bias,
+    grad_activation, grad_preactivation, velocity, adam_m, adam_v, update); `layer` names its layer.
     """
 
     name: str
     phase: str
     inputs: tuple[str, ...] = ()
     previous: tuple[str, ...] = ()
+    op: str = ""
+    layer: str = ""
 
 
-def parameter_size(name: str, config: Config, inputs: int = 784, classes: int = 10) -> int:
-    """How many elements a parameter of this config holds: W1 is (H, inputs), b1 (H,), W2 (classes, H), b2
-    (classes,)."""
-    return {"hidden/weight": config.hidden * inputs, "hidden/bias": config.hidden,
-            "output/weight": classes * config.hidden, "output/bias": classes}[name]
+def parameter_size(name: str, config: Config, inputs: int = PIXELS, classes: int = CLASSES) -> int:
+    """How many elements a parameter of this config holds: a layer's weight is (width, fan_in), its bias
+    (width,)."""
+    net = network(config)
+    layer = net.layer(name.partition("/")[0])
+    fan_in = inputs if layer.source == INPUT else layer.fan_in
+    width = classes if layer.output else layer.width
+    return width * fan_in if name == layer.weight else width
 
 
 def velocity(param: str) -> str:
@@ -63,53 +67,66 @@ BUFFERS = {"sgd": (), "momentum": (velocity,), "adam": (adam_m, adam_v)}  # the 
 
 def buffers(config: Config) -> list[str]:
     """The optimizer's state records a step hands the next one, besides the parameters."""
-    return [kind(p) for kind in BUFFERS[config.optimizer] for p in PARAMETERS]
+    return [kind(p) for kind in BUFFERS[config.optimizer] for p in network(config).parameters]
 
 
-def step_records(config: Config) -> list[RecordSpec]:
-    """The records of one training step, in the order the spec fixes."""
-    out = config.output  # "softmax" or "sigmoid"
-    probs = f"output/{out}"
-    # The hidden derivative reads Z1 for relu, and A1 (or Z1) for sigmoid and tanh.
-    act_inputs = ("hidden/grad_activation", "hidden/bias_add", "hidden/activation")
-    specs = [
-        RecordSpec("input/x", "input"),
-        RecordSpec("input/y", "input"),
-        RecordSpec("hidden/matmul", "forward", ("input/x",), ("hidden/weight",)),
-        RecordSpec("hidden/bias_add", "forward", ("hidden/matmul",), ("hidden/bias",)),
-        RecordSpec("hidden/activation", "forward", ("hidden/bias_add",)),
-        RecordSpec("output/matmul", "forward", ("hidden/activation",), ("output/weight",)),
-        RecordSpec("output/bias_add", "forward", ("output/matmul",), ("output/bias",)),
-        RecordSpec(probs, "forward", ("output/bias_add",)),
-        RecordSpec("loss/value", "loss", (probs, "input/y")),
-        RecordSpec("output/grad_logits", "backward", (probs, "input/y")),
-        RecordSpec("output/grad_weight", "backward", ("output/grad_logits", "hidden/activation")),
-        RecordSpec("output/grad_bias", "backward", ("output/grad_logits",)),
-        RecordSpec("hidden/grad_activation", "backward", ("output/grad_logits",), ("output/weight",)),
-        RecordSpec("hidden/grad_preactivation", "backward", act_inputs),
-        RecordSpec("hidden/grad_weight", "backward", ("hidden/grad_preactivation", "input/x")),
-        RecordSpec("hidden/grad_bias", "backward", ("hidden/grad_preactivation",)),
-    ]
-    if config.optimizer == "adam":
+@cache
+def step_records(config: Config) -> tuple[RecordSpec, ...]:
+    """The records of one training step of a config, in the order the spec fixes."""
+    return records_of(network(config))
+
+
+def records_of(net: Network) -> tuple[RecordSpec, ...]:
+    """The records of one training step of a network, generated from its layers: the batch; each layer's
+    matmul, bias add and activation; the loss; from the top layer down, the gradient of its pre-activation,
+    of its weight and bias, and of the activation of the layer below; the optimizer's update."""
+    out = net.output
+    specs = [RecordSpec(INPUT, "input", op="source"), RecordSpec(LABELS, "input", op="source")]
+    for layer in net.layers:
+        act = layer.activation if layer.output else "activation"
+        specs += [RecordSpec(layer.record("matmul"), "forward", (layer.source,), (layer.weight,), "matmul", layer.name),
+                  RecordSpec(layer.record("bias_add"), "forward", (layer.record("matmul"),), (layer.bias,), "bias_add",
+                             layer.name),
+                  RecordSpec(layer.out, "forward", (layer.record("bias_add"),), (), act, layer.name)]
+    specs.append(RecordSpec(LOSS, "loss", (out.out, LABELS), (), "loss", out.name))
+    for i in reversed(range(len(net.layers))):
+        layer = net.layers[i]
+        if layer.output:
+            specs.append(RecordSpec(layer.pre_grad, "backward", (out.out, LABELS), (), "grad_logits", layer.name))
+        else:  # its derivative reads Z for relu, and A (or Z) for sigmoid and tanh
+            specs.append(RecordSpec(layer.pre_grad, "backward", (layer.record("grad_activation"),
+                                    layer.record("bias_add"), layer.out), (), "grad_preactivation", layer.name))
+        specs += [RecordSpec(layer.record("grad_weight"), "backward", (layer.pre_grad, layer.source), (), "grad_weight",
+                             layer.name),
+                  RecordSpec(layer.record("grad_bias"), "backward", (layer.pre_grad,), (), "grad_bias", layer.name)]
+        if i > 0:
+            below = net.layers[i - 1]
+            specs.append(RecordSpec(below.record("grad_activation"), "backward", (layer.pre_grad,), (layer.weight,),
+                                    "grad_activation", below.name))
+    params = net.parameters
+    if net.optimizer == "adam":
         for kind in (adam_m, adam_v):
-            for p in PARAMETERS:
-                specs.append(RecordSpec(kind(p), "update", (GRADIENT_OF[p],), (kind(p), p)))
-        for p in PARAMETERS:
-            specs.append(RecordSpec(p, "update", (adam_m(p), adam_v(p)), (p,)))
-    elif config.optimizer == "momentum":
-        for p in PARAMETERS:
-            specs.append(RecordSpec(velocity(p), "update", (GRADIENT_OF[p],), (velocity(p), p)))
-        for p in PARAMETERS:
-            specs.append(RecordSpec(p, "update", (velocity(p),), (p,)))
+            specs += [RecordSpec(kind(p), "update", (gradient_of(p),), (kind(p), p), kind.__name__, p.partition("/")[0])
+                      for p in params]
+        specs += [RecordSpec(p, "update", (adam_m(p), adam_v(p)), (p,), "update", p.partition("/")[0]) for p in params]
+    elif net.optimizer == "momentum":
+        specs += [RecordSpec(velocity(p), "update", (gradient_of(p),), (velocity(p), p), "velocity", p.partition("/")[0])
+                  for p in params]
+        specs += [RecordSpec(p, "update", (velocity(p),), (p,), "update", p.partition("/")[0]) for p in params]
     else:
-        for p in PARAMETERS:
-            specs.append(RecordSpec(p, "update", (GRADIENT_OF[p],), (p,)))
-    return specs
+        specs += [RecordSpec(p, "update", (gradient_of(p),), (p,), "update", p.partition("/")[0]) for p in params]
+    return tuple(specs)
+
+
+@cache
+def graph(config: Config) -> dict[str, RecordSpec]:
+    """Every record of a step by name."""
+    return {s.name: s for s in step_records(config)}
 
 
 def load_records() -> list[RecordSpec]:
     """The records of the load pseudo-step: the parameters as the implementation loaded them."""
-    return [RecordSpec(p, "load") for p in PARAMETERS]
+    return [RecordSpec(p, "load") for p in PARAMETERS]  # the loaded parameters of 784-H-10
 
 
 def expected_order(config: Config) -> list[tuple[Step, str]]:

@@ -1,0 +1,63 @@
+"""What every form of the noise model shares: the unit roundoffs, how many standard deviations a sum's
+rounding may reach, the result of a form (Expected), and one side's recorded inputs around a step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.spec.records import LOAD, PARAMETERS, Step
+
+UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
+
+
+Z_SIGMA = 6.0  # how many standard deviations a sum's rounding may reach (about 1 in 5e8 elements)
+
+
+C_ELEM = 4.0  # units of roundoff an elementwise op (and its storage) may be off by
+
+
+SOURCES = ("input/x", "input/y")  # records with no inputs: data the harness hands out
+
+
+@dataclass
+class Expected:
+    """What one side's record should hold, given that side's recorded inputs (see module doc)."""
+
+    value: np.ndarray | None  # float64; None for a source record (nothing to recompute it from)
+    sigma: np.ndarray | float
+    fixed: np.ndarray | float
+
+
+class MissingInput(Exception):
+    """A record the model needs is not in the memstate (a partial or converted dump)."""
+
+
+@dataclass
+class Inputs:
+    """One side's records around one step, as float64, for the model."""
+
+    get: Callable[[Step, str], np.ndarray | None]
+    step: int
+    first: int = 0  # the step a replay started at: its state before it is the load unit
+    memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def cur(self, name: str) -> np.ndarray:
+        return self._need(self.step, name)
+
+    def prev(self, name: str) -> np.ndarray:
+        """A parameter (or velocity) as the step began: the previous step's update, or the load."""
+        if self.step == self.first:
+            if name in PARAMETERS or self.get(LOAD, name) is not None:  # a replay's load holds velocities
+                return self._need(LOAD, name)
+            param = next(p for p in PARAMETERS if name.startswith(p))
+            return np.zeros_like(self._need(LOAD, param))  # optimizer buffers start at 0
+        return self._need(self.step - 1, name)
+
+    def _need(self, step: Step, name: str) -> np.ndarray:
+        x = self.get(step, name)
+        if x is None:
+            raise MissingInput(f"{step} {name}")
+        return np.asarray(x, dtype=np.float64)

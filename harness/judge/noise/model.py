@@ -1,0 +1,96 @@
+"""Which form computes each record: the record's op and inputs come from the dataflow graph
+(spec/records.py), so a layer is a layer wherever it sits in the network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.judge.noise.base import C_ELEM, Expected, Inputs
+from harness.judge.noise.elementwise import activation_rounding, activation_value, sigmoid, softmax_rounding
+from harness.judge.noise.loss import _grad_logits, _loss
+from harness.judge.noise.sums import batch_sum, dot
+from harness.judge.noise.update import _update
+from harness.spec.config import Config
+from harness.spec.network import INPUT, LABELS, network
+from harness.spec.records import RecordSpec, graph
+
+
+def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np.ndarray, np.ndarray]:
+    """X W^T and its sigma, computed once per step (the matmul and the bias add both use it);
+    the first layer sums over pixels, in image order."""
+    if (x_name, w_name) not in inp.memo:
+        inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT)
+    return inp.memo[x_name, w_name]
+
+
+def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
+    """The model for one record of one side; raises MissingInput when an input is not recorded
+    and KeyError for a name the spec does not know."""
+    spec = graph(cfg)[name]
+    op = spec.op
+    if op == "source":
+        if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
+            return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * u * np.abs(inp.cur(name)))
+        return Expected(None, 0.0, 0.0)
+    m = float(inp.cur(LABELS).shape[0])
+    if op == "matmul":
+        value, sigma = _forward_matmul(inp, spec.inputs[0], spec.previous[0], u)
+        return Expected(value, sigma, u * np.abs(value))
+    if op == "bias_add":
+        layer = network(cfg).layer(spec.layer)
+        mat = inp.cur(spec.inputs[0])
+        value = mat + inp.prev(spec.previous[0])
+        # A port may start its sum at the bias instead of adding it after: the matmul's rounding again.
+        _, sigma = _forward_matmul(inp, layer.source, layer.weight, u)
+        return Expected(value, 1.5 * sigma, C_ELEM * u * (np.abs(mat) + np.abs(value)))
+    if op == "activation":
+        kind = network(cfg).layer(spec.layer).activation
+        z = inp.cur(spec.inputs[0])
+        value = activation_value(kind, z)
+        return Expected(value, 0.0, activation_rounding(kind, z, value, u))
+    if op == "softmax":
+        z = inp.cur(spec.inputs[0])
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        value = e / e.sum(axis=1, keepdims=True)
+        return Expected(value, 0.0, softmax_rounding(z, value, u))
+    if op == "sigmoid":
+        z = inp.cur(spec.inputs[0])
+        value = sigmoid(z)
+        return Expected(value, 0.0, activation_rounding("sigmoid", z, value, u))
+    if op == "loss":
+        return _loss(cfg, inp, u, m)
+    if op == "grad_logits":
+        return _grad_logits(cfg, inp, u, m)
+    if op == "grad_weight":
+        value, sigma = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u)
+        return Expected(value, sigma, u * np.abs(value))
+    if op == "grad_bias":
+        value, sigma = batch_sum(inp.cur(spec.inputs[0]), u)
+        return Expected(value, sigma, u * np.abs(value))
+    if op == "grad_activation":
+        value, sigma = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u)
+        return Expected(value, sigma, u * np.abs(value))
+    if op == "grad_preactivation":
+        return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, u)
+    if op in ("velocity", "adam_m", "adam_v", "update"):
+        param = spec.previous[-1]  # every optimizer record reads its parameter as the step began
+        return _update(name, param, cfg, inp, u)
+    raise KeyError(name)
+
+
+def _grad_preactivation(spec: RecordSpec, kind: str, inp: Inputs, u: float) -> Expected:
+    """dZ = dA * f'(Z); relu's slope at exactly zero may be taken as 0 or 1."""
+    grad_activation, bias_add, activation = spec.inputs
+    da = inp.cur(grad_activation)
+    z = inp.cur(bias_add)
+    if kind == "relu":
+        value = da * (z > 0)
+        return Expected(value, 0.0, u * np.abs(value) + np.where(z == 0, np.abs(da), 0.0))
+    a = inp.cur(activation)
+    if kind == "sigmoid":
+        value, dslope = da * a * (1 - a), np.abs(1 - 2 * a)
+    else:
+        value, dslope = da * (1 - a * a), 2 * np.abs(a)
+    # The slope may come from A as recorded or from Z afresh: A's own rounding, times d slope / d A.
+    a_err = activation_rounding(kind, z, a, u)
+    return Expected(value, 0.0, np.abs(da) * dslope * a_err + 2 * C_ELEM * u * np.abs(value))
