@@ -105,7 +105,7 @@ def imports_of(path: Path) -> set[str]:
     ("pure_python", {"json", "math", "os", "platform", "sys", "array", "operator"}),
     ("numpy", {"json", "pathlib", "numpy"}),
     ("jax", {"json", "functools", "pathlib", "numpy", "jax"}),
-    ("torch", {"json", "pathlib", "numpy", "torch"}),
+    ("torch", {"json", "os", "pathlib", "numpy", "torch"}),  # os: its thread count and MKL mode from the environment
 ])
 def test_implementations_share_no_code(impl, allowed):
     files = list((IMPLS / impl).glob("*.py"))
