@@ -133,6 +133,7 @@ end_lines = st.fixed_dictionaries({"end": json_values}, optional={"error": json_
 @example(['{"memstate": "jsonl/1", "versions": [1, 2]}', '{"end": "complete"}'], b"")
 @example(['{"step": 0, "name": "a", "dtype": "int8", "shape": [1], "data": [300]}'], b"")
 @example(["[" * 100_000], b"")
+@example(['{"step": "load", "name": "input/x", "dtype": "float32", "shape": [0, 0], "data": []}'], b"")  # found in CI
 def test_json_lines_reader_keeps_what_it_can_and_says_why_it_stopped(tmp_path_factory, lines, tail):
     tmp = tmp_path_factory.mktemp("jsonl")
     src = tmp / "side.jsonl"

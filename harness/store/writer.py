@@ -76,8 +76,10 @@ class MemstateWriter:
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
         if self.capture.keeps(step, name):
             start = len(self._data)
-            self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes() \
-                if array.dtype.byteorder == ">" else memoryview(np.ascontiguousarray(array)).cast("B")
+            if array.dtype.byteorder == ">":
+                self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            elif array.size:  # memoryview cannot cast a view with a zero in its shape: an empty record adds nothing
+                self._data += memoryview(np.ascontiguousarray(array)).cast("B")
             self._entries.append((name, native, array.shape, start, len(self._data)))
 
     def _summary_id(self, name: str) -> int:
