@@ -62,13 +62,44 @@ def load_run(impl: str):
     return module.run
 
 
+def diagnosis_cost(tmp: Path, repeat: int) -> None:
+    """Comparing with and without diagnosing the origins, on pairs that diverge (every diagnosed record is
+    a first origin) and on the default pair (no origin: nothing to diagnose); baseline: without."""
+    print("diagnosis: compare_memstates with diagnosis against without, default config, 10 steps; best of "
+          f"{repeat} each, alternated")
+    from harness.catalogue import BUGS
+    from harness.evaluate import plant
+    unnamed = plant(next(c for c in BUGS if c.name == "matmul-32u"), tmp)  # no pattern fits: every test runs
+    for other in ("examples/softmax_global_sum", "examples/softmax_global_sum --batch-size 256", str(unnamed), "jax"):
+        impl, *extra = other.split()
+        out = tmp / f"diag-{Path(impl).name}{len(extra)}"
+        subprocess.run([sys.executable, "-m", "harness.compare", "impls/numpy", str(ROOT / "impls" / impl), *extra,
+                        "--quiet", "--no-html", "--out", str(out)], cwd=ROOT, capture_output=True, check=False)
+        a, b = (Memstate(d) for d in sorted(out.glob("[ab]-*")) if d.is_dir())
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(repeat):
+            for on in (False, True):
+                t = time.perf_counter()
+                c = compare_memstates(Memstate(a.dir), Memstate(b.dir), diagnose=on)
+                times[on].append(time.perf_counter() - t)
+        n = sum(1 for r in c.records if r.diagnosis is not None)
+        with_s, without_s = min(times[True]), min(times[False])
+        print(f"  numpy vs {Path(impl).name} {' '.join(extra)}: {c.verdict}, {n} records diagnosed; {without_s:.3f} s without, {with_s:.3f} s "
+              f"with: {with_s / without_s:.3f}x")
+    print()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--only", choices=("diagnosis",), help="run only the diagnosis cost")
     args = p.parse_args()
     mnist = load_mnist()
     tmp = Path(tempfile.mkdtemp(prefix="memstate-bench-"))
+    diagnosis_cost(tmp, args.repeat)
+    if args.only:
+        return
 
     for other in ("jax", "cpp"):
         print(f"end to end: python -m harness.compare impls/numpy impls/{other} (default config, {Config().steps} steps)")

@@ -196,3 +196,20 @@ BENIGN_VARIANTS: list[Case] = [
 ]
 
 CATALOGUE: list[Case] = BUGS + BENIGN_VARIANTS
+
+# What each bug's first origin should be diagnosed as (judge/diagnose.py's kinds): what a person reading the
+# two tensors would call it. The scorecard prints it beside what was found.
+DIAGNOSES = {
+    "load-column-major": "layout", "load-six-digits": "precision", "pixels-over-256": "scale",
+    "labels-of-previous-batch": "wrong_operand", "one-hot-reversed": "wrong_operand", "matmul-32u": "precision",
+    "bias-subtracted": "offset", "leaky-relu": "mask", "sigmoid-sign": "sign", "tanh-slope": "wrong_operand",
+    "output-from-preactivation": "wrong_operand", "softmax-global-sum": "axis", "softmax-half-precision": "precision",
+    "loss-over-m-plus-1": "scale", "mse-loss-over-m": "scale", "output-sigmoid-twice": "wrong_operand",
+    "mse-grad-without-2": "scale", "grad-logits-not-averaged": "scale", "grad-w2-from-preactivation": "wrong_operand",
+    "grad-b2-mean": "scale", "backprop-through-updated-w2": "wrong_operand", "relu-slope-is-z": "wrong_operand",
+    "sigmoid-slope-from-z": "wrong_operand", "grad-w1-scaled-1e-4": "scale", "grad-b1-from-da1": "wrong_operand",
+    "update-sign": "sign", "lr-decays-per-step": "update_scale", "no-decay-on-biases": "offset",
+    "momentum-0.99": "offset", "momentum-dampening": "offset", "nesterov-step": "update_scale",
+    "adam-one-minus-beta-in-float32": "scale", "adam-bias-correction-off-by-one": "update_scale",
+    "lr-decay-every-step": "update_scale", "soft-targets-ignored": "wrong_operand", "inputs-not-shifted": "offset",
+}

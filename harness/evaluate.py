@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.catalogue import BENIGN, BUG, CATALOGUE, Case
+from harness.catalogue import BENIGN, BUG, CATALOGUE, DIAGNOSES, Case
 from harness.compare.comparison import Comparison
 from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
@@ -49,6 +49,9 @@ class Score:
     seconds: float
     ok: bool
     error: str = ""
+    diagnosis_expected: str = ""  # a bug's expected diagnosis kind (catalogue.DIAGNOSES)
+    diagnosis: str = ""  # the kind found at the first origin, "none" for no known pattern
+    diagnosis_detail: str = ""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -151,23 +154,31 @@ def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
         false = len(origins)
         ok = c.verdict in ("agree", "drift")
     worst = max((r.explained_ratio for r in c.records), default=0.0)
+    d = first.diagnosis if first is not None and first.is_origin else None
     return Score(case.name, case.kind, _expected(case), c.verdict, found,
                  first.role or first.kind if first is not None else "", false, len(origins), worst, seconds, ok,
-                 "" if ok or first is None else (first.note or ""))
+                 "" if ok or first is None else (first.note or ""), DIAGNOSES.get(case.name, "") if case.kind == BUG
+                 else "", d.kind if d is not None else "", d.detail if d is not None else "")
 
 
 def format_table(scores: list[Score]) -> str:
     head = (f"{'case':34} {'kind':6} {'expected':44} {'verdict':9} {'found':38} {'false':>5} {'resid':>8} "
-            f"{'ok':>3}")
+            f"{'ok':>3}  {'diagnosis expected':18} {'found':14}")
     lines = [head, "-" * len(head)]
     for s in scores:
         lines.append(f"{s.case:34} {s.kind:6} {s.expected:44} {s.verdict:9} {s.found:38} {s.false_origins:5d} "
-                     f"{s.worst_explained:8.3g} {'yes' if s.ok else 'NO':>3}" + (f"  ({s.error})" if s.error else ""))
+                     f"{s.worst_explained:8.3g} {'yes' if s.ok else 'NO':>3}  {s.diagnosis_expected or '-':18} "
+                     f"{s.diagnosis or '-':14}" + (f"  ({s.error})" if s.error else ""))
     bugs = [s for s in scores if s.kind == BUG]
     good = [s for s in scores if s.kind == BENIGN]
     lines.append("")
     if bugs:
         lines.append(f"bugs: {sum(map(bool, bugs))}/{len(bugs)} found as the first origin at the exact step and record")
+        right = sum(1 for s in bugs if s.diagnosis and s.diagnosis == s.diagnosis_expected)
+        wrong = sum(1 for s in bugs if s.diagnosis not in ("", "none", s.diagnosis_expected))
+        lines.append(f"diagnoses: {right}/{len(bugs)} of the kind expected ({100 * right / len(bugs):.0f}%), "
+                     f"{wrong} of another kind ({100 * wrong / len(bugs):.0f}%), {len(bugs) - right - wrong} with no "
+                     f"known pattern")
     if good:
         lines.append(f"benign variants: {sum(map(bool, good))}/{len(good)} agree or drift")
     lines.append(f"false origins: {sum(s.false_origins for s in scores)}")

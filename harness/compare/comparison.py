@@ -80,6 +80,7 @@ class Comparison:
             "exit_code": self.exit_code,
             "strict": self.strict,
             "first": rec(self.first) if self.first is not None else None,
+            "diagnosis": asdict(self.first.diagnosis) if self.first is not None and self.first.diagnosis else None,
             "origins": [(r.step, r.name) for r in self.origins],
             "not_judged": [{"step": r.step, "name": r.name, "why": r.note} for r in self.records if r.kind == UNJUDGED],
             "judged_by_consistency": [(r.step, r.name) for r in self.records if r.judged_by == "consistency"],

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from harness.compare.comparison import Comparison, Side
+from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
 from harness.judge.noise import Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
@@ -23,6 +24,9 @@ from harness.judge.origin import (
 )
 from harness.judge.record import (
     FIXED_TOLERANCES,
+    LABELS,
+    SHAPE,
+    VALUES,
     MISSING,
     STOPPED,
     UNJUDGED,
@@ -162,13 +166,14 @@ class _Models:
 
 def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
                       labels: tuple[str, str] = ("A", "B"), strict: bool = False,
-                      stop_at_origin: bool = False) -> Comparison:
+                      stop_at_origin: bool = False, diagnose: bool = True) -> Comparison:
     """Compare every record both sides hold, in the spec's order; see the module docstring.
 
     A side that did not complete yields a `stopped` divergence at the first record it lacks,
     so two runs that both failed never read as agreeing. Steps are read one at a time and
     unmapped once passed, so memory follows a step, not the memstate; `stop_at_origin` ends
-    the comparison at the first origin.
+    the comparison at the first origin. The first origin of each record gets a diagnosis
+    (`diagnose=False`: none, for benchmarks).
     """
     tol = tolerance or choose_tolerance(a, b)
     result = Comparison(_side(labels[0], a), _side(labels[1], b), tol, [], strict=strict)
@@ -206,6 +211,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     bounds_step: Step | None = None
     captures = [Capture.from_dict(ms.manifest.get("capture")) for ms in (a, b)]
     last: tuple[Step, str] = (LOAD, "-")
+    diagnosed: set[str] = set()  # the records whose first origin was diagnosed
     for step, name in keys:
         last = (step, name)
         x, y = a.get(step, name), b.get(step, name)
@@ -263,6 +269,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             if not diff.role:  # an origin by consistency (check_vacuous) is classified already
                 classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
+            if diagnose and diff.is_origin and diff.kind in (VALUES, LABELS, SHAPE) and name not in diagnosed \
+                    and len(diagnosed) < MAX_DIAGNOSED:
+                diagnosed.add(name)
+                diff.diagnosis = diagnose_origin(diff, x, y, allowed, record_tol, cfg, (a, b), labels)
         result.records.append(diff)
         if stop_at_origin and diff.is_origin:
             result.notes.append(f"stopped at the first origin ({diff.where}): later records were not compared")
@@ -276,6 +286,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         other = next(x for x in sides if x != lab)
         result.notes.append(f"{lab} records {name} ({len(steps)} unit(s) from {step_label(steps[0])}), which the spec "
                             f"does not name and {other} does not have: not compared")
+    moved_factors(result.records, cfg)
     return _finish(result, unknown)
 
 

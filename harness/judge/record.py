@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.judge.diagnose import Diagnosis
 from harness.judge.metrics import element_metrics
 from harness.judge.noise import UNIT_ROUNDOFF, Z_SIGMA
 from harness.spec.records import LOAD, Step, step_label
@@ -83,6 +84,7 @@ class RecordDiff:
     n_unexplained: int = 0  # elements beyond the op's own rounding once the inputs' differences are taken out
     unexplained_index: tuple[int, ...] | None = None
     inconsistent: str = ""  # the side(s) whose value is not the op applied to their own inputs: A, B or A and B
+    diagnosis: Diagnosis | None = None  # for an origin: what kind of bug it looks like (judge/diagnose.py)
 
     def __bool__(self) -> bool:
         return self.kind == AGREE

@@ -149,6 +149,15 @@ def facts(c: Comparison) -> ReportFacts:
                        f"({first.kind}): the first origin. " + counts, code)
 
 
+def diagnosis_banner(c: Comparison) -> str:
+    """What the first origin looks like, under the verdict."""
+    d = c.first.diagnosis if c.first is not None and c.first.is_origin else None
+    if d is None:
+        return ""
+    evidence = f"<br><small>{esc(d.evidence)}</small>" if d.evidence else ""
+    return f'<p class="diagnosis" id="diagnosis">Looks like: {esc(d.detail)}{evidence}</p>'
+
+
 def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None = None) -> str:
     """The whole page as a string."""
     f = facts(c)
@@ -159,6 +168,7 @@ def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None =
              f"<title>memstate: {esc(f.verdict)}: {esc(f.title)}</title><style>{STYLE}</style></head><body>"),
              f"<h1>memstate: {esc(f.title)}</h1>",
              f'<p class="verdict {c.verdict}" id="verdict">{esc(f.headline)}</p>',
+             diagnosis_banner(c),
              (f"<p>A = {esc(c.a.name)} ({esc(c.a.path)})<br>B = {esc(c.b.name)} ({esc(c.b.path)})<br>"
              f"tolerance: {esc(c.tolerance.describe())}<br>exit code {f.exit_code}</p>")]
     if command:

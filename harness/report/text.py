@@ -13,6 +13,10 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
     """Lines on the worst element, how many are over, and whether the op itself differs (origin)."""
     a, b = names
     lines = []
+    if r.diagnosis is not None:  # what kind of bug the origin looks like
+        lines.append(f"  looks like: {r.diagnosis.detail}")
+        if r.diagnosis.evidence:
+            lines.append(f"    evidence: {r.diagnosis.evidence}")
     if r.kind in ("values", "labels"):
         idx = list(r.worst_index) if r.worst_index is not None else []
         bound = {"noise": "the noise bound", "consistency": "the noise bound, vacuous here"}.get(r.judged_by,

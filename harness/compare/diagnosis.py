@@ -1,0 +1,64 @@
+"""Diagnosing the origins a comparison finds: the first origin of each record gets the pattern its two
+tensors show (judge/diagnose.py), phrased with the sides' labels; a scale whose consumers all agree is a
+factor that moved."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.judge.diagnose import Diagnosis, Origin, diagnose
+from harness.judge.record import RecordDiff, Tolerance
+from harness.spec.config import Config
+from harness.spec.records import Step, graph, step_label
+from harness.store.memstate import Memstate
+
+MAX_DIAGNOSED = 8  # distinct records diagnosed per comparison: the first origins are the ones read
+
+
+def diagnose_origin(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.ndarray | None, tol: Tolerance,
+                    cfg: Config | None, sides: tuple[Memstate, Memstate], labels: tuple[str, str]) -> Diagnosis:
+    """What `diff` (an origin) looks like; the side whose op is off (`inconsistent`) is the buggy one."""
+    swap = diff.inconsistent == labels[0]
+    a, b = (np.asarray(v, dtype=np.float64) for v in (x, y))
+    ref, bug = (b, a) if swap else (a, b)
+    ref_ms, bug_ms = (sides[1], sides[0]) if swap else sides
+    scale = np.fmax(np.abs(a), np.abs(b)) if a.shape == b.shape else np.zeros(0)
+    if a.shape != b.shape:
+        limit = np.zeros(0)
+    elif allowed is not None:
+        limit = np.asarray(allowed, dtype=np.float64)
+    else:
+        top = float(np.nanmax(scale, initial=0.0)) if scale.size else 0.0
+        limit = tol.rtol * scale + tol.atol * top
+    if a.shape == b.shape:
+        limit = np.maximum(np.broadcast_to(limit, a.shape), 4 * tol.u * scale)
+    origin = Origin(diff.step, diff.name, ref, bug, limit, cfg, ref_ms.get, bug_ms.get, tol.u,
+                    sides[0].first_step if sides[0].first_step == sides[1].first_step else 0)
+    spec = graph(cfg).get(diff.name) if cfg is not None else None
+    with np.errstate(all="ignore"):
+        found = diagnose(origin, spec.op if spec is not None else "")
+    names = {"ref": labels[1] if swap else labels[0], "bug": labels[0] if swap else labels[1]}
+    found.detail, found.evidence = found.detail.format(**names), found.evidence.format(**names)
+    return found
+
+
+def moved_factors(records: list[RecordDiff], cfg: Config | None) -> None:
+    """A record that is c times the other side's while every record computed from it at that step agrees: the
+    factor moved to a consumer (a port applying 1/m to dW instead of dZ2), and training is unaffected."""
+    if cfg is None:
+        return
+    by: dict[tuple[Step, str], RecordDiff] = {(r.step, r.name): r for r in records}
+    for r in records:
+        d = r.diagnosis
+        if d is None or d.kind != "scale" or "c = " not in d.evidence:
+            continue
+        c = float(d.evidence.rsplit("c = ", 1)[1])
+        if c == 0 or abs(np.log(abs(c))) <= 0.01:  # a factor of 1.00001 is lost in the rounding downstream anyway
+            continue
+        consumers = [s.name for s in graph(cfg).values() if r.name in s.inputs]
+        judged = [by.get((r.step, n)) for n in consumers]
+        if consumers and all(j is not None and bool(j) for j in judged):
+            d.kind = "moved_factor"
+            d.detail = (f"{d.detail.split(' at every element')[0]}, yet {', '.join(consumers)} at "
+                        f"{step_label(r.step)} agree: the factor moved to where this record is used, and training is "
+                        f"unaffected")

@@ -1,0 +1,126 @@
+"""What kind of bug an origin looks like: each signature's exact line on tensors built to show it, and the
+near misses built to look almost like one (a scale on 90% of the elements is not a scale); then through the
+command line, the report and --json on real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import IMPLS
+
+from harness.compare.cli import main
+from harness.judge.diagnose import Origin, diagnose
+from harness.spec.config import Config
+
+RNG = np.random.default_rng(7)
+REF = RNG.normal(0, 1, (8, 10))  # (m, 10)
+U = 2.0 ** -24
+
+
+def look(ref: np.ndarray, bug: np.ndarray, op: str = "", cfg: Config | None = None) -> tuple[str, str]:
+    tol = 4 * U * np.fmax(np.abs(ref), np.abs(bug)) if ref.shape == bug.shape else np.zeros(0)
+    d = diagnose(Origin(0, "output/grad_logits", ref, bug, tol, cfg, lambda s, n: None, lambda s, n: None, U), op)
+    return d.kind, d.detail.format(ref="A", bug="B")
+
+
+@pytest.mark.parametrize("bug, kind, detail", [
+    (REF / 8, "scale", "B = A / 8 at every element (1/8: the batch size): a mean taken twice, or divided by m "
+                       "once more?"),
+    (REF / 64, "scale", "B = A / 64 at every element (not a quantity of the run: a wrong constant?)"),
+    (REF * 8, "scale", "B = 8 x A at every element (8 is the batch size): not divided by the batch size?"),
+    (REF * 1.0001, "scale", "B = 1.0001 x A at every element (not a quantity of the run: a wrong constant?)"),
+    (-REF, "sign", "B = -A at every element: a sign flipped (gradient ascent?)"),
+    (1 - REF, "sign", "B = 1 - A at every element: sigmoid(-z) where sigmoid(z) was meant?"),
+    (REF - 0.01, "offset", "B = A - 0.01 at every element (a constant shift missing or added?)"),
+    (np.round(REF, 3), "precision", "B = A rounded to 3 decimals (printed with %.3f and read back?)"),
+    (REF[::-1], "layout", "B = A with its rows reversed"),
+    (np.roll(REF, 1, axis=0), "layout", "B = A with its rows shifted by 1"),
+    (REF.ravel().reshape(REF.shape, order="F"), "layout",
+     "B holds A's values read in column-major order (row-major meant)"),
+    (np.where(REF > 0, REF, 0.01 * REF), "mask", None),
+    (np.where(np.arange(8)[:, None] == 3, REF + 1, REF), "partial",
+     "only 1 of 8 rows differ: 3"),
+])
+def test_each_signature_says_exactly_what_it_sees(bug, kind, detail):
+    ref = np.where(REF > 0, REF, 0.0) if kind == "mask" else REF
+    found = look(ref, bug, cfg=Config(batch_size=8))
+    assert found[0] == kind, found
+    if detail is not None:
+        assert found[1] == detail
+    else:  # the mask: A is relu's 0 where B leaks
+        assert found[1].startswith("B equals A except at ") and "where A is 0 and the other is not" in found[1]
+
+
+def test_precision_in_mantissa_bits_and_the_normalisation_axis():
+    p = np.exp(REF) / np.exp(REF).sum(axis=1, keepdims=True)  # (m, 10), rows sum to 1
+    low = (p.astype(np.float16)).astype(np.float64)
+    kind, detail = look(p, low)
+    assert kind == "precision" and detail.startswith("B = A to about ") and "mantissa bits at every element" in detail
+    whole = np.exp(REF) / np.exp(REF).sum()
+    kind, detail = look(p, whole, op="softmax")
+    assert kind == "axis" and detail.startswith("B is normalised over the whole batch: its rows sum to ")
+    assert detail.endswith("the whole matrix to 1")
+
+
+def test_a_reduction_over_every_element_is_named_collapsed():
+    dz = RNG.normal(0, 1, (8, 10))
+    kind, detail = look(dz.sum(axis=0), np.array(dz.sum()))
+    assert kind == "collapsed" and detail.startswith("B is one number, the sum over every element of A (")
+
+
+@pytest.mark.parametrize("bug", [
+    np.where(np.arange(80).reshape(8, 10) < 72, REF / 8, REF),  # a scale on 90% of the elements
+    np.where(np.arange(80).reshape(8, 10) < 40, -REF, REF),  # a sign on half
+    REF - 0.01 + RNG.normal(0, 1e-3, REF.shape),  # a shift, with noise far above the bound
+    np.round(REF, 3) + 1e-4,  # rounded, then moved
+    REF[[1, 0, 2, 3, 4, 5, 7, 6]] * 1.5,  # two swaps and a scale: no one pattern
+])
+def test_near_misses_are_not_called_the_pattern_they_resemble(bug):
+    kind, detail = look(REF, bug, cfg=Config(batch_size=8))
+    assert kind in ("none", "partial"), (kind, detail)  # never scale, sign, offset, precision or layout
+
+
+def test_a_scalar_is_a_scale_only_by_a_quantity_of_the_run():
+    assert look(np.array(2.0), np.array(2.0 * 64 / 65), cfg=Config(batch_size=64))[0] == "scale"
+    assert look(np.array(2.0), np.array(2.37), cfg=Config(batch_size=64))[0] == "none"  # any two numbers are a scale
+
+
+def test_the_original_story_is_named_in_the_text_the_report_and_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main([str(IMPLS / "numpy"), str(IMPLS / "examples" / "softmax_global_sum"), "--hidden", "16",
+                 "--batch-size", "8", "--steps", "2", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json"),
+                 "--html", str(tmp_path / "r.html")])
+    out = capsys.readouterr().out
+    assert code == 1
+    lines = out.splitlines()
+    at = lines.index("verdict: DIVERGED at step 0, output/softmax (values): the first origin")
+    assert lines[at + 1].startswith("  looks like: B is normalised over the whole batch: its rows sum to ")
+    assert lines[at + 2] == ("    evidence: A's rows each sum to 1; B's sum over every element is 1 (a sum over the "
+                             "matrix where one per sample was meant)")
+    d = json.loads((tmp_path / "r.json").read_text())["diagnosis"]
+    assert d["kind"] == "axis" and d["checked"] == 80
+    assert 'id="diagnosis">Looks like: B is normalised over the whole batch' in (tmp_path / "r.html").read_text()
+
+
+def test_a_factor_moved_to_the_consumers_is_said_to_leave_training_unaffected(tmp_path, capsys, monkeypatch):
+    """1/m taken out of dZ2 and applied to dW2, db2 and dA1 instead: dZ2 is 8x A's, every record computed from it
+    agrees."""
+    impl = tmp_path / "moved"
+    shutil.copytree(IMPLS / "numpy", impl)
+    src = (impl / "mlp.py").read_text()
+    for old, new in (("dZ2 = (P - Y) / m  #", "dZ2 = (P - Y)  #"),
+                     ('grads["output/weight"] = dZ2.T @ A1  #', 'grads["output/weight"] = dZ2.T @ A1 / m  #'),
+                     ('grads["output/bias"] = dZ2.sum(axis=0)  #', 'grads["output/bias"] = dZ2.sum(axis=0) / m  #'),
+                     ("dA1 = dZ2 @ W2  #", "dA1 = dZ2 @ W2 / m  #")):
+        assert src.count(old) == 1, old
+        src = src.replace(old, new)
+    (impl / "mlp.py").write_text(src)
+    monkeypatch.chdir(tmp_path)
+    main([str(IMPLS / "numpy"), str(impl), "--hidden", "16", "--batch-size", "8", "--steps", "2", "--no-html",
+          "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert ("  looks like: B = 8 x A, yet output/grad_weight, output/grad_bias, hidden/grad_activation at step 0 "
+            "agree: the factor moved to where this record is used, and training is unaffected") in out
