@@ -15,6 +15,20 @@ from harness.spec.records import LOAD, step_records
 
 
 UNDIAGNOSED = {"matmul-32u", "soft-targets-ignored"}  # no known pattern fits: said so, not guessed
+DETAILS = {  # the exact line for a sample of kinds
+    "load-column-major": "B holds A's values read in column-major order (row-major meant)",
+    "labels-of-previous-batch": "B holds A's input/y of the step before (a stale value: updated late, or taken from "
+                                "the previous batch?)",
+    "bias-subtracted": "B = A - 2 x hidden/bias of the step before: hidden/bias of the step before subtracted instead "
+                       "of added",
+    "tanh-slope": "B = dA x (1 - a): the derivative of the activation written wrong",
+    "grad-b2-mean": "B = A / 64 at every element (1/64: the batch size): a mean taken twice, or divided by m once more?",
+    "backprop-through-updated-w2": "B is the op applied to output/weight as updated by this step, where the graph has "
+                                   "it before",
+    "grad-b1-from-da1": "B is the op applied to hidden/grad_activation where the graph has hidden/grad_preactivation",
+    "update-sign": "B's update is -1.00x A's: the parameters climb the gradient (a sign flipped)",
+    "no-decay-on-biases": "B = A - 0.0005 x hidden/bias of the step before: the weight-decay term missing",
+}
 
 
 def test_every_bug_carries_its_expected_diagnosis_and_nine_in_ten_are_reachable():
@@ -59,6 +73,8 @@ def test_bug_is_the_first_origin_at_its_exact_record(evaluator, case):
     # what it looks like: the kind the catalogue expects, or honestly no known pattern for the two it cannot name
     expected = "none" if case.name in UNDIAGNOSED else DIAGNOSES[case.name]
     assert first.diagnosis is not None and first.diagnosis.kind == expected, first.diagnosis
+    if case.name in DETAILS:
+        assert first.diagnosis.detail == DETAILS[case.name]
 
 
 @pytest.mark.parametrize("case", BENIGN_VARIANTS, ids=lambda c: c.name)
