@@ -50,11 +50,8 @@ def moved_factors(records: list[RecordDiff], cfg: Config | None) -> None:
     by: dict[tuple[Step, str], RecordDiff] = {(r.step, r.name): r for r in records}
     for r in records:
         d = r.diagnosis
-        if d is None or d.kind != "scale" or "c = " not in d.evidence:
-            continue
-        c = float(d.evidence.rsplit("c = ", 1)[1])
-        if c == 0 or abs(np.log(abs(c))) <= 0.01:  # a factor of 1.00001 is lost in the rounding downstream anyway
-            continue
+        if d is None or d.kind != "scale" or not d.factor or abs(np.log(abs(d.factor))) <= 0.01:
+            continue  # a factor of 1.00001 is lost in the rounding downstream anyway, moved or not
         consumers = [s.name for s in graph(cfg).values() if r.name in s.inputs]
         judged = [by.get((r.step, n)) for n in consumers]
         if consumers and all(j is not None and bool(j) for j in judged):

@@ -30,6 +30,7 @@ class Diagnosis:
     detail: str  # "B = A / 64 at every element (64 is the batch size): a mean taken twice?"
     evidence: str  # one line: what was checked and how closely it fits
     checked: int  # elements checked
+    factor: float | None = None  # c of a scale or an update scale
 
     def __bool__(self) -> bool:
         return self.kind != "none"
@@ -96,7 +97,7 @@ def _scale(o: Origin) -> Diagnosis | None:
     shown = f"{{ref}} / {1 / c:.6g}" if abs(c) < 1 else f"{c:.6g} x {{ref}}"
     tail = f" ({name[0]}): {name[1]}" if name else " (not a quantity of the run: a wrong constant?)"
     return Diagnosis("scale", f"{{bug}} = {shown} at every element{tail}",
-                     f"all {o.ref.size} elements within the bound of c x {{ref}}, c = {c:.8g}", o.ref.size)
+                     f"all {o.ref.size} elements within the bound of c x {{ref}}, c = {c:.8g}", o.ref.size, c)
 
 
 def _update(o: Origin, spec_op: str) -> Diagnosis | None:
@@ -116,7 +117,7 @@ def _update(o: Origin, spec_op: str) -> Diagnosis | None:
                              "flipped)", f"all {o.ref.size} elements: {{bug}} - before = -({{ref}} - before)", o.ref.size)
         return Diagnosis("update_scale", f"{{bug}}'s update is {c:.4g}x {{ref}}'s: the learning rate (or its schedule, "
                          f"a bias correction) differs?", f"all {o.ref.size} elements of the step taken, c = {c:.8g}",
-                         o.ref.size)
+                         o.ref.size, c)
     k = sig.ratio_of(before_ref, d_bug - d_ref)
     if k is not None and o.cfg.weight_decay and abs(k / (o.cfg.lr_at(int(o.step)) * o.cfg.weight_decay) - 1) < 1e-2 \
             and sig.fits(d_bug - d_ref, k * before_ref, o.tol):
