@@ -213,7 +213,9 @@ CASES = [
          r"  A holds float32, B int32"),
     Case("memstate-wrong-shape", with_copy(lambda b: rewrite(b, edit_step(0, lambda r: r.update(
         {"hidden/matmul": r["hidden/matmul"].T.copy()})))), 1, "",
-         r"verdict: DIVERGED at step 0, hidden/matmul \(shape\): the first origin\n  shape A \[8, 4\] vs B \[4, 8\]\n"
+         r"verdict: DIVERGED at step 0, hidden/matmul \(shape\): the first origin\n"
+         r"  looks like: B holds A transposed \(samples or units kept as columns\?\)\n"
+         r"    evidence: all 32 elements equal once transposed\n  shape A \[8, 4\] vs B \[4, 8\]\n"
          r"  B holds the transposed layout \(4, 8\) of A's \(8, 4\); the values agree once transposed"),
     Case("memstate-unknown-record", with_copy(lambda b: rewrite(b, lambda u, r: r.update(
         {"debug/norm": np.float32(1.0)}) if u != "load" else None)), 0, "",

@@ -281,8 +281,7 @@ def _slope(o: Origin, inputs: tuple[str, ...]) -> Diagnosis | None:
 def diagnose(o: Origin, op: str = "") -> Diagnosis:
     """The first pattern that fits; see the module docstring for the order."""
     if o.ref.shape != o.bug.shape:
-        found = sig.collapsed(o.ref, o.bug) or sig.collapsed(o.bug, o.ref)
-        return Diagnosis("collapsed", *found, o.ref.size) if found else Diagnosis("none", "no known pattern", "", 0)
+        return _shape(o)
     tests: list[Callable[[], Diagnosis | None]] = [
         lambda: _update(o, op),
         lambda: _scale(o),
@@ -301,6 +300,20 @@ def diagnose(o: Origin, op: str = "") -> Diagnosis:
         if found:
             return found
     return Diagnosis("none", "no known pattern", "", o.ref.size)
+
+
+def _shape(o: Origin) -> Diagnosis:
+    """Shapes that differ: the same values transposed or reshaped, or a reduction collapsed to one number."""
+    ref, bug = o.ref, o.bug
+    tol = 4 * o.u * np.abs(ref)
+    if ref.ndim == 2 and bug.shape == ref.shape[::-1] and sig.fits(bug.T, ref, tol):
+        return Diagnosis("layout", "{bug} holds {ref} transposed (samples or units kept as columns?)",
+                         f"all {ref.size} elements equal once transposed", ref.size)
+    if ref.size == bug.size and sig.fits(bug.reshape(ref.shape), ref, tol):
+        return Diagnosis("layout", f"{{bug}} holds {{ref}}'s values in {{ref}}'s order with the shape {bug.shape}: "
+                         f"reshaped, not transposed", f"all {ref.size} elements equal once reshaped", ref.size)
+    found = sig.collapsed(ref, bug) or sig.collapsed(bug, ref)
+    return Diagnosis("collapsed", *found, ref.size) if found else Diagnosis("none", "no known pattern", "", 0)
 
 
 def _pattern(kind: str, found: sig.Found, o: Origin) -> Diagnosis | None:
