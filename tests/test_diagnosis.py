@@ -124,3 +124,9 @@ def test_a_factor_moved_to_the_consumers_is_said_to_leave_training_unaffected(tm
     out = capsys.readouterr().out
     assert ("  looks like: B = 8 x A, yet output/grad_weight, output/grad_bias, hidden/grad_activation at step 0 "
             "agree: the factor moved to where this record is used, and training is unaffected") in out
+
+
+def test_a_record_never_computed_is_all_zeros_not_a_scale_of_zero():
+    kind, detail = look(REF, np.zeros_like(REF))
+    assert (kind, detail) == ("mask", "B is 0 at every element: never computed, never written, or masked out "
+                                      "entirely?")

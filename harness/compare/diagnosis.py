@@ -35,8 +35,11 @@ def diagnose_origin(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.
     origin = Origin(diff.step, diff.name, ref, bug, limit, cfg, ref_ms.get, bug_ms.get, tol.u,
                     sides[0].first_step if sides[0].first_step == sides[1].first_step else 0)
     spec = graph(cfg).get(diff.name) if cfg is not None else None
-    with np.errstate(all="ignore"):
-        found = diagnose(origin, spec.op if spec is not None else "")
+    try:
+        with np.errstate(all="ignore"):
+            found = diagnose(origin, spec.op if spec is not None else "")
+    except Exception as e:  # noqa: BLE001 - a diagnosis that fails must never hide the verdict it explains
+        found = Diagnosis("none", "no known pattern", f"the diagnosis stopped: {type(e).__name__}: {e}", 0)
     names = {"ref": labels[1] if swap else labels[0], "bug": labels[0] if swap else labels[1]}
     found.detail, found.evidence = found.detail.format(**names), found.evidence.format(**names)
     return found

@@ -284,6 +284,7 @@ def diagnose(o: Origin, op: str = "") -> Diagnosis:
         return _shape(o)
     tests: list[Callable[[], Diagnosis | None]] = [
         lambda: _update(o, op),
+        lambda: _pattern("mask", sig.zeros(o.ref, o.bug), o),
         lambda: _scale(o),
         lambda: _pattern("sign", sig.complement(o.ref, o.bug, o.tol), o),
         lambda: _pattern("axis", sig.axis(o.ref, o.bug) if op == "softmax" else None, o),

@@ -34,9 +34,16 @@ def ratio_of(ref: np.ndarray, bug: np.ndarray) -> float | None:
 def scale(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> float | None:
     """c when bug = c * ref at every element (c not 1), else None."""
     c = ratio_of(ref, bug)
-    if c is None or not np.isfinite(c) or abs(c - 1) < 1e-12 or not fits(bug, c * ref, tol):
+    if c is None or not np.isfinite(c) or c == 0 or abs(c - 1) < 1e-12 or not fits(bug, c * ref, tol):
         return None
     return c
+
+
+def zeros(ref: np.ndarray, bug: np.ndarray) -> Found:
+    if ref.size > 1 and not np.any(bug) and np.any(ref):
+        return "{bug} is 0 at every element: never computed, never written, or masked out entirely?", \
+            f"all {bug.size} elements of {{bug}} are 0; {int(np.count_nonzero(ref))} of {{ref}}'s are not"
+    return None
 
 
 def complement(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
