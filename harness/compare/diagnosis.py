@@ -18,6 +18,12 @@ MAX_DIAGNOSED = 8  # distinct records diagnosed per comparison: the first origin
 def diagnose_origin(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.ndarray | None, tol: Tolerance,
                     cfg: Config | None, sides: tuple[Memstate, Memstate], labels: tuple[str, str]) -> Diagnosis:
     """What `diff` (an origin) looks like; the side whose op is off (`inconsistent`) is the buggy one."""
+    with np.errstate(all="ignore"):  # NaN and Inf are data here: nothing is printed on the user's terminal
+        return _diagnose(diff, x, y, allowed, tol, cfg, sides, labels)
+
+
+def _diagnose(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.ndarray | None, tol: Tolerance,
+              cfg: Config | None, sides: tuple[Memstate, Memstate], labels: tuple[str, str]) -> Diagnosis:
     swap = diff.inconsistent == labels[0]
     a, b = (np.asarray(v, dtype=np.float64) for v in (x, y))
     ref, bug = (b, a) if swap else (a, b)
@@ -36,12 +42,12 @@ def diagnose_origin(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.
                     sides[0].first_step if sides[0].first_step == sides[1].first_step else 0)
     spec = graph(cfg).get(diff.name) if cfg is not None else None
     try:
-        with np.errstate(all="ignore"):
-            found = diagnose(origin, spec.op if spec is not None else "")
+        found = diagnose(origin, spec.op if spec is not None else "")
     except Exception as e:  # noqa: BLE001 - a diagnosis that fails must never hide the verdict it explains
         found = Diagnosis("none", "no known pattern", f"the diagnosis stopped: {type(e).__name__}: {e}", 0)
-    names = {"ref": labels[1] if swap else labels[0], "bug": labels[0] if swap else labels[1]}
-    found.detail, found.evidence = found.detail.format(**names), found.evidence.format(**names)
+    ref_label, bug_label = (labels[1], labels[0]) if swap else labels
+    for field in ("detail", "evidence"):  # replace, not format: an error message may hold braces
+        setattr(found, field, getattr(found, field).replace("{ref}", ref_label).replace("{bug}", bug_label))
     return found
 
 
