@@ -23,23 +23,23 @@ CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "
 class Config:
     """One network and training run. Every field has a default; see docs/comparing.md#configuration."""
 
-    hidden: int = 128
-    activation: str = "relu"
-    loss: str = "cross_entropy"
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    steps: int = 10
-    dtype: str = "float32"
-    seed: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
+    hidden: int = 128  # H: the hidden layer's width (784 -> H -> 10)
+    activation: str = "relu"  # the hidden layer's: relu | sigmoid | tanh
+    loss: str = "cross_entropy"  # cross_entropy (softmax output) | mse (sigmoid output, mean over m * 10)
+    optimizer: str = "sgd"  # sgd | momentum | adam; g = gradient + weight_decay * parameter in each
+    lr: float = 0.1  # the learning rate
+    momentum: float = 0.9  # v = momentum * v + g (optimizer momentum)
+    weight_decay: float = 0.0  # L2, added to every parameter's gradient, biases too
+    batch_size: int = 64  # m: samples a step
+    steps: int = 10  # training steps (batches) the job holds
+    dtype: str = "float32"  # float32 | float64: what every record is computed and written in
+    seed: int = 0  # makes the initial parameters and the batch order (the harness's, handed out as data)
+    adam_beta1: float = 0.9  # Adam's first-moment decay
+    adam_beta2: float = 0.999  # Adam's second-moment decay
+    adam_eps: float = 1e-8  # added to sqrt(v_hat) in Adam's step
     lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
     epoch_steps: int = 0  # steps per epoch for lr_decay; 0: the training images // batch_size (the harness fills it in)
-    init: str = "default"
+    init: str = "default"  # how the seed makes the parameters: default | uniform | fan_in | small | he | xavier
     train_images: int = 0  # train on the first N training images; 0: all of them
     input_min: float = 0.0  # x = byte / 255 * (input_max - input_min) + input_min
     input_max: float = 1.0
