@@ -210,3 +210,20 @@ def test_an_earlier_run_is_never_overwritten(tmp_path):
     r = compare("impls/numpy", "impls/torch", *SMALL, "--seed", "5", "--out", tmp_path / "run")
     assert r.returncode == 2 and "already holds a run; refusing to overwrite it" in r.stderr
     assert {p: p.read_bytes() for p in files} == before  # the job and both memstates untouched
+
+
+def test_the_memstate_command_dispatches_to_the_tools(tmp_path, capsys):
+    from harness import __version__
+    from harness.cli import main as memstate
+    assert memstate(["--version"]) == 0 and capsys.readouterr().out == f"memstate {__version__}\n"
+    assert memstate([]) == 2 and "memstate compare impls/numpy impls/jax" in capsys.readouterr().err
+    assert memstate(["nope"]) == 2
+    assert "error: unknown command 'nope'; expected one of compare, train, convert, evaluate, golden" in \
+        capsys.readouterr().err
+    script = Path(sys.executable).with_name("memstate")  # the [project.scripts] entry, where installed
+    if not script.is_file():
+        pytest.skip(f"{script} is not installed (pip install -e . makes it)")
+    r = subprocess.run([script, "compare", IMPLS / "numpy", IMPLS / "numpy", "--hidden", "4", "--batch-size", "4",
+                        "--steps", "2", "--no-html", "--out", tmp_path / "run"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300, check=False)
+    assert r.returncode == 0 and "verdict: AGREE" in r.stdout, r.stdout + r.stderr
