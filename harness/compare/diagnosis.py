@@ -28,16 +28,11 @@ def _diagnose(diff: RecordDiff, x: np.ndarray, y: np.ndarray, allowed: np.ndarra
     a, b = (np.asarray(v, dtype=np.float64) for v in (x, y))
     ref, bug = (b, a) if swap else (a, b)
     ref_ms, bug_ms = (sides[1], sides[0]) if swap else sides
-    scale = np.fmax(np.abs(a), np.abs(b)) if a.shape == b.shape else np.zeros(0)
-    if a.shape != b.shape:
-        limit = np.zeros(0)
-    elif allowed is not None:
-        limit = np.asarray(allowed, dtype=np.float64)
-    else:
-        top = float(np.nanmax(scale, initial=0.0)) if scale.size else 0.0
-        limit = tol.rtol * scale + tol.atol * top
+    limit = np.zeros(0)  # "equal" per element: the record's bound (noise or fixed), at least 4 u |value|
     if a.shape == b.shape:
-        limit = np.maximum(np.broadcast_to(limit, a.shape), 4 * tol.u * scale)
+        scale = np.fmax(np.abs(a), np.abs(b))
+        base = allowed if allowed is not None else tol.rtol * scale + tol.atol * float(np.nanmax(scale, initial=0.0))
+        limit = np.maximum(np.broadcast_to(np.asarray(base, dtype=np.float64), a.shape), 4 * tol.u * scale)
     origin = Origin(diff.step, diff.name, ref, bug, limit, cfg, ref_ms.get, bug_ms.get, tol.u,
                     sides[0].first_step if sides[0].first_step == sides[1].first_step else 0)
     spec = graph(cfg).get(diff.name) if cfg is not None else None

@@ -41,17 +41,25 @@ def _deviation(r: np.ndarray, value: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(d), np.inf, d)
 
 
-def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
-            labels: tuple[str, str] = ("A", "B")) -> None:
-    """Origin or propagated, for a diverging record both of whose sides have a model: does
-    (B - f(B's inputs)) - (A - f(A's inputs)) stay within the op's own rounding?"""
+def residual(a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected,
+             tol: Tolerance) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(e_A, e_B, |e_B - e_A|, the op's own rounding): each side's deviation from the op applied to its own
+    inputs, how far apart the two deviations are, and what the op's own rounding allows there."""
     assert ma.value is not None and mb.value is not None
     ea = _deviation(np.asarray(a, dtype=np.float64), ma.value)
     eb = _deviation(np.asarray(b, dtype=np.float64), mb.value)
     allowed = np.nan_to_num(noise_bound(ma, mb, tol, harness=True), nan=np.inf)  # NaN inputs explain anything
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         resid = np.abs(eb - ea)
-        resid = np.where(np.isnan(resid), 0.0, resid)  # the same infinity on both sides
+    return ea, eb, np.where(np.isnan(resid), 0.0, resid), allowed  # NaN: the same infinity on both sides
+
+
+def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
+            labels: tuple[str, str] = ("A", "B")) -> None:
+    """Origin or propagated, for a diverging record both of whose sides have a model: does
+    (B - f(B's inputs)) - (A - f(A's inputs)) stay within the op's own rounding?"""
+    ea, eb, resid, allowed = residual(a, b, ma, mb, tol)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         ratio = np.where(resid == 0, 0.0, resid / np.broadcast_to(allowed, resid.shape))
     diff.judged_by = "noise" if tol.mode == "noise" else "fixed"
     diff.n_unexplained = int((ratio > 1).sum())
@@ -91,12 +99,7 @@ def check_vacuous(diff: RecordDiff, a: np.ndarray, b: np.ndarray, allowed: np.nd
     ma, mb = models
     resid = own = ea = eb = None
     if ma is not None and mb is not None and ma.value is not None and mb.value is not None:
-        ea = _deviation(np.asarray(a, dtype=np.float64), ma.value)
-        eb = _deviation(np.asarray(b, dtype=np.float64), mb.value)
-        with np.errstate(invalid="ignore", over="ignore"):
-            resid = np.abs(eb - ea)
-        resid = np.where(np.isnan(resid), 0.0, resid)  # the same infinity on both sides
-        own = np.nan_to_num(noise_bound(ma, mb, tol, harness=True), nan=np.inf)
+        ea, eb, resid, own = residual(a, b, ma, mb, tol)
     v = judge_vacuous(mask, scale, allowed, resid, own)
     why = (f"the noise bound at {v.n} of {diff.size} element(s) (up to {v.bound:.3g}) exceeds every value the "
            f"record holds (|value| <= {v.scale:.3g}), so |A-B| within it proves nothing"
