@@ -32,7 +32,7 @@ from harness.store.memstate import Memstate
 from harness.run.outputs import check_file_target, check_output_paths, claim_run_directory
 from harness.spec.params import Params, initial_params, load_params
 from harness.spec.presets import get_preset
-from harness.spec.records import PARAMETERS
+from harness.spec.network import network
 from harness.run.runner import load_implementation, run_implementation
 
 ROW = len(SUMMARY_FIELDS) * 8  # bytes of one summary row
@@ -65,18 +65,19 @@ class TrainResult:
 
 
 def predict(params: Params, config: Config, images: np.ndarray) -> np.ndarray:
-    """Class predictions of the network, in float64, for images (n, 28, 28) uint8."""
-    x = images.reshape(len(images), 784) / 255.0  # (n, 784)
+    """Class predictions of the network, in float64, for images (n, 28, 28) uint8; no dropout (evaluation)."""
+    a = images.reshape(len(images), -1) / 255.0  # (n, 784)
     if config.scaled_inputs:
-        x = x * (config.input_max - config.input_min) + config.input_min
-    z1 = x @ params.W1.T + params.b1  # (n, H)
-    if config.activation == "relu":
-        a1 = np.maximum(z1, 0.0)
-    elif config.activation == "sigmoid":
-        a1 = 1 / (1 + np.exp(-z1))
-    else:
-        a1 = np.tanh(z1)
-    return np.argmax(a1 @ params.W2.T + params.b2, axis=1)  # (n,); sigmoid and softmax keep the order
+        a = a * (config.input_max - config.input_min) + config.input_min
+    for W, b in zip(params.weights[:-1], params.biases[:-1]):
+        z = a @ W.T + b  # (n, H_k)
+        if config.activation == "relu":
+            a = np.maximum(z, 0.0)
+        elif config.activation == "sigmoid":
+            a = 1 / (1 + np.exp(-z))
+        else:
+            a = np.tanh(z)
+    return np.argmax(a @ params.weights[-1].T + params.biases[-1], axis=1)  # (n,); sigmoid and softmax keep the order
 
 
 def accuracy(params: Params, config: Config, mnist: Mnist) -> float:
@@ -87,9 +88,9 @@ def accuracy(params: Params, config: Config, mnist: Mnist) -> float:
 def final_params(ms: Memstate) -> Params | None:
     """The parameters after the memstate's last step (its load unit if it ran none)."""
     for unit in reversed(ms.units):
-        got = [ms.get(unit, n) for n in PARAMETERS]
+        got = [ms.get(unit, n) for n in network(ms.cfg).parameters]
         if all(g is not None for g in got):
-            return Params(*(np.asarray(g, dtype=np.float64) for g in got))
+            return Params.of([np.asarray(g, dtype=np.float64) for g in got])
     return None
 
 
@@ -220,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"training images of {mnist.source} (give --data DIR for full MNIST, or --batch-size)")
         config = config.replace(steps=run_length(args, config, mnist))
         params = load_params(args.params) if args.params else None
-        if params is not None and params.hidden != config.hidden:
-            raise InputError(f"{args.params}: parameters have H={params.hidden} but the config says {config.hidden}")
+        if params is not None and params.widths != config.widths:
+            raise InputError(f"{args.params}: parameters have hidden widths {','.join(map(str, params.widths))} but "
+                             f"the config says {','.join(map(str, config.widths))}")
         print(f"training {args.impl} for {config.steps} steps of {config.batch_size} on {mnist.source} "
               f"({train_count(config, mnist)} training images){f', preset {args.preset}' if args.preset else ''}",
               file=sys.stderr)

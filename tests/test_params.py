@@ -55,7 +55,8 @@ def layout(h=3):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["tensors"].pop("b2"), "missing tensor(s) b2"),
-    (lambda d: d["tensors"].update(W3={"shape": [1], "data": [1.0]}), "unexpected tensor(s) W3"),
+    (lambda d: d["tensors"].update(W3={"shape": [1], "data": [1.0]}), "missing tensor(s) b3"),  # a third layer half given
+    (lambda d: d["tensors"].update(gamma={"shape": [1], "data": [1.0]}), "unexpected tensor(s) gamma"),
     (lambda d: d["tensors"]["W2"].update(shape=[3, 10], data=[0.0] * 30), "tensor 'W2' has shape (3, 10), expected (10, 3)"),
     (lambda d: d["tensors"]["b1"].update(data=[0.1, 0.1]), "tensor 'b1': shape [3] needs 3 values, 'data' has 2"),
     (lambda d: d["tensors"]["b1"]["data"].__setitem__(1, "x"), "tensor 'b1': element 1 is 'x', expected a number"),

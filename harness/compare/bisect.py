@@ -30,7 +30,8 @@ from harness.run.runner import Implementation, run_implementation
 from harness.spec.config import Config
 from harness.spec.data import Mnist
 from harness.spec.params import Params
-from harness.spec.records import LOAD, PARAMETERS
+from harness.spec.network import network
+from harness.spec.records import LOAD
 from harness.store.memstate import Memstate
 
 SCREEN_ULPS = 2**10  # a summary may move by this many units of rounding of its own size between the sides
@@ -148,21 +149,23 @@ def state_before(ms: Memstate, step: int) -> tuple[Params, dict[str, Params]]:
     memstate holds beside them, from its checkpoint: the unit of the step before, or the load unit at
     the memstate's first step."""
     unit = LOAD if step == ms.first_step else step - 1
-    got = {n: ms.get(unit, n) for n in PARAMETERS}
+    names = network(ms.cfg).parameters
+    got = {n: ms.get(unit, n) for n in names}
     if any(v is None for v in got.values()):
         raise InputError(f"{ms.dir}: holds no checkpoint of the state before step {step}")
-    params = Params(*(np.asarray(got[n], dtype=np.float64) for n in PARAMETERS))
+    params = Params.of([np.asarray(got[n], dtype=np.float64) for n in names])
     state = {}
     for kind in STATE_FILES:
-        buf = {n: ms.get(unit, f"{n}_{kind}") for n in PARAMETERS}
+        buf = {n: ms.get(unit, f"{n}_{kind}") for n in names}
         if all(v is not None for v in buf.values()):
-            state[kind] = Params(*(np.asarray(buf[n], dtype=np.float64) for n in PARAMETERS))
+            state[kind] = Params.of([np.asarray(buf[n], dtype=np.float64) for n in names])
     return params, state
 
 
 def last_checkpoint(ms: Memstate, step: int) -> int:
     """The latest step at or before `step` whose starting state `ms` holds."""
-    have = [u + 1 for u in ms.units if u != LOAD and u + 1 <= step and ms.get(u, PARAMETERS[0]) is not None]
+    first = network(ms.cfg).parameters[0]
+    have = [u + 1 for u in ms.units if u != LOAD and u + 1 <= step and ms.get(u, first) is not None]
     return max([ms.first_step, *have])
 
 

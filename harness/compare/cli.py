@@ -115,11 +115,13 @@ def job_inputs(args: argparse.Namespace, sides: list[SideInput], log) -> tuple[C
         log(f"config taken from {given.dir} (options on the command line override it)")
     if args.params:
         params = load_params(args.params)
-        if params.hidden != config.hidden:
-            if "hidden" in explicit:
-                raise InputError(f"{args.params}: parameters have H={params.hidden} but --hidden is {config.hidden}")
-            config = config.replace(hidden=params.hidden)
-            log(f"hidden size {params.hidden} taken from {args.params}")
+        if params.widths != config.widths:
+            widths = ",".join(map(str, params.widths))
+            if {"hidden", "layers"} & explicit:
+                raise InputError(f"{args.params}: parameters have hidden widths {widths} but the config says "
+                                 f"{','.join(map(str, config.widths))}")
+            config = config.replace(layers=params.widths)
+            log(f"hidden widths {widths} taken from {args.params}")
     else:
         params = initial_params(config)
     return config, params

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from harness.errors import InputError
-from harness.spec.records import BUFFERS, LOAD, PARAMETERS
+from harness.spec.records import LOAD, is_state
 
 FULL, SUMMARY, TRAIN = "full", "summary", "train"
-STATE = frozenset(PARAMETERS) | {kind(p) for kinds in BUFFERS.values() for kind in kinds for p in PARAMETERS}
 TRAIN_SUMMARIES = ("loss/value",)  # what a train-mode run summarises: the progress bar's loss
 # one summary row per record per step, float64: see docs/memstate.md
 SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "nonfinite",
@@ -56,8 +55,8 @@ class Capture:
         if self.mode == FULL or step == LOAD:
             return True
         if any(lo <= step <= hi for lo, hi in self.full_steps):
-            return self.mode == SUMMARY or name in STATE  # train mode keeps only the state of its full steps
-        return bool(self.checkpoint_every) and name in STATE and (step + 1) % self.checkpoint_every == 0
+            return self.mode == SUMMARY or is_state(name)  # train mode keeps only the state of its full steps
+        return bool(self.checkpoint_every) and is_state(name) and (step + 1) % self.checkpoint_every == 0
 
     def summarizes(self, step: Any, name: str) -> bool:
         """Whether (step, name) gets a summary row."""

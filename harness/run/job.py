@@ -4,6 +4,8 @@
     params.json  initial parameters (memstate-params/1)
     images.u8    raw bytes, (steps, batch_size, 784) row-major: step, sample, pixel
     labels.u8    raw bytes, (steps, batch_size): the class index of each sample
+    mask1.u8, ...  (dropout only) raw bytes, (steps, batch_size, width) per hidden layer with dropout: 1 keeps
+                 a unit, 0 drops it; job.json's "dropout" lists them: layer, p and file
     velocity.json  (a replay of a momentum run only) the velocities the first step starts from
     adam_m.json, adam_v.json  (a replay of an Adam run only) the moments the first step starts from
 
@@ -26,10 +28,10 @@ import numpy as np
 from harness.spec.budget import check_job_fits
 from harness.run.capture import Capture
 from harness.spec.config import Config
-from harness.spec.data import Mnist, batch_schedule
+from harness.spec.data import Mnist, batch_schedule, dropout_masks
 from harness.errors import InputError
 from harness.spec.params import Params, load_params
-from harness.spec.records import PARAMETERS
+from harness.spec.network import network
 
 FORMAT = "memstate-job/1"
 
@@ -64,11 +66,12 @@ def replay_buffers(job_dir: Path) -> list[tuple[str, np.ndarray]]:
     job's dtype: they belong to its load unit, as its parameters do, whatever wrote the memstate."""
     meta = json.loads((Path(job_dir) / "job.json").read_text())
     dtype = np.dtype(meta["config"]["dtype"])
+    names = network(Config.from_dict(meta["config"])).parameters
     out = []
     for kind in STATE_FILES:
         if meta.get(kind):
             saved = load_params(Path(job_dir) / meta[kind])
-            out.extend((f"{name}_{kind}", value.astype(dtype)) for name, (_, value) in zip(PARAMETERS, saved.items()))
+            out.extend((f"{name}_{kind}", value.astype(dtype)) for name, value in zip(names, saved.arrays()))
     return out
 
 
@@ -98,8 +101,9 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     if not 0 <= first_step <= last < config.steps:
         raise InputError(f"replay steps {first_step}..{last} are not within the run's {config.steps} steps")
     directory = Path(directory).resolve()  # implementations run in their own directory
-    if params.hidden != config.hidden:
-        raise InputError(f"parameters have H={params.hidden} but the config says hidden={config.hidden}")
+    if params.widths != config.widths:
+        raise InputError(f"parameters have hidden widths {_widths(params.widths)} but the config says "
+                         f"{_widths(config.widths)}")
     n_train = train_count(config, mnist)
     check_job_fits(config, directory, last + 1, indexed, n_train)  # before the schedule is allocated
     try:
@@ -121,6 +125,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
             (directory / "images.u8").write_bytes(images.tobytes())
             (directory / "labels.u8").write_bytes(labels.tobytes())
             extra.update(images="images.u8", labels="labels.u8")
+        extra.update(_write_masks(directory, config, first_step, last))
         sha = params.write(directory / "params.json")
         if first_step or last_step is not None:
             extra["first_step"] = first_step
@@ -139,6 +144,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
             "steps": len(index),
             "batch_size": config.batch_size,
             "pixels": 784,
+            "widths": list(config.widths),
             "data": mnist.source,
             **extra,
         }
@@ -146,3 +152,20 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     except OSError as e:
         raise InputError(f"{directory}: cannot write the job files: {e.strerror}") from None
     return Job(directory, config, sha, mnist.source, capture, first_step, len(index))
+
+
+def _widths(widths: tuple[int, ...]) -> str:
+    return ",".join(map(str, widths))
+
+
+def _write_masks(directory: Path, config: Config, first: int, last: int) -> dict[str, object]:
+    """One keep-mask file per hidden layer with dropout, for steps first..last; job.json's "dropout" entry."""
+    entries = []
+    for layer in network(config).hidden:
+        if layer.drop:
+            name = f"mask{layer.index}.u8"
+            masks = dropout_masks(config.seed, layer.index, layer.width, config.batch_size, layer.drop, first, last)
+            (directory / name).write_bytes(masks.tobytes())
+            entries.append({"layer": layer.index, "name": layer.name, "p": layer.drop, "file": name,
+                            "shape": list(masks.shape)})
+    return {"dropout": entries} if entries else {}

@@ -20,8 +20,8 @@ JSON_BYTES = 26  # a float32 printed with 9 significant digits, sign, exponent a
 
 
 def parameter_count(config: Config) -> int:
-    h = config.hidden
-    return h * PIXELS + h + CLASSES * h + CLASSES
+    sizes = (PIXELS, *config.widths, CLASSES)
+    return sum(sizes[k] * sizes[k + 1] + sizes[k + 1] for k in range(len(sizes) - 1))
 
 
 def available_memory() -> int:
@@ -44,15 +44,17 @@ def check_parameters_fit(config: Config) -> None:
     need = parameter_count(config) * (8 + 8 + JSON_BYTES)
     have = available_memory()
     if need > have:
-        raise InputError(f"config: hidden={config.hidden} makes {parameter_count(config):,} parameters, which need "
+        raise InputError(f"config: hidden widths {','.join(map(str, config.widths))} make {parameter_count(config):,} parameters, which need "
                          f"about {_gb(need)} of memory to make and write; this machine has {_gb(have)} available")
 
 
 def check_job_fits(config: Config, directory: Path, steps: int, indexed: bool, pool: int) -> None:
-    """The batch schedule fits in memory and the job's batch files on the disk under `directory`."""
+    """The batch schedule fits in memory and the job's batch files (and dropout masks) on the disk under
+    `directory`."""
     cells = steps * config.batch_size
+    masks = cells * sum(w for k, w in enumerate(config.widths) if config.drop(k))  # one byte a unit and sample
     memory = cells * 8 + (0 if indexed else cells * (PIXELS + 1) * 2)  # indices, then images+labels and a copy
-    disk = cells * 4 + pool * (PIXELS + 1) if indexed else cells * (PIXELS + 1)
+    disk = (cells * 4 + pool * (PIXELS + 1) if indexed else cells * (PIXELS + 1)) + masks
     have = available_memory()
     if memory > have:
         raise InputError(f"config: {steps:,} steps of batch {config.batch_size} need about {_gb(memory)} of memory "

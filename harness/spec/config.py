@@ -16,14 +16,20 @@ LOSSES = ("cross_entropy", "mse")  # cross_entropy: softmax output; mse: sigmoid
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
 INITS = ("default", "uniform", "fan_in", "small", "he", "xavier")  # harness.spec.params.initial_params
-CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES, "init": INITS}
+SQUARED_ERRORS = ("mean", "sum", "half_sum")  # mse: a sample's squared error over the 10 outputs
+BATCH_REDUCTIONS = ("mean", "sum")  # the loss over the batch's samples
+CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES, "init": INITS,
+           "squared_error": SQUARED_ERRORS, "batch_reduction": BATCH_REDUCTIONS}
+LIST_FIELDS = ("layers", "dropout")  # tuples of numbers; on the command line, comma-separated
 
 
 @dataclass(frozen=True)
 class Config:
     """One network and training run. Every field has a default; see docs/comparing.md#configuration."""
 
-    hidden: int = 128  # H: the hidden layer's width (784 -> H -> 10)
+    hidden: int = 128  # H: the hidden layer's width (784 -> H -> 10); with `layers`, the first layer's
+    layers: tuple[int, ...] = ()  # the hidden widths, input side first (256, 128: 784-256-128-10); (): (hidden,)
+    dropout: tuple[float, ...] = ()  # inverted dropout's drop probability per hidden layer (one: every layer); ()
     activation: str = "relu"  # the hidden layer's: relu | sigmoid | tanh
     loss: str = "cross_entropy"  # cross_entropy (softmax output) | mse (sigmoid output, mean over m * 10)
     optimizer: str = "sgd"  # sgd | momentum | adam; g = gradient + weight_decay * parameter in each
@@ -46,8 +52,11 @@ class Config:
     target_min: float = 0.0  # Y = target_max for the label's class, target_min elsewhere (mse only)
     target_max: float = 1.0
     log_eps: float = 0.0  # cross-entropy's loss value is mean -log(P[y] + log_eps)
+    squared_error: str = "mean"  # mse: a sample's error over the 10 outputs: mean | sum | half_sum (0.5 * sum)
+    batch_reduction: str = "mean"  # the loss over the batch's samples: mean | sum
 
     def __post_init__(self) -> None:
+        self._canonical_layers()
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -77,6 +86,57 @@ class Config:
             raise InputError("config fields target_min/target_max: soft targets need loss 'mse' (cross-entropy "
                              f"takes one-hot targets), got [{self.target_min}, {self.target_max}]")
 
+    def _canonical_layers(self) -> None:
+        """`layers` and `dropout` as tuples in one form: one hidden layer is `hidden` with layers (), and
+        dropout is () or one probability per hidden layer, so equal networks make equal configs."""
+        layers, dropout = self.layers, self.dropout
+        for name, value in (("layers", layers), ("dropout", dropout)):
+            if not isinstance(value, (list, tuple)):
+                raise InputError(f"config field {name!r}: expected a list of numbers, got {value!r}")
+        for width in layers:
+            if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+                raise InputError(f"config field 'layers': expected a list of positive integers (hidden widths), "
+                                 f"got {list(layers)!r}")
+        layers = tuple(layers)
+        if len(layers) == 1:
+            object.__setattr__(self, "hidden", layers[0])
+            layers = ()
+        elif layers:
+            object.__setattr__(self, "hidden", layers[0])
+        depth = len(layers) or 1
+        for p in dropout:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+                raise InputError(f"config field 'dropout': expected drop probabilities in [0, 1), got {list(dropout)!r}")
+        dropout = tuple(float(p) for p in dropout)
+        if len(dropout) == 1:
+            dropout *= depth
+        if len(dropout) not in (0, depth):
+            raise InputError(f"config field 'dropout': expected one probability, or one per hidden layer ({depth}), "
+                             f"got {list(dropout)!r}")
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "dropout", () if not any(dropout) else dropout)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden layers' widths, input side first."""
+        return self.layers or (self.hidden,)
+
+    def drop(self, layer: int) -> float:
+        """The drop probability of hidden layer `layer` (0-based); 0 where there is no dropout."""
+        return self.dropout[layer] if self.dropout else 0.0
+
+    @property
+    def loss_scale(self) -> float:
+        """The factor on a sample's summed error: 1 for cross-entropy; for mse 1/10 (mean over the outputs),
+        1 (sum) or 1/2 (half the sum)."""
+        if self.loss == "cross_entropy":
+            return 1.0
+        return {"mean": 0.1, "sum": 1.0, "half_sum": 0.5}[self.squared_error]
+
+    def batch_divisor(self, m: int) -> int:
+        """What the batch's summed loss is divided by: m for the mean, 1 for the sum."""
+        return m if self.batch_reduction == "mean" else 1
+
     @property
     def scaled_inputs(self) -> bool:
         """Whether inputs are scaled beyond byte / 255."""
@@ -94,9 +154,13 @@ class Config:
         return "softmax" if self.loss == "cross_entropy" else "sigmoid"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with fields changed; `hidden` on a deeper network sets its first layer's width."""
+        if "hidden" in changes and self.layers and "layers" not in changes:
+            changes["layers"] = (changes["hidden"], *self.layers[1:])
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -148,6 +212,22 @@ def positive_integer(text: str) -> int:
     return value
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated positive integers (--layers 256,128)."""
+    try:
+        return tuple(positive_integer(t.strip()) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated numbers in [0, 1) (--dropout 0.2 or 0.2,0.5)."""
+    values = tuple(_number(t.strip(), 0.0, False, "comma-separated probabilities in [0, 1)") for t in text.split(","))
+    if any(v >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated probabilities in [0, 1), got {text!r}")
+    return values
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --preset NAME, --config FILE and one --FIELD option per config field (each beats the one before)."""
     from harness.spec.presets import PRESETS
@@ -159,6 +239,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         choices = CHOICES.get(f.name)
         kind = type(f.default) if choices is None else str
+        if f.name in LIST_FIELDS:
+            kind = _int_list if f.name == "layers" else _float_list
+            group.add_argument(flag, dest=f"cfg_{f.name}", type=kind, default=None, metavar="A,B,...",
+                               help="comma-separated; " + ("hidden widths, e.g. 256,128" if f.name == "layers" else
+                                                           "drop probability, one or one per hidden layer"))
+            continue
         group.add_argument(flag, dest=f"cfg_{f.name}", type=kind, choices=choices, default=None,
                            help=f"default {f.default}")
 

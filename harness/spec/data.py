@@ -126,6 +126,16 @@ def batch_schedule(n_train: int, batch_size: int, steps: int, seed: int) -> np.n
     return out
 
 
+def dropout_masks(seed: int, layer: int, width: int, batch_size: int, p: float, first: int, last: int) -> np.ndarray:
+    """The keep masks of hidden layer `layer` (1-based) for steps first..last, (steps, batch_size, width) uint8:
+    1 keeps a unit, 0 drops it, each unit kept with probability 1 - p. Step s's mask comes from its own
+    stream [seed, 2, layer, s], so a replay of steps 40..49 hands out exactly the masks the full run did."""
+    out = np.empty((last + 1 - first, batch_size, width), dtype=np.uint8)
+    for i, step in enumerate(range(first, last + 1)):
+        out[i] = np.random.default_rng([seed, 2, layer, step]).random((batch_size, width)) >= p
+    return out
+
+
 def write_idx(path: str | Path, array: np.ndarray) -> None:
     """Write uint8 data as IDX; gzip (with a fixed timestamp, so bytes are reproducible) for .gz."""
     array = np.ascontiguousarray(array, dtype=np.uint8)

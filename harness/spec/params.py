@@ -17,26 +17,54 @@ from harness.spec.config import Config
 from harness.errors import InputError
 
 FORMAT = "memstate-params/1"
-NAMES = ("W1", "b1", "W2", "b2")
+NAMES = ("W1", "b1", "W2", "b2")  # 784-H-10's tensors; a network of L hidden layers has W1, b1, ... W(L+1), b(L+1)
 RECORD_OF = {"W1": "hidden/weight", "b1": "hidden/bias", "W2": "output/weight", "b2": "output/bias"}
 N_IN, N_OUT = 784, 10
 
 
+def tensor_names(depth: int) -> tuple[str, ...]:
+    """The parameter file's tensors for `depth` hidden layers: W1, b1, W2, b2, ..."""
+    return tuple(f"{kind}{k}" for k in range(1, depth + 2) for kind in ("W", "b"))
+
+
 @dataclass(frozen=True)
 class Params:
-    """W1 (H, 784), b1 (H,), W2 (10, H), b2 (10,) as float64 arrays holding the file's exact values."""
+    """The weights W1 (H1, 784), W2 (H2, H1), ..., the output's (10, H_L), and the biases b1 (H1,), ...,
+    (10,), as float64 arrays holding the file's exact values; `params.W2` reads a tensor by its file name."""
 
-    W1: np.ndarray
-    b1: np.ndarray
-    W2: np.ndarray
-    b2: np.ndarray
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    @classmethod
+    def of(cls, arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> Params:
+        """From the tensors in file order: W1, b1, W2, b2, ..."""
+        arrays = list(arrays)
+        return cls(tuple(arrays[0::2]), tuple(arrays[1::2]))
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if len(name) > 1 and name[0] in "Wb" and name[1:].isdigit():
+            k = int(name[1:]) - 1
+            group = self.weights if name[0] == "W" else self.biases
+            if 0 <= k < len(group):
+                return group[k]
+        raise AttributeError(name)
 
     @property
     def hidden(self) -> int:
-        return int(self.W1.shape[0])
+        """The first hidden layer's width."""
+        return int(self.weights[0].shape[0])
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden layers' widths, input side first."""
+        return tuple(int(w.shape[0]) for w in self.weights[:-1])
+
+    def arrays(self) -> list[np.ndarray]:
+        """The tensors in file order: W1, b1, W2, b2, ..."""
+        return [a for pair in zip(self.weights, self.biases) for a in pair]
 
     def items(self) -> list[tuple[str, np.ndarray]]:
-        return [(n, getattr(self, n)) for n in NAMES]
+        return list(zip(tensor_names(len(self.weights) - 1), self.arrays()))
 
     def to_json(self) -> str:
         """The memstate-params/1 text. json writes each float with the shortest repr that
@@ -53,20 +81,23 @@ class Params:
 
 def initial_params(config: Config) -> Params:
     """Seeded initial parameters by `config.init`, rounded to float32 so every dtype starts from the
-    same numbers (fan_in = 784 for W1, H for W2):
+    same numbers (fan_in: 784 for W1, the width of the layer below for the others), layer by layer
+    from the input, each layer's weight drawn before its bias:
 
-    - default: He-normal W1 for relu, Xavier-uniform W1 for sigmoid and tanh; Xavier-uniform W2; zero biases
+    - default: He-normal hidden weights for relu, Xavier-uniform for sigmoid and tanh; Xavier-uniform
+      output weights; zero biases
     - uniform: every weight and bias U[-0.5, 0.5] (mnist-from-scratch)
     - fan_in: weights N(0, 1) / sqrt(fan_in), biases U[0, 1) (goml)
     - small: weights N(0, 1) * 0.01, zero biases (than-dev)
     - he: weights N(0, 2 / fan_in), zero biases (born)
     - xavier: weights U[-a, a], a = sqrt(6 / (fan_in + fan_out)), zero biases (gon)
-    """
+
+    For 784-H-10 the draws are the ones every earlier version made: W1 then W2, then b1 and b2 where
+    biases are random."""
     check_parameters_fit(config)
     rng = np.random.default_rng([config.seed, 0])  # stream 0: parameters
-    H = config.hidden
-    shapes = ((H, N_IN), (N_OUT, H))
-    zeros = [np.zeros(H), np.zeros(N_OUT)]
+    sizes = (N_IN, *config.widths, N_OUT)
+    shapes = [(sizes[k + 1], sizes[k]) for k in range(len(sizes) - 1)]  # (fan_out, fan_in) per layer
 
     def xavier(shape: tuple[int, int]) -> np.ndarray:
         a = math.sqrt(6.0 / (shape[0] + shape[1]))
@@ -75,23 +106,27 @@ def initial_params(config: Config) -> Params:
     def he(shape: tuple[int, int]) -> np.ndarray:
         return rng.normal(0.0, math.sqrt(2.0 / shape[1]), size=shape)
 
-    if config.init == "default":
-        W1 = he(shapes[0]) if config.activation == "relu" else xavier(shapes[0])
-        weights, biases = [W1, xavier(shapes[1])], zeros
-    elif config.init == "uniform":
-        weights = [rng.uniform(-0.5, 0.5, size=s) for s in shapes]
-        biases = [rng.uniform(-0.5, 0.5, size=n) for n in (H, N_OUT)]
+    def weight(k: int, shape: tuple[int, int]) -> np.ndarray:
+        hidden = k < len(shapes) - 1
+        if config.init == "default":
+            return he(shape) if hidden and config.activation == "relu" else xavier(shape)
+        if config.init == "uniform":
+            return rng.uniform(-0.5, 0.5, size=shape)
+        if config.init == "fan_in":
+            return rng.normal(0.0, 1.0, size=shape) / math.sqrt(shape[1])
+        if config.init == "small":
+            return rng.normal(0.0, 1.0, size=shape) * 0.01
+        return he(shape) if config.init == "he" else xavier(shape)
+
+    weights = [weight(k, shape) for k, shape in enumerate(shapes)]
+    if config.init == "uniform":
+        biases = [rng.uniform(-0.5, 0.5, size=s[0]) for s in shapes]
     elif config.init == "fan_in":
-        weights = [rng.normal(0.0, 1.0, size=s) / math.sqrt(s[1]) for s in shapes]
-        biases = [rng.uniform(0.0, 1.0, size=n) for n in (H, N_OUT)]
-    elif config.init == "small":
-        weights, biases = [rng.normal(0.0, 1.0, size=s) * 0.01 for s in shapes], zeros
-    elif config.init == "he":
-        weights, biases = [he(s) for s in shapes], zeros
-    else:  # xavier
-        weights, biases = [xavier(s) for s in shapes], zeros
+        biases = [rng.uniform(0.0, 1.0, size=s[0]) for s in shapes]
+    else:
+        biases = [np.zeros(s[0]) for s in shapes]
     f32 = lambda x: x.astype(np.float32).astype(np.float64)
-    return Params(W1=f32(weights[0]), b1=f32(biases[0]), W2=f32(weights[1]), b2=f32(biases[1]))
+    return Params(tuple(f32(w) for w in weights), tuple(f32(b) for b in biases))
 
 
 def _fits_float(v: int) -> bool:
@@ -123,26 +158,37 @@ def _numbers(source: str, key: str, values: Any) -> np.ndarray:
 
 
 def _check_shapes(source: str, arrays: dict[str, np.ndarray], names: dict[str, str]) -> None:
-    H = arrays["W1"].shape[0] if arrays["W1"].ndim == 2 and arrays["W1"].shape[0] > 0 else None
-    expected = {"W1": (H, N_IN), "b1": (H,), "W2": (N_OUT, H), "b2": (N_OUT,)}
-    for n in NAMES:
-        if H is None or arrays[n].shape != expected[n]:
-            want = "(H, 784) with H >= 1" if H is None else str(expected[n])
-            raise InputError(f"{source}: tensor {names[n]!r} has shape {arrays[n].shape}, expected {want}")
+    """W1 is (H1, 784); each W(k+1) is (H(k+1), Hk), the output's (10, HL); each bias is its weight's rows."""
+    order = list(names)
+    fan_in = N_IN
+    for k in range(len(order) // 2):
+        w, b = order[2 * k], order[2 * k + 1]
+        last = k == len(order) // 2 - 1
+        W = arrays[w]
+        rows = N_OUT if last else (W.shape[0] if W.ndim == 2 and W.shape[0] > 0 else None)
+        if rows is None or W.shape != (rows, fan_in):
+            want = f"(H, {fan_in}) with H >= 1" if rows is None else str((rows, fan_in))
+            raise InputError(f"{source}: tensor {names[w]!r} has shape {W.shape}, expected {want}")
+        if arrays[b].shape != (rows,):
+            raise InputError(f"{source}: tensor {names[b]!r} has shape {arrays[b].shape}, expected {(rows,)}")
+        fan_in = rows
 
 
 def _parse_layout(source: str, data: dict) -> dict[str, np.ndarray]:
     tensors = data.get("tensors")
     if not isinstance(tensors, dict):
-        raise InputError(f"{source}: field 'tensors' must be an object holding {', '.join(NAMES)}")
-    missing = [n for n in NAMES if n not in tensors]
-    extra = sorted(set(tensors) - set(NAMES))
+        raise InputError(f"{source}: field 'tensors' must be an object holding W1, b1, W2, b2 (and W3, b3, ... "
+                         "for more hidden layers)")
+    depth = max(1, sum(1 for n in tensors if isinstance(n, str) and n[:1] == "W" and n[1:].isdigit()) - 1)
+    names = tensor_names(depth)
+    missing = [n for n in names if n not in tensors]
+    extra = sorted(set(tensors) - set(names))
     if missing or extra:
         parts = ([f"missing tensor(s) {', '.join(missing)}"] if missing else []) + \
                 ([f"unexpected tensor(s) {', '.join(extra)}"] if extra else [])
-        raise InputError(f"{source}: {'; '.join(parts)}; expected exactly {', '.join(NAMES)}")
+        raise InputError(f"{source}: {'; '.join(parts)}; expected exactly {', '.join(names)}")
     arrays = {}
-    for n in NAMES:
+    for n in names:
         t = tensors[n]
         if not isinstance(t, dict) or "shape" not in t or "data" not in t:
             raise InputError(f"{source}: tensor {n!r} must be an object with 'shape' and 'data'")
@@ -155,7 +201,7 @@ def _parse_layout(source: str, data: dict) -> dict[str, np.ndarray]:
             raise InputError(f"{source}: tensor {n!r}: shape {shape} needs {math.prod(shape)} values, "
                              f"'data' has {flat.size}")
         arrays[n] = flat.reshape(shape)
-    _check_shapes(source, arrays, {n: n for n in NAMES})
+    _check_shapes(source, arrays, {n: n for n in names})
     return arrays
 
 
@@ -208,7 +254,7 @@ def parse_params(text: str | bytes, source: str = "parameters") -> Params:
     else:
         raise InputError(f"{source}: neither the memstate layout (\"format\": \"{FORMAT}\") "
                          f"nor the legacy layout (keys w1 b1 w2 b2)")
-    return Params(**arrays)
+    return Params.of([arrays[n] for n in tensor_names(len(arrays) // 2 - 1)])
 
 
 def load_params(path: str | Path) -> Params:

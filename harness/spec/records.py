@@ -15,8 +15,8 @@ from harness.spec.network import CLASSES, INPUT, LABELS, LOSS, PIXELS, Network, 
 
 Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"
-PARAMETERS = network(Config()).parameters  # hidden/weight, hidden/bias, output/weight, output/bias
-GRADIENT_OF = {p: gradient_of(p) for p in PARAMETERS}
+PARAMETERS = network(Config()).parameters  # 784-H-10's: hidden/weight, hidden/bias, output/weight, output/bias
+STATE_SUFFIXES = ("_velocity", "_adam_m", "_adam_v")  # an optimizer buffer's name: its parameter's, then one of these
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class RecordSpec:
 
     `inputs` are records of the same step; `previous` are parameter-like records of the step before
     (the loaded parameters at step 0). `op` says which form of the noise model computes it (source,
-    matmul, bias_add, activation, softmax, sigmoid, loss, grad_logits, grad_weight, grad_bias,
+    matmul, bias_add, activation, dropout, softmax, sigmoid, loss, grad_logits, grad_weight, grad_bias,
     grad_activation, grad_preactivation, velocity, adam_m, adam_v, update); `layer` names its layer.
     """
 
@@ -87,7 +87,10 @@ def records_of(net: Network) -> tuple[RecordSpec, ...]:
         specs += [RecordSpec(layer.record("matmul"), "forward", (layer.source,), (layer.weight,), "matmul", layer.name),
                   RecordSpec(layer.record("bias_add"), "forward", (layer.record("matmul"),), (layer.bias,), "bias_add",
                              layer.name),
-                  RecordSpec(layer.out, "forward", (layer.record("bias_add"),), (), act, layer.name)]
+                  RecordSpec(layer.activated, "forward", (layer.record("bias_add"),), (), act, layer.name)]
+        if layer.drop:  # the mask is data; the dropped activation is A * mask / (1 - p)
+            specs += [RecordSpec(layer.mask, "forward", op="source", layer=layer.name),
+                      RecordSpec(layer.out, "forward", (layer.activated, layer.mask), (), "dropout", layer.name)]
     specs.append(RecordSpec(LOSS, "loss", (out.out, LABELS), (), "loss", out.name))
     for i in reversed(range(len(net.layers))):
         layer = net.layers[i]
@@ -95,14 +98,17 @@ def records_of(net: Network) -> tuple[RecordSpec, ...]:
             specs.append(RecordSpec(layer.pre_grad, "backward", (out.out, LABELS), (), "grad_logits", layer.name))
         else:  # its derivative reads Z for relu, and A (or Z) for sigmoid and tanh
             specs.append(RecordSpec(layer.pre_grad, "backward", (layer.record("grad_activation"),
-                                    layer.record("bias_add"), layer.out), (), "grad_preactivation", layer.name))
+                                    layer.record("bias_add"), layer.activated), (), "grad_preactivation", layer.name))
         specs += [RecordSpec(layer.record("grad_weight"), "backward", (layer.pre_grad, layer.source), (), "grad_weight",
                              layer.name),
                   RecordSpec(layer.record("grad_bias"), "backward", (layer.pre_grad,), (), "grad_bias", layer.name)]
         if i > 0:
             below = net.layers[i - 1]
-            specs.append(RecordSpec(below.record("grad_activation"), "backward", (layer.pre_grad,), (layer.weight,),
+            specs.append(RecordSpec(below.grad_out, "backward", (layer.pre_grad,), (layer.weight,),
                                     "grad_activation", below.name))
+            if below.drop:  # back through the dropout: the same mask and scale
+                specs.append(RecordSpec(below.record("grad_activation"), "backward", (below.grad_out, below.mask), (),
+                                        "dropout", below.name))
     params = net.parameters
     if net.optimizer == "adam":
         for kind in (adam_m, adam_v):
@@ -124,14 +130,20 @@ def graph(config: Config) -> dict[str, RecordSpec]:
     return {s.name: s for s in step_records(config)}
 
 
-def load_records() -> list[RecordSpec]:
+def load_records(config: Config) -> list[RecordSpec]:
     """The records of the load pseudo-step: the parameters as the implementation loaded them."""
-    return [RecordSpec(p, "load") for p in PARAMETERS]  # the loaded parameters of 784-H-10
+    return [RecordSpec(p, "load") for p in network(config).parameters]
+
+
+def is_state(name: str) -> bool:
+    """Whether a record is training state a step hands the next: a parameter or an optimizer buffer."""
+    base = next((name[:-len(s)] for s in STATE_SUFFIXES if name.endswith(s)), name)
+    return base.endswith(("/weight", "/bias"))
 
 
 def expected_order(config: Config) -> list[tuple[Step, str]]:
     """Every (step, name) a complete memstate of this config holds, in comparison order."""
-    keys: list[tuple[Step, str]] = [(LOAD, s.name) for s in load_records()]
+    keys: list[tuple[Step, str]] = [(LOAD, s.name) for s in load_records(config)]
     names = [s.name for s in step_records(config)]
     for step in range(config.steps):
         keys.extend((step, n) for n in names)

@@ -19,7 +19,8 @@ import numpy as np
 from harness.errors import DuplicateKey, InputError, loads, read_json, regular_file
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture
 from harness.spec.config import Config
-from harness.spec.records import LOAD, PARAMETERS, Step, parameter_size, step_label
+from harness.spec.network import network
+from harness.spec.records import LOAD, Step, parameter_size, step_label
 from harness.store.manifest import check_manifest, expected_steps
 
 from harness.store.format import FORMAT, MANIFEST, MAX_DIMS, MAX_HEADER, ST_DTYPES, SUMMARIES, SUMMARY_NAMES, unit_file
@@ -200,10 +201,11 @@ class Memstate:
             return None
         if LOAD not in self.units:
             return f"{path}: says complete, but holds no load unit (the parameters as loaded)"
-        for name in PARAMETERS:
+        for name in network(self.cfg).parameters:
             entry = self._open[LOAD].entries.get(name)
             if entry is not None and math.prod(entry[1]) != parameter_size(name, self.cfg):
-                return (f"{path}: its config says hidden={self.cfg.hidden}, but load {name} has shape "
+                widths = ",".join(map(str, self.cfg.widths))
+                return (f"{path}: its config says hidden widths {widths}, but load {name} has shape "
                         f"{list(entry[1])}: the config is not the one that ran")
         capture = Capture.from_dict(self.manifest.get("capture"))
         held = {u for u in self.units if u != LOAD}

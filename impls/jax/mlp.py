@@ -1,6 +1,7 @@
-"""The 784-H-10 MLP in jax.numpy, one jit-compiled training step, gradients from jax.grad.
+"""The MLP (784 -> hidden layers -> 10, dropout optional) in jax.numpy, one jit-compiled training step,
+gradients from jax.grad.
 
-The gradients of the intermediates (dZ2, dA1, dZ1) are read off by differentiating with
+The gradients of the intermediates (dZ, dA, the dropout's output) are read off by differentiating with
 respect to zero "probes" added to those tensors: d loss / d probe = d loss / d tensor.
 Matmuls run at full float32 precision (no TF32 or bf16 passes on a GPU).
 """
@@ -14,31 +15,45 @@ import jax.numpy as jnp
 import numpy as np
 
 ACTIVATIONS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
-NAMES = ("hidden/weight", "hidden/bias", "output/weight", "output/bias")
+PER_OUTPUT = {"mean": 0.1, "sum": 1.0, "half_sum": 0.5}  # mse: a sample's squared error over the 10 outputs
 
 
-def forward_loss(params, probes, x, y, activation, loss_kind, targets=(0.0, 1.0)):
-    """The loss, and every forward tensor as auxiliary output."""
-    W1, b1, W2, b2 = params
-    m1 = x @ W1.T  # (m, H)
-    z1 = m1 + b1 + probes["z1"]  # (m, H)
-    a1 = ACTIVATIONS[activation](z1) + probes["a1"]  # (m, H)
-    m2 = a1 @ W2.T  # (m, 10)
-    z2 = m2 + b2 + probes["z2"]  # (m, 10)
-    if loss_kind == "cross_entropy":
-        p = jax.nn.softmax(z2, axis=-1)  # (m, 10)
-        logp = jax.nn.log_softmax(z2, axis=-1)  # (m, 10)
-        loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+def layer_names(depth):
+    """hidden, output for one hidden layer; hidden1, hidden2, ..., output for more."""
+    return (["hidden"] if depth == 1 else [f"hidden{k}" for k in range(1, depth + 1)]) + ["output"]
+
+
+def forward_loss(params, probes, x, y, keeps, cfg):
+    """The loss, and every forward tensor as auxiliary output. params = (W1, b1, W2, b2, ...); keeps[k] is
+    hidden layer k's dropout mask scaled by 1 / (1 - p), or None."""
+    weights, biases = params[0::2], params[1::2]
+    h, fwd = x, {}
+    for k in range(len(weights) - 1):
+        mk = h @ weights[k].T  # (m, H_k)
+        zk = mk + biases[k] + probes[f"z{k}"]  # (m, H_k)
+        ak = ACTIVATIONS[cfg["activation"]](zk) + probes[f"a{k}"]  # (m, H_k)
+        fwd.update({f"m{k}": mk, f"z{k}": zk, f"a{k}": ak})
+        h = ak
+        if keeps[k] is not None:
+            h = ak * keeps[k] + probes[f"d{k}"]  # (m, H_k)
+            fwd[f"d{k}"] = h
+    m_out = h @ weights[-1].T  # (m, 10)
+    z_out = m_out + biases[-1] + probes["z_out"]  # (m, 10)
+    divisor = x.shape[0] if cfg["batch_reduction"] == "mean" else 1
+    if cfg["loss"] == "cross_entropy":
+        p = jax.nn.softmax(z_out, axis=-1)  # (m, 10)
+        logp = jax.nn.log_softmax(z_out, axis=-1)  # (m, 10)
+        loss = -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)) / divisor
     else:
-        p = jax.nn.sigmoid(z2)  # (m, 10)
-        low, high = targets
-        target = jnp.where(jax.nn.one_hot(y, 10) > 0, high, low).astype(x.dtype)  # (m, 10)
-        loss = jnp.mean((p - target) ** 2)
-    return loss, {"m1": m1, "z1": z1, "a1": a1, "m2": m2, "z2": z2, "p": p}
+        p = jax.nn.sigmoid(z_out)  # (m, 10)
+        target = jnp.where(jax.nn.one_hot(y, 10) > 0, cfg["target_max"], cfg["target_min"]).astype(x.dtype)
+        loss = PER_OUTPUT[cfg["squared_error"]] * jnp.sum((p - target) ** 2) / divisor
+    fwd.update({"m_out": m_out, "z_out": z_out, "p": p})
+    return loss, fwd
 
 
 @partial(jax.jit, static_argnames=("cfg_items",))
-def train_step(params, state, pixels, y, lr, corrections, cfg_items):
+def train_step(params, state, pixels, y, keeps, lr, corrections, cfg_items):
     """One step. state = (velocity, adam_m, adam_v), each a tuple like params; lr and Adam's bias
     corrections (1 - beta1^t, 1 - beta2^t) come in from Python, computed in float64."""
     cfg = dict(cfg_items)
@@ -46,13 +61,16 @@ def train_step(params, state, pixels, y, lr, corrections, cfg_items):
     x = pixels.astype(dtype) / 255  # (m, 784)
     if (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0):
         x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], dtype) + jnp.asarray(cfg["input_min"], dtype)
-    m, H = x.shape[0], params[0].shape[0]
-    probes = {"z1": jnp.zeros((m, H), dtype), "a1": jnp.zeros((m, H), dtype), "z2": jnp.zeros((m, 10), dtype)}
+    m = x.shape[0]
+    probes = {"z_out": jnp.zeros((m, 10), dtype)}
+    for k, W in enumerate(params[0:-2:2]):  # the hidden layers' weights
+        for kind in ("z", "a", "d"):
+            probes[f"{kind}{k}"] = jnp.zeros((m, W.shape[0]), dtype)
     grad_fn = jax.value_and_grad(forward_loss, argnums=(0, 1), has_aux=True)
-    (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, cfg["activation"], cfg["loss"],
-                                              (cfg["target_min"], cfg["target_max"]))
+    (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, keeps, cfg)
     if cfg["log_eps"]:  # the printed loss takes log(P + eps); the gradient stays that of plain cross-entropy
-        loss = -jnp.mean(jnp.log(jnp.take_along_axis(fwd["p"], y[:, None], axis=1) + cfg["log_eps"]))
+        loss = -jnp.sum(jnp.log(jnp.take_along_axis(fwd["p"], y[:, None], axis=1) + cfg["log_eps"]))
+        loss = loss / m if cfg["batch_reduction"] == "mean" else loss
     beta1, beta2 = cfg["adam_beta1"], cfg["adam_beta2"]
     new_params, new_state = [], ([], [], [])
     for p, g, v, mom1, mom2 in zip(params, gparams, *state):
@@ -83,9 +101,13 @@ def run(job_dir, record):
                     jaxlib=jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__)
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
+    widths = cfg.get("layers") or [cfg["hidden"]]
+    layers = layer_names(len(widths))
+    NAMES = [f"{layer}/{kind}" for layer in layers for kind in ("weight", "bias")]
+    keys = [f"{kind}{k}" for k in range(1, len(layers) + 1) for kind in ("W", "b")]  # W1, b1, W2, b2, ...
     params = tuple(
         jnp.asarray(np.array(tensors[k]["data"], dtype=np.float64).reshape(tensors[k]["shape"]), dtype=dtype)
-        for k in ("W1", "b1", "W2", "b2")
+        for k in keys
     )
     for name, p in zip(NAMES, params):
         record("load", name, np.asarray(p))
@@ -95,7 +117,7 @@ def run(job_dir, record):
         if job.get(kind):
             saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
             buffers = tuple(jnp.asarray(np.array(saved[k]["data"], dtype=np.float64).reshape(saved[k]["shape"]),
-                                        dtype=dtype) for k in ("W1", "b1", "W2", "b2"))
+                                        dtype=dtype) for k in keys)
         state.append(buffers)
     state = tuple(state)
 
@@ -116,6 +138,12 @@ def run(job_dir, record):
     cfg_items = tuple(sorted((k, v) for k, v in cfg.items() if k in (
         "activation", "loss", "optimizer", "momentum", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
         "input_min", "input_max", "target_min", "target_max", "log_eps")))
+    cfg_items += (("batch_reduction", cfg.get("batch_reduction", "mean")),
+                  ("squared_error", cfg.get("squared_error", "mean")))
+    masks = {}  # dropout: hidden layer (0-based) -> (steps, m, width) uint8 keep masks, and 1 / (1 - p)
+    for entry in job.get("dropout", []):
+        raw = np.fromfile(job_dir / entry["file"], dtype=np.uint8).reshape(entry["shape"])
+        masks[entry["layer"] - 1] = (raw, 1 / (1 - entry["p"]))
     out_name = "output/softmax" if cfg["loss"] == "cross_entropy" else "output/sigmoid"
 
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
@@ -126,24 +154,33 @@ def run(job_dir, record):
             lr = cfg["lr"] * cfg["lr_decay"] ** (step // cfg["epoch_steps"])
         corrections = (1 - cfg["adam_beta1"] ** (step + 1), 1 - cfg["adam_beta2"] ** (step + 1))
         pixels, y = batch(i)
+        keeps = tuple(jnp.asarray(masks[k][0][i], dtype) * jnp.asarray(masks[k][1], dtype) if k in masks else None
+                      for k in range(len(widths)))  # (m, H_k): 0 or 1 / (1 - p)
         params, state, x, loss, fwd, gparams, gprobes = train_step(
-            params, state, jnp.asarray(pixels), jnp.asarray(y), lr, corrections, cfg_items)
+            params, state, jnp.asarray(pixels), jnp.asarray(y), keeps, lr, corrections, cfg_items)
         record(step, "input/x", np.asarray(x))
         record(step, "input/y", y.astype(np.int64))
-        record(step, "hidden/matmul", np.asarray(fwd["m1"]))
-        record(step, "hidden/bias_add", np.asarray(fwd["z1"]))
-        record(step, "hidden/activation", np.asarray(fwd["a1"]))
-        record(step, "output/matmul", np.asarray(fwd["m2"]))
-        record(step, "output/bias_add", np.asarray(fwd["z2"]))
+        for k, name in enumerate(layers[:-1]):
+            record(step, f"{name}/matmul", np.asarray(fwd[f"m{k}"]))
+            record(step, f"{name}/bias_add", np.asarray(fwd[f"z{k}"]))
+            record(step, f"{name}/activation", np.asarray(fwd[f"a{k}"]))
+            if k in masks:
+                record(step, f"{name}/dropout_mask", masks[k][0][i])
+                record(step, f"{name}/dropout", np.asarray(fwd[f"d{k}"]))
+        record(step, "output/matmul", np.asarray(fwd["m_out"]))
+        record(step, "output/bias_add", np.asarray(fwd["z_out"]))
         record(step, out_name, np.asarray(fwd["p"]))
         record(step, "loss/value", np.asarray(loss))
-        record(step, "output/grad_logits", np.asarray(gprobes["z2"]))
-        record(step, "output/grad_weight", np.asarray(gparams[2]))
-        record(step, "output/grad_bias", np.asarray(gparams[3]))
-        record(step, "hidden/grad_activation", np.asarray(gprobes["a1"]))
-        record(step, "hidden/grad_preactivation", np.asarray(gprobes["z1"]))
-        record(step, "hidden/grad_weight", np.asarray(gparams[0]))
-        record(step, "hidden/grad_bias", np.asarray(gparams[1]))
+        record(step, "output/grad_logits", np.asarray(gprobes["z_out"]))
+        for k in range(len(layers) - 1, -1, -1):  # from the output layer down
+            name = layers[k]
+            if k < len(widths):
+                if k in masks:
+                    record(step, f"{name}/grad_dropout", np.asarray(gprobes[f"d{k}"]))
+                record(step, f"{name}/grad_activation", np.asarray(gprobes[f"a{k}"]))
+                record(step, f"{name}/grad_preactivation", np.asarray(gprobes[f"z{k}"]))
+            record(step, f"{name}/grad_weight", np.asarray(gparams[2 * k]))
+            record(step, f"{name}/grad_bias", np.asarray(gparams[2 * k + 1]))
         kinds = {"momentum": ("velocity",), "adam": ("adam_m", "adam_v")}.get(cfg["optimizer"], ())
         for kind, buffers in zip(("velocity", "adam_m", "adam_v"), state):
             if kind in kinds:

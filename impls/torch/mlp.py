@@ -1,4 +1,4 @@
-"""The 784-H-10 MLP in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD or
+"""The MLP (784 -> hidden layers -> 10, dropout optional) in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD or
 torch.optim.Adam, a per-epoch ExponentialLR schedule.
 
 Runs on CUDA when there is a GPU (TF32 off, so float32 matmuls are full float32), else the
@@ -27,6 +27,11 @@ def as_numpy(t):
     return t.detach().cpu().numpy()
 
 
+def layer_names(depth):
+    """hidden, output for one hidden layer; hidden1, hidden2, ..., output for more."""
+    return (["hidden"] if depth == 1 else [f"hidden{k}" for k in range(1, depth + 1)]) + ["output"]
+
+
 def run(job_dir, record):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
@@ -46,13 +51,16 @@ def run(job_dir, record):
                     mkl_cbwr=os.environ["MKL_CBWR"])
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
-    H = tensors["W1"]["shape"][0]
-    hidden = torch.nn.Linear(784, H, dtype=dtype, device=device)
-    output = torch.nn.Linear(H, 10, dtype=dtype, device=device)
-    named = {"hidden/weight": hidden.weight, "hidden/bias": hidden.bias,
-             "output/weight": output.weight, "output/bias": output.bias}
+    widths = cfg.get("layers") or [cfg["hidden"]]
+    names = layer_names(len(widths))
+    sizes = [784, *widths, 10]
+    linears = [torch.nn.Linear(sizes[k], sizes[k + 1], dtype=dtype, device=device) for k in range(len(names))]
+    named = {}
+    for name, linear in zip(names, linears):
+        named[f"{name}/weight"], named[f"{name}/bias"] = linear.weight, linear.bias
+    keys = [f"{kind}{k}" for k in range(1, len(names) + 1) for kind in ("W", "b")]  # W1, b1, W2, b2, ...
     with torch.no_grad():
-        for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
+        for key, p in zip(keys, named.values()):
             values = torch.tensor(tensors[key]["data"], dtype=torch.float64).reshape(tensors[key]["shape"])
             p.copy_(values.to(dtype))
     for key, p in named.items():
@@ -70,7 +78,7 @@ def run(job_dir, record):
     for kind, slot in buffers.items():  # a replay starts from its checkpoint's optimizer state
         if job.get(kind):
             saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
-            for key, p in zip(("W1", "b1", "W2", "b2"), named.values()):
+            for key, p in zip(keys, named.values()):
                 v = torch.tensor(saved[key]["data"], dtype=torch.float64).reshape(saved[key]["shape"])
                 opt.state[p][slot] = v.to(device=device, dtype=dtype)
                 if cfg["optimizer"] == "adam":
@@ -97,6 +105,12 @@ def run(job_dir, record):
         def batch(i):
             return images[i], labels[i]
     scale = cfg["input_max"] - cfg["input_min"]
+    masks = {}  # dropout: hidden layer (1-based) -> (steps, m, width) uint8 keep masks, and its p
+    for entry in job.get("dropout", []):
+        raw = np.fromfile(job_dir / entry["file"], dtype=np.uint8).reshape(entry["shape"])
+        masks[entry["layer"]] = (torch.from_numpy(raw), entry["p"])
+    reduction = cfg.get("batch_reduction", "mean")
+    per_output = {"mean": 0.1, "sum": 1.0, "half_sum": 0.5}[cfg.get("squared_error", "mean")]
 
     for i in range(steps):
         step = first + i
@@ -109,42 +123,62 @@ def run(job_dir, record):
         record(step, "input/y", as_numpy(y))
 
         opt.zero_grad()
-        m1 = x @ hidden.weight.T  # (m, H)
-        z1 = m1 + hidden.bias  # (m, H)
-        a1 = activation(z1)  # (m, H)
-        m2 = a1 @ output.weight.T  # (m, 10)
+        h, kept = x, {}  # kept: per hidden layer, what it hands the next (its dropout, else its activation)
+        recorded = []  # (name, tensor) in the order the spec writes them; gradients read after backward
+        for k, (name, linear) in enumerate(zip(names[:-1], linears), start=1):
+            mk = h @ linear.weight.T  # (m, H_k)
+            zk = mk + linear.bias  # (m, H_k)
+            ak = activation(zk)  # (m, H_k)
+            zk.retain_grad()
+            ak.retain_grad()
+            recorded += [(f"{name}/matmul", mk), (f"{name}/bias_add", zk), (f"{name}/activation", ak)]
+            h = ak
+            if k in masks:
+                mask, p_drop = masks[k]
+                keep = mask[i].to(device=device, dtype=dtype) / (1 - p_drop)  # (m, H_k): 0 or 1 / (1 - p)
+                h = ak * keep
+                h.retain_grad()
+                recorded += [(f"{name}/dropout_mask", mask[i]), (f"{name}/dropout", h)]
+            kept[k] = (zk, ak, h)
+        output = linears[-1]
+        m2 = h @ output.weight.T  # (m, 10)
         z2 = m2 + output.bias  # (m, 10)
-        for t in (z1, a1, z2):
-            t.retain_grad()
+        z2.retain_grad()
         if cfg["loss"] == "cross_entropy":
             p = torch.softmax(z2, dim=1)  # (m, 10)
-            loss = F.cross_entropy(z2, y)
+            loss = F.cross_entropy(z2, y, reduction=reduction)
             out_name = "output/softmax"
         else:
             p = torch.sigmoid(z2)  # (m, 10)
             hot = F.one_hot(y, 10).bool()  # (m, 10)
             targets = torch.where(hot, cfg["target_max"], cfg["target_min"]).to(dtype)
-            loss = F.mse_loss(p, targets)
+            loss = F.mse_loss(p, targets, reduction="sum") * per_output
+            if reduction == "mean":
+                loss = loss / m
             out_name = "output/sigmoid"
         loss.backward()
         if cfg["log_eps"]:  # the printed loss takes log(P + eps); its gradient stays that of plain cross-entropy
             with torch.no_grad():
-                loss = -torch.log(p[torch.arange(m, device=device), y] + cfg["log_eps"]).mean()
+                loss = -torch.log(p[torch.arange(m, device=device), y] + cfg["log_eps"]).sum()
+                loss = loss / m if reduction == "mean" else loss
 
-        record(step, "hidden/matmul", as_numpy(m1))
-        record(step, "hidden/bias_add", as_numpy(z1))
-        record(step, "hidden/activation", as_numpy(a1))
+        for key, t in recorded:
+            record(step, key, as_numpy(t))
         record(step, "output/matmul", as_numpy(m2))
         record(step, "output/bias_add", as_numpy(z2))
         record(step, out_name, as_numpy(p))
         record(step, "loss/value", as_numpy(loss))
         record(step, "output/grad_logits", as_numpy(z2.grad))
-        record(step, "output/grad_weight", as_numpy(output.weight.grad))
-        record(step, "output/grad_bias", as_numpy(output.bias.grad))
-        record(step, "hidden/grad_activation", as_numpy(a1.grad))
-        record(step, "hidden/grad_preactivation", as_numpy(z1.grad))
-        record(step, "hidden/grad_weight", as_numpy(hidden.weight.grad))
-        record(step, "hidden/grad_bias", as_numpy(hidden.bias.grad))
+        for k in range(len(names), 0, -1):  # from the output layer down
+            name, linear = names[k - 1], linears[k - 1]
+            if k < len(names):
+                zk, ak, hk = kept[k]
+                if k in masks:
+                    record(step, f"{name}/grad_dropout", as_numpy(hk.grad))
+                record(step, f"{name}/grad_activation", as_numpy(ak.grad))
+                record(step, f"{name}/grad_preactivation", as_numpy(zk.grad))
+            record(step, f"{name}/grad_weight", as_numpy(linear.weight.grad))
+            record(step, f"{name}/grad_bias", as_numpy(linear.bias.grad))
 
         opt.step()
         for kind, slot in buffers.items():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.spec.records import LOAD, PARAMETERS, Step
+from harness.spec.records import LOAD, STATE_SUFFIXES, Step
 
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
 
@@ -50,9 +50,9 @@ class Inputs:
     def prev(self, name: str) -> np.ndarray:
         """A parameter (or velocity) as the step began: the previous step's update, or the load."""
         if self.step == self.first:
-            if name in PARAMETERS or self.get(LOAD, name) is not None:  # a replay's load holds velocities
-                return self._need(LOAD, name)
-            param = next(p for p in PARAMETERS if name.startswith(p))
+            if name.endswith(("/weight", "/bias")) or self.get(LOAD, name) is not None:  # a replay's load
+                return self._need(LOAD, name)  # holds velocities
+            param = next(name[:-len(s)] for s in STATE_SUFFIXES if name.endswith(s))
             return np.zeros_like(self._need(LOAD, param))  # optimizer buffers start at 0
         return self._need(self.step - 1, name)
 

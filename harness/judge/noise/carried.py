@@ -41,6 +41,8 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
             return dz  # relu moves no more than its input, kink included
         a = inp.cur(name)
         return dz * (a * (1 - a) if kind == "sigmoid" else 1 - a * a)
+    if op == "dropout":  # the mask is data: only the scaled input moves
+        return bound(ins[0]) * inp.cur(ins[1]) / (1.0 - network(cfg).layer(spec.layer).drop)
     if op == "softmax":
         p, dz = inp.cur(name), bound(ins[0])
         return p * (dz + (p * dz).sum(axis=1, keepdims=True))  # dP_i = P_i (dz_i - sum_j P_j dz_j)
@@ -56,14 +58,15 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
             terms = dp[rows, y] / np.maximum(p[rows, y] + cfg.log_eps, np.finfo(np.float64).tiny)  # (m,)
         else:
             terms = (2 * np.abs(p - _targets(cfg, y)) * dp).ravel()  # (m * 10,)
-        return float(np.sqrt(np.sum(terms * terms))) / len(terms)
+        return float(np.sqrt(np.sum(terms * terms))) * cfg.loss_scale / cfg.batch_divisor(len(y))
     if op == "grad_logits":
         p, dp = inp.cur(probs), bound(probs)
         m = p.shape[0]
+        d = cfg.batch_divisor(m)
         if cfg.loss == "cross_entropy":
-            return dp / m
+            return dp / d
         y1 = _targets(cfg, inp.cur(LABELS))
-        return 2 / (10 * m) * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p)) * dp
+        return 2 * cfg.loss_scale / d * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p)) * dp
     if op == "grad_weight":
         return (rss(bound(ins[0]).T, inp.cur(ins[1]))
                 + rss(inp.cur(ins[0]).T, bound(ins[1])))  # (width, fan_in)

@@ -35,8 +35,9 @@ def _target_rounding(cfg: Config, y: np.ndarray, u: float) -> np.ndarray | float
 
 
 def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
-    """Cross-entropy from P (a side may take it from the logits: P's rounding covers that);
-    MSE as the mean over all m*10 elements. Where P[y] is tiny its own recorded value, not the flush
+    """Cross-entropy from P (a side may take it from the logits: P's rounding covers that); MSE as the
+    config's squared_error (mean, sum or half the sum over the 10 outputs), each over the batch by its
+    batch_reduction (mean or sum). Where P[y] is tiny its own recorded value, not the flush
     floor, says how precise the side's -log P[y] is (else the bound would exceed any loss)."""
     p, p_err = _probs(cfg, inp, u, stored=True)
     y = inp.cur(LABELS).astype(np.int64)
@@ -49,24 +50,28 @@ def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
         value, sigma = batch_sum(terms, u)
         rel_err = p_err[rows, y] / np.maximum(picked, np.finfo(np.float64).tiny)  # |d log p| = |dp| / p
         fixed = (rel_err + C_ELEM * u * np.abs(terms)).sum() + C_ELEM * u * abs(value)
-        return Expected(value / m, sigma / m, fixed / m)
+        d = cfg.batch_divisor(int(m))
+        return Expected(value / d, sigma / d, fixed / d)
     diff = p - _targets(cfg, y)  # (m, 10)
     terms = (diff * diff).ravel()
     value, sigma = batch_sum(terms, u)
     fixed = (2 * np.abs(diff) * p_err + C_ELEM * u * terms.reshape(diff.shape)).sum() + C_ELEM * u * abs(value)
-    return Expected(value / (10 * m), sigma / (10 * m), fixed / (10 * m))
+    k = cfg.loss_scale / cfg.batch_divisor(int(m))
+    return Expected(value * k, sigma * k, fixed * k)
 
 
 def _grad_logits(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
-    """dZ2 from the recorded P: (P - Y)/m, or 2 (P - Y) P (1 - P) / (10 m); an autograd side
-    recomputes P internally, so P's own rounding is allowed through."""
+    """dZ2 from the recorded P: (P - Y) / d, or 2 c (P - Y) P (1 - P) / d (c: 1/10, 1 or 1/2 by squared_error;
+    d: m or 1 by batch_reduction); an autograd side recomputes P internally, so P's own rounding is
+    allowed through."""
     p, p_err = _probs(cfg, inp, u)
     y1 = _targets(cfg, inp.cur(LABELS))
     p_err = p_err + _target_rounding(cfg, inp.cur(LABELS), u)
+    d = cfg.batch_divisor(int(m))
     if cfg.loss == "cross_entropy":
-        value = (p - y1) / m
-        return Expected(value, 0.0, (p_err + C_ELEM * u * np.abs(p - y1)) / m + u * np.abs(value))
-    scale = 2 / (10 * m)
+        value = (p - y1) / d
+        return Expected(value, 0.0, (p_err + C_ELEM * u * np.abs(p - y1)) / d + u * np.abs(value))
+    scale = 2 * cfg.loss_scale / d
     value = scale * (p - y1) * p * (1 - p)
     slope = scale * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p))  # |d value / d p|
     return Expected(value, 0.0, slope * p_err + 2 * C_ELEM * u * np.abs(value))
