@@ -1,9 +1,10 @@
-// The 784-H-10 MLP in C++17, standard library only: loops over row-major std::vector.
+// The MLP (784 -> hidden layers -> 10, inverted dropout optional) in C++17, standard library only:
+// loops over row-major std::vector.
 //
 //   mlp JOB_DIR OUT.jsonl
 //
 // Reads job.json, params.json and the batches (images.u8 and labels.u8, or for an indexed job
-// the image pool and batches.u32) from JOB_DIR, trains for the job's steps in float or double
+// the image pool and batches.u32, and a keep mask per hidden layer with dropout) from JOB_DIR, trains for the job's steps in float or double
 // (the config's dtype), and writes every record as JSON lines (in the harness's "train" capture
 // mode only the loss of each step and the state after the last).
 #include <cmath>
@@ -155,6 +156,12 @@ class Recorder {
         }
         std::fputs("]}\n", f_);
     }
+    void mask(const std::string& step, const std::string& name, const unsigned char* bits, size_t m, size_t w) {
+        std::fprintf(f_, "{\"step\": %s, \"name\": \"%s\", \"dtype\": \"uint8\", \"shape\": [%zu, %zu], \"data\": [",
+                     step.c_str(), name.c_str(), m, w);
+        for (size_t k = 0; k < m * w; ++k) std::fputs(k ? (bits[k] ? ",1" : ",0") : (bits[k] ? "1" : "0"), f_);
+        std::fputs("]}\n", f_);
+    }
     void labels(int step, const std::vector<int64_t>& y) {
         std::fprintf(f_, "{\"step\": %d, \"name\": \"input/y\", \"dtype\": \"int64\", \"shape\": [%zu], \"data\": [",
                      step, y.size());
@@ -175,6 +182,15 @@ struct Config {
     size_t epoch_steps, first;
     double input_min, input_max, target_min, target_max, log_eps;
     bool train_mode;  // record only loss/value and the final state
+    std::vector<size_t> widths;  // the hidden layers' widths, input side first
+    double per_output;  // mse: a sample's squared error over the outputs times 0.1 (mean), 1 (sum) or 0.5 (half)
+    bool batch_mean;  // the loss over the batch: its mean, else its sum
+};
+
+// A hidden layer's dropout: its keep masks for every step of the job and the scale of a kept unit.
+struct Dropout {
+    std::string bits;  // (steps, m, width) bytes, 1 keeps a unit
+    double p = 0;
 };
 
 template <typename T>
@@ -201,23 +217,47 @@ static T slope(const std::string& kind, T z, T a) {
 template <typename T>
 static void train(const Config& cfg, const std::string& job_dir, const Json& job, Recorder& rec) {
     const Json tensors = JsonParser(read_file(job_dir + "/" + job["params"].text)).parse()["tensors"];
-    const size_t H = static_cast<size_t>(tensors["W1"]["shape"].items[0].number), D = 784, C = 10, m = cfg.m;
-    std::vector<std::vector<T>> p = {load_tensor<T>(tensors, "W1"), load_tensor<T>(tensors, "b1"),
-                                     load_tensor<T>(tensors, "W2"), load_tensor<T>(tensors, "b2")};
-    const std::vector<std::string> names = {"hidden/weight", "hidden/bias", "output/weight", "output/bias"};
-    const std::vector<std::vector<size_t>> shapes = {{H, D}, {H}, {C, H}, {C}};
-    for (int k = 0; k < 4; ++k) rec.record("\"load\"", names[k], p[k], shapes[k]);
+    const size_t L = cfg.widths.size(), D = 784, C = 10, m = cfg.m;
+    std::vector<size_t> size = {D};  // size[k]: the width of layer k's output, size[0] the pixels
+    for (size_t w : cfg.widths) size.push_back(w);
+    size.push_back(C);
+    std::vector<std::string> layer;  // hidden (hidden1, hidden2, ...) and output
+    for (size_t k = 1; k <= L; ++k) layer.push_back(L == 1 ? "hidden" : "hidden" + std::to_string(k));
+    layer.push_back("output");
+    // p[2k] is layer k+1's weight (size[k+1], size[k]), p[2k+1] its bias; names and shapes alike
+    std::vector<std::vector<T>> p;
+    std::vector<std::string> names, keys;
+    std::vector<std::vector<size_t>> shapes;
+    for (size_t k = 0; k <= L; ++k) {
+        keys.push_back("W" + std::to_string(k + 1));
+        keys.push_back("b" + std::to_string(k + 1));
+        names.push_back(layer[k] + "/weight");
+        names.push_back(layer[k] + "/bias");
+        shapes.push_back({size[k + 1], size[k]});
+        shapes.push_back({size[k + 1]});
+    }
+    for (const std::string& key : keys) p.push_back(load_tensor<T>(tensors, key));
+    const size_t n = p.size();
+    for (size_t t = 0; t < n; ++t) rec.record("\"load\"", names[t], p[t], shapes[t]);
     // optimizer buffers: zeros, or for a replay (first_step > 0) those of its checkpoint
     std::map<std::string, std::vector<std::vector<T>>> state;
     for (const std::string kind : {"velocity", "adam_m", "adam_v"}) {
         for (auto& t : p) state[kind].emplace_back(t.size(), T(0));
         if (job.fields.count(kind)) {
             const Json saved = JsonParser(read_file(job_dir + "/" + job[kind].text)).parse()["tensors"];
-            state[kind] = {load_tensor<T>(saved, "W1"), load_tensor<T>(saved, "b1"), load_tensor<T>(saved, "W2"),
-                           load_tensor<T>(saved, "b2")};
+            for (size_t t = 0; t < n; ++t) state[kind][t] = load_tensor<T>(saved, keys[t]);
         }
     }
     std::vector<std::vector<T>>&vel = state["velocity"], &mom1 = state["adam_m"], &mom2 = state["adam_v"];
+    std::map<size_t, Dropout> dropout;  // by hidden layer, 1-based
+    if (job.fields.count("dropout"))
+        for (const Json& e : job["dropout"].items) {
+            Dropout& d = dropout[static_cast<size_t>(e["layer"].number)];
+            d.bits = read_file(job_dir + "/" + e["file"].text);
+            d.p = e["p"].number;
+            if (d.bits.size() != cfg.steps * m * size[static_cast<size_t>(e["layer"].number)])
+                throw std::runtime_error(e["file"].text + " has the wrong size for the job");
+        }
 
     // batches: step-major images and labels, or an indexed job's pool and per-sample indices
     const bool indexed = job.fields.count("batches") > 0;
@@ -242,7 +282,6 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         const std::string step = std::to_string(global);
         const bool full = !cfg.train_mode;
         const bool last = s + 1 == cfg.steps;
-        const std::vector<T>&W1 = p[0], &b1 = p[1], &W2 = p[2], &b2 = p[3];
         std::vector<T> X(m * D);                 // (m, 784)
         std::vector<int64_t> y(m);               // (m,)
         for (size_t i = 0; i < m; ++i) {
@@ -256,39 +295,55 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         if (full) rec.record(step, "input/x", X, {m, D});
         if (full) rec.labels(static_cast<int>(global), y);
 
-        std::vector<T> M1(m * H), Z1(m * H), A1(m * H), M2(m * C), Z2(m * C), P(m * C);
-        for (size_t i = 0; i < m; ++i)
-            for (size_t j = 0; j < H; ++j) {
-                T acc = 0;
-                for (size_t k = 0; k < D; ++k) acc += X[i * D + k] * W1[j * D + k];
-                M1[i * H + j] = acc;
-                Z1[i * H + j] = acc + b1[j];
-                A1[i * H + j] = activate(cfg.activation, Z1[i * H + j]);
+        // forward: in[k] is what layer k+1 reads (m, size[k]); Z[k], A[k] its pre-activation and activation
+        std::vector<std::vector<T>> in = {X}, Z(L + 1), A(L + 1), keep(L + 1);
+        for (size_t k = 0; k <= L; ++k) {
+            const size_t F = size[k], W = size[k + 1];
+            const std::vector<T>&w = p[2 * k], &b = p[2 * k + 1], &x = in[k];
+            std::vector<T> M(m * W);
+            Z[k].resize(m * W);
+            A[k].resize(m * W);
+            for (size_t i = 0; i < m; ++i)
+                for (size_t j = 0; j < W; ++j) {
+                    T acc = 0;
+                    for (size_t f = 0; f < F; ++f) acc += x[i * F + f] * w[j * F + f];
+                    M[i * W + j] = acc;
+                    Z[k][i * W + j] = acc + b[j];
+                    if (k < L) A[k][i * W + j] = activate(cfg.activation, Z[k][i * W + j]);
+                }
+            if (full) rec.record(step, layer[k] + "/matmul", M, {m, W});
+            if (full) rec.record(step, layer[k] + "/bias_add", Z[k], {m, W});
+            if (k == L) break;
+            if (full) rec.record(step, layer[k] + "/activation", A[k], {m, W});
+            std::vector<T> out = A[k];
+            auto drop = dropout.find(k + 1);
+            if (drop != dropout.end()) {  // inverted dropout: kept units times 1 / (1 - p), dropped ones 0
+                const unsigned char* bits = reinterpret_cast<const unsigned char*>(drop->second.bits.data()) + s * m * W;
+                const T factor = static_cast<T>(1.0 / (1.0 - drop->second.p));
+                keep[k].resize(m * W);
+                for (size_t e = 0; e < m * W; ++e) {
+                    keep[k][e] = bits[e] ? factor : T(0);
+                    out[e] = A[k][e] * keep[k][e];
+                }
+                if (full) rec.mask(step, layer[k] + "/dropout_mask", bits, m, W);
+                if (full) rec.record(step, layer[k] + "/dropout", out, {m, W});
             }
-        for (size_t i = 0; i < m; ++i)
-            for (size_t c = 0; c < C; ++c) {
-                T acc = 0;
-                for (size_t j = 0; j < H; ++j) acc += A1[i * H + j] * W2[c * H + j];
-                M2[i * C + c] = acc;
-                Z2[i * C + c] = acc + b2[c];
-            }
-        if (full) {
-            rec.record(step, "hidden/matmul", M1, {m, H});
-            rec.record(step, "hidden/bias_add", Z1, {m, H});
-            rec.record(step, "hidden/activation", A1, {m, H});
-            rec.record(step, "output/matmul", M2, {m, C});
-            rec.record(step, "output/bias_add", Z2, {m, C});
+            in.push_back(out);
         }
 
-        std::vector<T> dZ2(m * C);               // (m, 10)
+        const std::vector<T>& Zo = Z[L];
+        std::vector<T> P(m * C), dZ(m * C);      // (m, 10)
         T loss = 0;
         const bool ce = cfg.loss == "cross_entropy";
+        // the loss is divided by this: m or 1 by the batch reduction, times 10, 1 or 2 by the squared error (mse)
+        const T denom = static_cast<T>((ce ? 1.0 : 1.0 / cfg.per_output) * (cfg.batch_mean ? double(m) : 1.0));
+        const T per_sample = static_cast<T>(cfg.batch_mean ? double(m) : 1.0);
         for (size_t i = 0; i < m; ++i) {
-            T top = Z2[i * C];
-            for (size_t c = 1; c < C; ++c) top = std::max(top, Z2[i * C + c]);
+            T top = Zo[i * C];
+            for (size_t c = 1; c < C; ++c) top = std::max(top, Zo[i * C + c]);
             T sum = 0;
             for (size_t c = 0; c < C; ++c) {
-                P[i * C + c] = ce ? std::exp(Z2[i * C + c] - top) : T(1) / (T(1) + std::exp(-Z2[i * C + c]));
+                P[i * C + c] = ce ? std::exp(Zo[i * C + c] - top) : T(1) / (T(1) + std::exp(-Zo[i * C + c]));
                 sum += P[i * C + c];
             }
             for (size_t c = 0; c < C; ++c) {
@@ -296,48 +351,58 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 const T hot = static_cast<T>(cfg.target_max), cold = static_cast<T>(cfg.target_min);
                 const T target = static_cast<int64_t>(c) == y[i] ? hot : cold, d = P[i * C + c] - target;
                 if (ce) {
-                    dZ2[i * C + c] = d / static_cast<T>(m);
+                    dZ[i * C + c] = d / per_sample;
                 } else {
                     loss += d * d;
-                    dZ2[i * C + c] = T(2) * d * P[i * C + c] * (T(1) - P[i * C + c]) / static_cast<T>(C * m);
+                    dZ[i * C + c] = T(2) * d * P[i * C + c] * (T(1) - P[i * C + c]) / denom;
                 }
             }
             if (ce) loss -= std::log(P[i * C + y[i]] + static_cast<T>(cfg.log_eps));
         }
-        loss /= static_cast<T>(ce ? m : m * C);
+        loss /= denom;
         if (full) rec.record(step, ce ? "output/softmax" : "output/sigmoid", P, {m, C});
         rec.record(step, "loss/value", std::vector<T>{loss}, {});
+        if (full) rec.record(step, "output/grad_logits", dZ, {m, C});
 
-        std::vector<T> dW2(C * H, T(0)), db2(C, T(0)), dA1(m * H), dZ1(m * H), dW1(H * D, T(0)), db1(H, T(0));
-        for (size_t c = 0; c < C; ++c)
-            for (size_t i = 0; i < m; ++i) {
-                db2[c] += dZ2[i * C + c];
-                for (size_t j = 0; j < H; ++j) dW2[c * H + j] += dZ2[i * C + c] * A1[i * H + j];
+        // backward, from the output layer down: dZ is the gradient at layer k+1's pre-activation
+        std::vector<std::vector<T>> grads(n);
+        for (size_t k = L + 1; k-- > 0;) {
+            const size_t F = size[k], W = size[k + 1];
+            if (k < L) {  // a hidden layer: dZ from the gradient at its output (dOut, still in dZ)
+                std::vector<T> dA = dZ;
+                if (!keep[k].empty()) {
+                    if (full) rec.record(step, layer[k] + "/grad_dropout", dZ, {m, W});
+                    for (size_t e = 0; e < m * W; ++e) dA[e] = dZ[e] * keep[k][e];
+                }
+                if (full) rec.record(step, layer[k] + "/grad_activation", dA, {m, W});
+                for (size_t e = 0; e < m * W; ++e) dZ[e] = dA[e] * slope(cfg.activation, Z[k][e], A[k][e]);
+                if (full) rec.record(step, layer[k] + "/grad_preactivation", dZ, {m, W});
             }
-        for (size_t i = 0; i < m; ++i)
-            for (size_t j = 0; j < H; ++j) {
-                T acc = 0;
-                for (size_t c = 0; c < C; ++c) acc += dZ2[i * C + c] * W2[c * H + j];
-                dA1[i * H + j] = acc;
-                dZ1[i * H + j] = acc * slope(cfg.activation, Z1[i * H + j], A1[i * H + j]);
+            std::vector<T> dW(W * F, T(0)), db(W, T(0));
+            const std::vector<T>& x = in[k];
+            for (size_t j = 0; j < W; ++j)
+                for (size_t i = 0; i < m; ++i) {
+                    const T g = dZ[i * W + j];
+                    db[j] += g;
+                    for (size_t f = 0; f < F; ++f) dW[j * F + f] += g * x[i * F + f];
+                }
+            if (full) rec.record(step, layer[k] + "/grad_weight", dW, {W, F});
+            if (full) rec.record(step, layer[k] + "/grad_bias", db, {W});
+            grads[2 * k] = std::move(dW);
+            grads[2 * k + 1] = std::move(db);
+            if (k > 0) {  // the gradient at the output of the layer below: dZ W, (m, F)
+                std::vector<T> dOut(m * F);
+                const std::vector<T>& w = p[2 * k];
+                for (size_t i = 0; i < m; ++i)
+                    for (size_t f = 0; f < F; ++f) {
+                        T acc = 0;
+                        for (size_t j = 0; j < W; ++j) acc += dZ[i * W + j] * w[j * F + f];
+                        dOut[i * F + f] = acc;
+                    }
+                dZ = std::move(dOut);
             }
-        for (size_t j = 0; j < H; ++j)
-            for (size_t i = 0; i < m; ++i) {
-                const T g = dZ1[i * H + j];
-                db1[j] += g;
-                for (size_t k = 0; k < D; ++k) dW1[j * D + k] += g * X[i * D + k];
-            }
-        if (full) {
-            rec.record(step, "output/grad_logits", dZ2, {m, C});
-            rec.record(step, "output/grad_weight", dW2, {C, H});
-            rec.record(step, "output/grad_bias", db2, {C});
-            rec.record(step, "hidden/grad_activation", dA1, {m, H});
-            rec.record(step, "hidden/grad_preactivation", dZ1, {m, H});
-            rec.record(step, "hidden/grad_weight", dW1, {H, D});
-            rec.record(step, "hidden/grad_bias", db1, {H});
         }
 
-        const std::vector<const std::vector<T>*> grads = {&dW1, &db1, &dW2, &db2};
         // the learning rate decays once per epoch; Adam's bias corrections count steps from 1 (in double)
         double rate = cfg.lr;
         if (cfg.lr_decay != 1.0 && cfg.epoch_steps) rate *= std::pow(cfg.lr_decay, double(global / cfg.epoch_steps));
@@ -348,9 +413,9 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         const T c1 = static_cast<T>(1 - std::pow(cfg.beta1, double(global + 1)));
         const T c2 = static_cast<T>(1 - std::pow(cfg.beta2, double(global + 1)));
         const bool momentum = cfg.optimizer == "momentum", adam = cfg.optimizer == "adam";
-        for (int t = 0; t < 4; ++t) {
+        for (size_t t = 0; t < n; ++t) {
             for (size_t k = 0; k < p[t].size(); ++k) {
-                T g = (*grads[t])[k] + wd * p[t][k];
+                T g = grads[t][k] + wd * p[t][k];
                 if (momentum) g = vel[t][k] = mu * vel[t][k] + g;
                 if (adam) {
                     mom1[t][k] = beta1 * mom1[t][k] + rest1 * g;
@@ -361,13 +426,27 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
             }
         }
         if (full || last) {
-            for (int t = 0; t < 4 && momentum; ++t) rec.record(step, names[t] + "_velocity", vel[t], shapes[t]);
-            for (int t = 0; t < 4 && adam; ++t) rec.record(step, names[t] + "_adam_m", mom1[t], shapes[t]);
-            for (int t = 0; t < 4 && adam; ++t) rec.record(step, names[t] + "_adam_v", mom2[t], shapes[t]);
-            for (int t = 0; t < 4; ++t) rec.record(step, names[t], p[t], shapes[t]);
+            for (size_t t = 0; t < n && momentum; ++t) rec.record(step, names[t] + "_velocity", vel[t], shapes[t]);
+            for (size_t t = 0; t < n && adam; ++t) rec.record(step, names[t] + "_adam_m", mom1[t], shapes[t]);
+            for (size_t t = 0; t < n && adam; ++t) rec.record(step, names[t] + "_adam_v", mom2[t], shapes[t]);
+            for (size_t t = 0; t < n; ++t) rec.record(step, names[t], p[t], shapes[t]);
         }
         std::fflush(rec.file());  // a crash later keeps this step
     }
+}
+
+// The hidden widths: the config's "layers", or one layer of "hidden" where that list is empty or absent.
+static std::vector<size_t> widths(const Json& c) {
+    std::vector<size_t> out;
+    if (c.fields.count("layers"))
+        for (const Json& w : c["layers"].items) out.push_back(static_cast<size_t>(w.number));
+    if (out.empty()) out.push_back(static_cast<size_t>(c["hidden"].number));
+    return out;
+}
+
+static double per_output(const Json& c) {
+    const std::string kind = c.fields.count("squared_error") ? c["squared_error"].text : "mean";
+    return kind == "sum" ? 1.0 : kind == "half_sum" ? 0.5 : 0.1;
 }
 
 int main(int argc, char** argv) {
@@ -389,7 +468,8 @@ int main(int argc, char** argv) {
                              c["lr_decay"].number, static_cast<size_t>(c["epoch_steps"].number),
                              job.fields.count("first_step") ? static_cast<size_t>(job["first_step"].number) : 0,
                              c["input_min"].number, c["input_max"].number, c["target_min"].number,
-                             c["target_max"].number, c["log_eps"].number, train_mode};
+                             c["target_max"].number, c["log_eps"].number, train_mode, widths(c),
+                             per_output(c), !c.fields.count("batch_reduction") || c["batch_reduction"].text == "mean"};
             std::fprintf(rec.file(), "{\"memstate\": \"jsonl/1\", \"implementation\": \"cpp\", \"device\": \"cpu\", "
                          "\"versions\": {\"compiler\": \"%s\"}}\n", __VERSION__);
             if (c["dtype"].text == "float64") train<double>(cfg, job_dir, job, rec);

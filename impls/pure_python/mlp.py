@@ -1,4 +1,4 @@
-"""The 784-H-10 MLP in plain Python: lists of rows and loops, standard library only.
+"""The MLP (784 -> hidden layers -> 10, dropout optional) in plain Python: lists of rows and loops, standard library only.
 
 Python floats are doubles. In float32 mode every op's result is rounded to float32 through
 array('f'), so each recorded tensor holds float32 values (sums accumulate in double first,
@@ -59,6 +59,11 @@ def slope(kind, z, a):
     return 1.0 - a * a
 
 
+def layer_names(depth):
+    """hidden, output for one hidden layer; hidden1, hidden2, ..., output for more."""
+    return (["hidden"] if depth == 1 else ["hidden%d" % k for k in range(1, depth + 1)]) + ["output"]
+
+
 def run(job_dir, record):
     with open(os.path.join(job_dir, "job.json")) as f:
         job = json.load(f)
@@ -80,8 +85,12 @@ def run(job_dir, record):
         flat = rnd(t["data"])
         return [flat[i:i + width] for i in range(0, len(flat), width)]
 
-    params = {"hidden/weight": rows("W1"), "hidden/bias": rnd(tensors["b1"]["data"]),
-              "output/weight": rows("W2"), "output/bias": rnd(tensors["b2"]["data"])}
+    widths = cfg.get("layers") or [cfg["hidden"]]
+    names = layer_names(len(widths))
+    L = len(widths)
+    params = {}  # per layer: its weight as rows (H_k, fan_in) and its bias (H_k,)
+    for k, name in enumerate(names, start=1):
+        params[name + "/weight"], params[name + "/bias"] = rows("W%d" % k), rnd(tensors["b%d" % k]["data"])
     for name, value in params.items():
         rec("load", name, value)
     # optimizer buffers per parameter (None: zeros), or for a replay those of its checkpoint
@@ -90,9 +99,9 @@ def run(job_dir, record):
         if job.get(kind):
             with open(os.path.join(job_dir, job[kind])) as f:
                 tensors = json.load(f)["tensors"]
-            for name, value in (("hidden/weight", rows("W1")), ("hidden/bias", rnd(tensors["b1"]["data"])),
-                                ("output/weight", rows("W2")), ("output/bias", rnd(tensors["b2"]["data"]))):
-                state[name][kind] = value
+            for k, name in enumerate(names, start=1):
+                state[name + "/weight"][kind] = rows("W%d" % k)
+                state[name + "/bias"][kind] = rnd(tensors["b%d" % k]["data"])
 
     def read(key):
         with open(os.path.join(job_dir, job[key]), "rb") as f:
@@ -107,12 +116,17 @@ def run(job_dir, record):
     else:
         pixels, label_bytes = read("images"), read("labels")
     lo, scale = cfg["input_min"], cfg["input_max"] - cfg["input_min"]
+    masks = {}  # dropout: hidden layer (1-based) -> (the mask file's bytes, width, 1 / (1 - p) in the dtype)
+    for entry in job.get("dropout", []):
+        with open(os.path.join(job_dir, entry["file"]), "rb") as f:
+            masks[entry["layer"]] = (f.read(), entry["shape"][2], rnd([1 / (1 - entry["p"])])[0])
+    divisor = m if cfg.get("batch_reduction", "mean") == "mean" else 1
+    per_output = {"mean": 0.1, "sum": 1.0, "half_sum": 0.5}[cfg.get("squared_error", "mean")]  # mse
 
     act = cfg["activation"]
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
-        W1, b1, W2, b2 = params.values()
         if job.get("batches"):
             samples = order[i * m:(i + 1) * m]
             images = [pool[s * 784:(s + 1) * 784] for s in samples]
@@ -127,19 +141,32 @@ def run(job_dir, record):
         rec(step, "input/x", X)
         record(step, "input/y", y, dtype="int64")
 
-        M1 = matmul_t(X, W1, rnd)
-        Z1 = add_row(M1, b1, rnd)
-        A1 = [rnd([activate(act, v) for v in row]) for row in Z1]
-        M2 = matmul_t(A1, W2, rnd)
-        Z2 = add_row(M2, b2, rnd)
-        for name, value in (("hidden/matmul", M1), ("hidden/bias_add", Z1), ("hidden/activation", A1),
-                            ("output/matmul", M2), ("output/bias_add", Z2)):
-            rec(step, name, value)
+        inputs, Z, A, keep = [X], {}, {}, {}  # inputs[k]: what layer k + 1 reads, rows of (m, fan_in)
+        for k in range(1, L + 1):
+            name = names[k - 1]
+            M = matmul_t(inputs[-1], params[name + "/weight"], rnd)
+            Z[k] = add_row(M, params[name + "/bias"], rnd)
+            A[k] = [rnd([activate(act, v) for v in row]) for row in Z[k]]
+            for op, value in (("matmul", M), ("bias_add", Z[k]), ("activation", A[k])):
+                rec(step, name + "/" + op, value)
+            out = A[k]
+            if k in masks:  # inverted dropout: kept units times 1 / (1 - p), dropped ones 0
+                raw, width, factor = masks[k]
+                bits = [list(raw[(i * m + r) * width:(i * m + r + 1) * width]) for r in range(m)]
+                keep[k] = [[factor if b else 0.0 for b in row] for row in bits]
+                out = [rnd([a * c for a, c in zip(ar, cr)]) for ar, cr in zip(A[k], keep[k])]
+                record(step, name + "/dropout_mask", bits, dtype="uint8")
+                rec(step, name + "/dropout", out)
+            inputs.append(out)
+        M_out = matmul_t(inputs[-1], params["output/weight"], rnd)
+        Z_out = add_row(M_out, params["output/bias"], rnd)
+        rec(step, "output/matmul", M_out)
+        rec(step, "output/bias_add", Z_out)
 
-        dZ2 = []
+        dZ = []
         if cfg["loss"] == "cross_entropy":
             P, total = [], 0.0
-            for row, label in zip(Z2, y):
+            for row, label in zip(Z_out, y):
                 top = max(row)
                 e = [math.exp(v - top) for v in row]
                 s = sum(e)
@@ -147,35 +174,40 @@ def run(job_dir, record):
                 P.append(p)
                 picked = p[label] + cfg["log_eps"]
                 total -= math.log(picked) if picked > 0 else -math.inf  # P rounded to 0: -log is inf, as in numpy
-                dZ2.append(rnd([(pk - (1.0 if k == label else 0.0)) / m for k, pk in enumerate(p)]))
+                dZ.append(rnd([(pk - (1.0 if k == label else 0.0)) / divisor for k, pk in enumerate(p)]))
             rec(step, "output/softmax", P)
         else:
             P, total = [], 0.0
-            for row, label in zip(Z2, y):
+            for row, label in zip(Z_out, y):
                 p = rnd([sigmoid(v) for v in row])
                 P.append(p)
                 target = [cfg["target_max"] if k == label else cfg["target_min"] for k in range(10)]
                 total += sum((pk - t) ** 2 for pk, t in zip(p, target))
-                dZ2.append(rnd([2 * (pk - t) * pk * (1 - pk) / (m * 10) for pk, t in zip(p, target)]))
-            total /= 10
+                dZ.append(rnd([2 * per_output * (pk - t) * pk * (1 - pk) / divisor for pk, t in zip(p, target)]))
+            total *= per_output
             rec(step, "output/sigmoid", P)
-        rec(step, "loss/value", rnd([total / m])[0])
+        rec(step, "loss/value", rnd([total / divisor])[0])
 
-        dZ2_t = transpose(dZ2)  # (10, m)
-        A1_t = transpose(A1)  # (H, m)
-        grads = {"output/weight": matmul_t(dZ2_t, A1_t, rnd),
-                 "output/bias": rnd([sum(col) for col in dZ2_t])}
-        W2_t = transpose(W2)  # (H, 10)
-        dA1 = matmul_t(dZ2, W2_t, rnd)
-        dZ1 = [rnd([g * slope(act, z, a) for g, z, a in zip(gr, zr, ar)]) for gr, zr, ar in zip(dA1, Z1, A1)]
-        dZ1_t = transpose(dZ1)  # (H, m)
-        grads["hidden/weight"] = matmul_t(dZ1_t, transpose(X), rnd)
-        grads["hidden/bias"] = rnd([sum(col) for col in dZ1_t])
-        for name, value in (("output/grad_logits", dZ2), ("output/grad_weight", grads["output/weight"]),
-                            ("output/grad_bias", grads["output/bias"]), ("hidden/grad_activation", dA1),
-                            ("hidden/grad_preactivation", dZ1), ("hidden/grad_weight", grads["hidden/weight"]),
-                            ("hidden/grad_bias", grads["hidden/bias"])):
-            rec(step, name, value)
+        grads = {}
+        rec(step, "output/grad_logits", dZ)
+        for k in range(L + 1, 0, -1):  # from the output layer down
+            name = names[k - 1]
+            if k <= L:  # a hidden layer: its dZ from the gradient at its output, dOut
+                dA = dOut
+                if k in keep:
+                    rec(step, name + "/grad_dropout", dOut)
+                    dA = [rnd([g * c for g, c in zip(gr, cr)]) for gr, cr in zip(dOut, keep[k])]
+                rec(step, name + "/grad_activation", dA)
+                dZ = [rnd([g * slope(act, z, a) for g, z, a in zip(gr, zr, ar)])
+                      for gr, zr, ar in zip(dA, Z[k], A[k])]
+                rec(step, name + "/grad_preactivation", dZ)
+            dZ_t = transpose(dZ)  # (H_k, m)
+            grads[name + "/weight"] = matmul_t(dZ_t, transpose(inputs[k - 1]), rnd)
+            grads[name + "/bias"] = rnd([sum(col) for col in dZ_t])
+            rec(step, name + "/grad_weight", grads[name + "/weight"])
+            rec(step, name + "/grad_bias", grads[name + "/bias"])
+            if k > 1:
+                dOut = matmul_t(dZ, transpose(params[name + "/weight"]), rnd)  # (m, H_{k-1})
 
         lr = cfg["lr"]
         if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:  # decayed once per epoch
