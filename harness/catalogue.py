@@ -45,7 +45,12 @@ def bug(name: str, what: str, old: str, new: str, expect: tuple[Step, str], **co
     return Case(name, BUG, what, ((old, new),), expect, config)
 
 
-M1 = "M1 = X @ W1.T  # (m, H)"
+M1 = "M = inputs[-1] @ W.T  # (m, H_k)"  # every hidden layer's matmul (784-H-10: the one)
+GRAD_W = 'grads[f"{name}/weight"] = dZ.T @ inputs[k - 1]  # (H_k, fan_in)'  # every layer's, output first
+GRAD_B = 'grads[f"{name}/bias"] = dZ.sum(axis=0)  # (H_k,)'
+BACKPROP = 'dOut = dZ @ params[f"{name}/weight"]  # (m, H_{k-1})'
+DEEP = {"layers": (24, 24)}  # two hidden layers of one width: a transposed weight or a wrong operand still fits
+DROPOUT = {"layers": (24, 16), "dropout": (0.2,)}
 UPDATE = 'params[name] = params[name] - lr * g'
 VELOCITY = 'velocity[name] = cfg["momentum"] * velocity[name] + g'
 
@@ -53,8 +58,9 @@ BUGS: list[Case] = [
     bug("load-column-major", "parameters read in column-major order",
         'reshape(t["shape"])', 'reshape(t["shape"], order="F")', (LOAD, "hidden/weight")),
     bug("load-six-digits", "W2 kept to 6 decimals, as a port that printed %.6f would",
-        '"output/weight": load_param(tensors, "W2", dt),',
-        '"output/weight": np.round(load_param(tensors, "W2", np.float64), 6).astype(dt),', (LOAD, "output/weight")),
+        'params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt)',
+        'params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt) if name != "output" else '
+        'np.round(load_param(tensors, f"W{k}", np.float64), 6).astype(dt)', (LOAD, "output/weight")),
     bug("pixels-over-256", "pixels scaled by 1/256", "X = images[i].astype(dt) / 255", "X = images[i].astype(dt) / 256",
         (0, "input/x")),
     bug("labels-of-previous-batch", "labels taken from the previous batch (same at step 0)",
@@ -62,49 +68,56 @@ BUGS: list[Case] = [
     bug("one-hot-reversed", "one-hot targets built from the batch's labels reversed",
         "Y = np.eye(10, dtype=dt)[y]", "Y = np.eye(10, dtype=dt)[y[::-1]]", (0, "output/grad_logits")),
     bug("matmul-32u", "hidden matmul off by 32 u |X||W| (a tiny systematic error)",
-        M1, "M1 = X @ W1.T + 32 * (np.finfo(dt).eps / 2) * (np.abs(X) @ np.abs(W1).T)  # (m, H)", (0, "hidden/matmul")),
+        M1, "M = inputs[-1] @ W.T + 32 * (np.finfo(dt).eps / 2) * (np.abs(inputs[-1]) @ np.abs(W).T)  # (m, H_k)",
+        (0, "hidden/matmul")),
     bug("bias-subtracted", "hidden bias subtracted (biases start at zero, so from step 1)",
-        "Z1 = M1 + b1", "Z1 = M1 - b1", (1, "hidden/bias_add")),
+        "Z[k] = M + b", "Z[k] = M - b", (1, "hidden/bias_add")),
     bug("leaky-relu", "relu leaks 0.01 z below zero", "return np.maximum(z, 0)", "return np.maximum(z, 0.01 * z)",
         (0, "hidden/activation")),
     bug("sigmoid-sign", "sigmoid hidden layer computes 1/(1+e^z)", "return 1 / (1 + np.exp(-z))",
         "return 1 / (1 + np.exp(z))", (0, "hidden/activation"), activation="sigmoid"),
     bug("tanh-slope", "tanh derivative written 1 - a", "return 1 - a * a", "return 1 - a",
         (0, "hidden/grad_preactivation"), activation="tanh"),
-    bug("output-from-preactivation", "output layer fed Z1 instead of relu(Z1)", "M2 = A1 @ W2.T", "M2 = Z1 @ W2.T",
+    bug("output-from-preactivation", "output layer fed Z1 instead of relu(Z1)", "M_out = inputs[-1] @ W_out.T", "M_out = Z[L] @ W_out.T",
         (0, "output/matmul")),
     bug("softmax-global-sum", "softmax normalised by the sum over the whole batch (the original story)",
         "P = E / E.sum(axis=1, keepdims=True)", "P = E / E.sum()", (0, "output/softmax")),
     bug("softmax-half-precision", "softmax's exponent taken in float16",
-        "E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))",
-        "E = np.exp((Z2 - Z2.max(axis=1, keepdims=True)).astype(np.float16)).astype(dt)", (0, "output/softmax")),
+        "E = np.exp(Z_out - Z_out.max(axis=1, keepdims=True))",
+        "E = np.exp((Z_out - Z_out.max(axis=1, keepdims=True)).astype(np.float16)).astype(dt)", (0, "output/softmax")),
     bug("loss-over-m-plus-1", "loss divided by m + 1 (feeds nothing else)",
-        'loss = -np.mean(np.log(P[np.arange(m), y] + cfg["log_eps"]))',
+        'loss = -np.sum(np.log(P[np.arange(m), y] + cfg["log_eps"])) / divisor',
         'loss = -np.sum(np.log(P[np.arange(m), y] + cfg["log_eps"])) / (m + 1)',
         (0, "loss/value")),
     bug("mse-loss-over-m", "MSE averaged over the batch only, not m*10 elements",
-        "loss = np.mean((P - Y) ** 2)", "loss = np.sum((P - Y) ** 2) / m", (0, "loss/value"), loss="mse"),
-    bug("output-sigmoid-twice", "MSE output squashed twice", "P = 1 / (1 + np.exp(-Z2))",
-        "P = 1 / (1 + np.exp(-1 / (1 + np.exp(-Z2))))", (0, "output/sigmoid"), loss="mse"),
+        "loss = per_output * np.sum((P - Y) ** 2) / divisor", "loss = np.sum((P - Y) ** 2) / m", (0, "loss/value"),
+        loss="mse"),
+    bug("output-sigmoid-twice", "MSE output squashed twice", "P = 1 / (1 + np.exp(-Z_out))",
+        "P = 1 / (1 + np.exp(-1 / (1 + np.exp(-Z_out))))", (0, "output/sigmoid"), loss="mse"),
     bug("mse-grad-without-2", "MSE gradient missing its factor 2",
-        "dZ2 = 2 * (P - Y) * P * (1 - P) / (m * 10)", "dZ2 = (P - Y) * P * (1 - P) / (m * 10)",
+        "dZ = 2 * per_output * (P - Y) * P * (1 - P) / divisor", "dZ = per_output * (P - Y) * P * (1 - P) / divisor",
         (0, "output/grad_logits"), loss="mse"),
-    bug("grad-logits-not-averaged", "cross-entropy gradient not divided by m", "dZ2 = (P - Y) / m", "dZ2 = (P - Y)",
+    bug("grad-logits-not-averaged", "cross-entropy gradient not divided by m", "dZ = (P - Y) / divisor", "dZ = (P - Y)",
         (0, "output/grad_logits")),
     bug("grad-w2-from-preactivation", "dW2 from Z1 instead of A1",
-        'grads["output/weight"] = dZ2.T @ A1', 'grads["output/weight"] = dZ2.T @ Z1', (0, "output/grad_weight")),
+        GRAD_W, GRAD_W.replace("@ inputs[k - 1]", "@ (Z[k - 1] if k == L + 1 else inputs[k - 1])"),
+        (0, "output/grad_weight")),
     bug("grad-b2-mean", "db2 averaged instead of summed",
-        'grads["output/bias"] = dZ2.sum(axis=0)', 'grads["output/bias"] = dZ2.mean(axis=0)', (0, "output/grad_bias")),
+        GRAD_B, GRAD_B.replace("dZ.sum(axis=0)", "dZ.mean(axis=0) if k == L + 1 else dZ.sum(axis=0)"),
+        (0, "output/grad_bias")),
     bug("backprop-through-updated-w2", "dA1 through W2 already updated",
-        "dA1 = dZ2 @ W2", 'dA1 = dZ2 @ (W2 - cfg["lr"] * grads["output/weight"])', (0, "hidden/grad_activation")),
+        BACKPROP, BACKPROP.replace('params[f"{name}/weight"]',
+                                   '(params[f"{name}/weight"] - cfg["lr"] * grads[f"{name}/weight"])'),
+        (0, "hidden/grad_activation")),
     bug("relu-slope-is-z", "relu derivative written as relu itself", "return (z > 0).astype(z.dtype)",
         "return np.maximum(z, 0)", (0, "hidden/grad_preactivation")),
     bug("sigmoid-slope-from-z", "sigmoid derivative taken from z instead of a", "return a * (1 - a)",
         "return z * (1 - z)", (0, "hidden/grad_preactivation"), activation="sigmoid"),
     bug("grad-w1-scaled-1e-4", "dW1 divided by 0.9999: a wrong constant that scales a gradient slightly",
-        'grads["hidden/weight"] = dZ1.T @ X', 'grads["hidden/weight"] = dZ1.T @ X / 0.9999', (0, "hidden/grad_weight")),
+        GRAD_W, GRAD_W.replace("@ inputs[k - 1]", "@ inputs[k - 1] / (0.9999 if k == 1 else 1)"),
+        (0, "hidden/grad_weight")),
     bug("grad-b1-from-da1", "db1 summed from dA1 instead of dZ1",
-        'grads["hidden/bias"] = dZ1.sum(axis=0)', 'grads["hidden/bias"] = dA1.sum(axis=0)', (0, "hidden/grad_bias")),
+        GRAD_B, GRAD_B.replace("dZ.sum(axis=0)", "(dA if k <= L else dZ).sum(axis=0)"), (0, "hidden/grad_bias")),
     bug("update-sign", "parameters climb the gradient", UPDATE, UPDATE.replace(" - ", " + "), (0, "hidden/weight")),
     bug("lr-decays-per-step", "learning rate decays 1% a step (same at step 0)",
         UPDATE, 'params[name] = params[name] - lr * 0.99 ** step * g', (1, "hidden/weight")),
@@ -135,6 +148,26 @@ BUGS: list[Case] = [
     bug("inputs-not-shifted", "inputs scaled to [0, 0.99] but not shifted by 0.01",
         'X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])',
         'X = X * dt.type(cfg["input_max"] - cfg["input_min"])', (0, "input/x"), **SOFT),
+    # deeper networks and dropout
+    bug("grad-w2-from-own-activation", "the second hidden layer's weight gradient taken from its own activation "
+        "instead of the first layer's", GRAD_W, GRAD_W.replace("@ inputs[k - 1]", "@ (A[k] if k == 2 else inputs[k - 1])"),
+        (0, "hidden2/grad_weight"), **DEEP),
+    bug("layer-weights-transposed", "the second hidden layer's weights used transposed (it is square)",
+        M1, M1.replace("@ W.T", "@ (W if k == 2 else W.T)"), (0, "hidden2/matmul"), **DEEP),
+    bug("activation-skipped-in-one-layer", "the second hidden layer's activation left out",
+        'A[k] = activate(cfg["activation"], Z[k])', 'A[k] = Z[k] if k == 2 else activate(cfg["activation"], Z[k])',
+        (0, "hidden2/activation"), **DEEP),
+    bug("dropout-not-scaled", "inverted dropout without the 1 / (1 - p) scale",
+        "D[k] = mask.astype(dt) * keep_scale[k]", "D[k] = mask.astype(dt)", (0, "hidden1/dropout"), **DROPOUT),
+    bug("dropout-mask-reused", "each step applies the previous step's dropout mask (the same at step 0)",
+        "mask = masks[k][i]", "mask = masks[k][max(i - 1, 0)]", (1, "hidden1/dropout_mask"), **DROPOUT),
+    Case("dropout-before-bias", BUG, "dropout applied to the matmul, before the bias and the activation",
+         (("Z[k] = M + b", "Z[k] = (M * masks[k][i].astype(dt) * keep_scale[k] if k in masks else M) + b"),
+          ("out = A[k] * D[k]", "out = A[k]")), (0, "hidden1/bias_add"), DROPOUT),
+    bug("dropout-backward-only", "dropout applied in the backward pass only",
+        "out = A[k] * D[k]", "out = A[k]", (0, "hidden1/dropout"), **DROPOUT),
+    bug("dropout-missing-in-backward", "the backward pass skips the dropout (the gradient reaches dropped units)",
+        "dA = dOut * D[k] if k in D else dOut", "dA = dOut", (0, "hidden2/grad_activation"), **DROPOUT),
 ]
 
 
@@ -143,40 +176,40 @@ def benign(name: str, what: str, *edits: tuple[str, str], impl: str = "numpy", r
     return Case(name, BENIGN, what, tuple(edits), None, config, impl, reference)
 
 
-SEQUENTIAL_M1 = ("M1 = np.zeros((X.shape[0], W1.shape[0]), dt)  # (m, H)\n"
-                 "        for k in range(X.shape[1]):\n"
-                 "            M1 += np.outer(X[:, k], W1[:, k])  # one term at a time")
+SEQUENTIAL_M1 = ("M = np.zeros((inputs[-1].shape[0], W.shape[0]), dt)  # (m, H_k)\n"
+                 "            for f in range(inputs[-1].shape[1]):\n"
+                 "                M += np.outer(inputs[-1][:, f], W[:, f])  # one term at a time")
 
 BENIGN_VARIANTS: list[Case] = [
     benign("float64-vs-float32", "computes in float64 whatever the config says",
            ('dt = np.dtype(cfg["dtype"])', 'dt = np.dtype("float64")')),
     benign("einsum", "every matmul as np.einsum",
-           (M1, 'M1 = np.einsum("mk,hk->mh", X, W1)'), ("M2 = A1 @ W2.T", 'M2 = np.einsum("mh,oh->mo", A1, W2)'),
-           ('grads["hidden/weight"] = dZ1.T @ X', 'grads["hidden/weight"] = np.einsum("mh,mk->hk", dZ1, X)'),
-           ('grads["output/weight"] = dZ2.T @ A1', 'grads["output/weight"] = np.einsum("mo,mh->oh", dZ2, A1)')),
+           (M1, 'M = np.einsum("mk,hk->mh", inputs[-1], W)'),
+           ("M_out = inputs[-1] @ W_out.T", 'M_out = np.einsum("mh,oh->mo", inputs[-1], W_out)'),
+           (GRAD_W, 'grads[f"{name}/weight"] = np.einsum("mh,mk->hk", dZ, inputs[k - 1])')),
     benign("softmax-logsumexp", "softmax as exp(z - logsumexp(z))",
-           ("E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))",
-            "top = Z2.max(axis=1, keepdims=True)\n            lse = top + np.log(np.exp(Z2 - top).sum(axis=1, keepdims=True))"),
-           ("P = E / E.sum(axis=1, keepdims=True)", "P = np.exp(Z2 - lse)")),
+           ("E = np.exp(Z_out - Z_out.max(axis=1, keepdims=True))",
+            "top = Z_out.max(axis=1, keepdims=True)\n"
+            "            lse = top + np.log(np.exp(Z_out - top).sum(axis=1, keepdims=True))"),
+           ("P = E / E.sum(axis=1, keepdims=True)", "P = np.exp(Z_out - lse)")),
     benign("softmax-unshifted", "softmax without subtracting the max",
-           ("E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))", "E = np.exp(Z2)")),
+           ("E = np.exp(Z_out - Z_out.max(axis=1, keepdims=True))", "E = np.exp(Z_out)")),
     benign("softmax-global-max", "softmax shifted by the batch's max, not each row's",
-           ("E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))", "E = np.exp(Z2 - Z2.max())")),
+           ("E = np.exp(Z_out - Z_out.max(axis=1, keepdims=True))", "E = np.exp(Z_out - Z_out.max())")),
     benign("reversed-sums", "every matmul summed in reverse order",
-           (M1, "M1 = X[:, ::-1] @ W1[:, ::-1].T"),
-           ('grads["hidden/weight"] = dZ1.T @ X', 'grads["hidden/weight"] = dZ1[::-1].T @ X[::-1]'),
-           ('grads["output/bias"] = dZ2.sum(axis=0)', 'grads["output/bias"] = dZ2[::-1].sum(axis=0)')),
+           (M1, "M = inputs[-1][:, ::-1] @ W[:, ::-1].T"),
+           (GRAD_W, 'grads[f"{name}/weight"] = dZ[::-1].T @ inputs[k - 1][::-1]'),
+           (GRAD_B, 'grads[f"{name}/bias"] = dZ[::-1].sum(axis=0)')),
     benign("sequential-sums", "hidden matmul and batch sums added one term at a time (no pairwise or blocked sums)",
            (M1, SEQUENTIAL_M1),
-           ('grads["output/bias"] = dZ2.sum(axis=0)', 'grads["output/bias"] = np.cumsum(dZ2, axis=0)[-1]'),
-           ('grads["hidden/bias"] = dZ1.sum(axis=0)', 'grads["hidden/bias"] = np.cumsum(dZ1, axis=0)[-1]')),
+           (GRAD_B, 'grads[f"{name}/bias"] = np.cumsum(dZ, axis=0)[-1]')),
     benign("relu-as-product", "relu as z * (z > 0)", ("return np.maximum(z, 0)", "return z * (z > 0)")),
     benign("relu-as-where", "relu as np.where, its slope from a > 0",
            ("return np.maximum(z, 0)", "return np.where(z > 0, z, 0)"),
            ("return (z > 0).astype(z.dtype)", "return (a > 0).astype(a.dtype)")),
     benign("features-major", "hidden layer kept features-major, (H, m), and transposed back",
-           (M1, "M1 = (W1 @ X.T).T"), ("dA1 = dZ2 @ W2", "dA1 = (W2.T @ dZ2.T).T"),
-           ('grads["hidden/weight"] = dZ1.T @ X', 'grads["hidden/weight"] = (X.T @ dZ1).T')),
+           (M1, "M = (W @ inputs[-1].T).T"), (BACKPROP, 'dOut = (params[f"{name}/weight"].T @ dZ.T).T'),
+           (GRAD_W, 'grads[f"{name}/weight"] = (inputs[k - 1].T @ dZ).T')),
     benign("jit-vs-eager", "the JAX step run eagerly against the jit-compiled one",
            ('@partial(jax.jit, static_argnames=("cfg_items",))\n', ""), impl="jax", reference="jax"),
     benign("autograd-vs-hand-written", "PyTorch autograd against numpy's hand-written backward",
@@ -193,6 +226,17 @@ BENIGN_VARIANTS: list[Case] = [
            "every 50 steps", impl="jax", reference="numpy", **MOMENTUM_WD, lr_decay=0.5, epoch_steps=50),
     benign("torch-vs-numpy-soft-targets", "PyTorch against numpy with goml's sigmoid, MSE, scaled inputs and "
            "soft targets", impl="torch", reference="numpy", **SOFT),
+    benign("dropout-as-where", "dropout written with np.where (forward and backward) instead of a multiply",
+           ("out = A[k] * D[k]", "out = np.where(mask == 1, A[k] * keep_scale[k], 0).astype(dt)"),
+           ("dA = dOut * D[k] if k in D else dOut",
+            "dA = np.where(masks[k][i] == 1, dOut * keep_scale[k], 0).astype(dt) if k in D else dOut"), **DROPOUT),
+    benign("torch-vs-numpy-deep-dropout", "PyTorch against numpy, 784-24-16-10 with dropout 0.2",
+           impl="torch", reference="numpy", **DROPOUT),
+    benign("jax-vs-numpy-three-layers-adam", "JAX against numpy, three hidden layers, Adam",
+           impl="jax", reference="numpy", layers=(24, 16, 12), **ADAM),
+    benign("torch-vs-numpy-deep-mse-sum", "PyTorch against numpy, two hidden layers, sigmoid, summed squared error "
+           "and batch (goml's conventions)", impl="torch", reference="numpy", layers=(24, 16), activation="sigmoid",
+           loss="mse", squared_error="sum", batch_reduction="sum", lr=0.01),
 ]
 
 CATALOGUE: list[Case] = BUGS + BENIGN_VARIANTS
@@ -212,4 +256,8 @@ DIAGNOSES = {
     "momentum-0.99": "offset", "momentum-dampening": "offset", "nesterov-step": "update_scale",
     "adam-one-minus-beta-in-float32": "scale", "adam-bias-correction-off-by-one": "update_scale",
     "lr-decay-every-step": "update_scale", "soft-targets-ignored": "wrong_operand", "inputs-not-shifted": "offset",
+    "grad-w2-from-own-activation": "wrong_operand", "layer-weights-transposed": "layout",
+    "activation-skipped-in-one-layer": "wrong_operand", "dropout-not-scaled": "scale",
+    "dropout-mask-reused": "wrong_operand", "dropout-before-bias": "wrong_operand",
+    "dropout-backward-only": "wrong_operand", "dropout-missing-in-backward": "wrong_operand",
 }

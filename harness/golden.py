@@ -45,6 +45,8 @@ CASES: dict[str, Config] = {  # name -> config: small, and together covering eve
     "tanh-mse-momentum-seed1": Config(**SMALL, seed=1, activation="tanh", loss="mse", optimizer="momentum",
                                       weight_decay=0.01),
     "sigmoid-float64-seed2": Config(**SMALL, seed=2, activation="sigmoid", dtype="float64", lr=0.5),
+    "deep-dropout-adam-seed3": Config(**{**SMALL, "layers": (8, 6)}, seed=3, dropout=(0.25,), optimizer="adam",
+                                      lr=0.01, loss="mse", squared_error="half_sum", batch_reduction="sum"),
 }
 UNSTABLE = ("created", "finished", "wall_seconds")  # manifest fields that differ run to run
 

@@ -100,7 +100,7 @@ def test_legacy_parameters(tmp_path):
         pytest.skip("no legacy dump")
     r = compare("impls/numpy", "impls/torch", "--params", legacy, "--steps", "5", "--out", tmp_path / "run")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "hidden size 10 taken from" in r.stderr
+    assert "hidden widths 10 taken from" in r.stderr
     w1 = Memstate(tmp_path / "run" / "a-numpy").get("load", "hidden/weight")
     raw = json.loads(legacy.read_text())
     assert w1.shape == (10, 784) and w1[2, 300] == np.float32(raw["w1"][2][300])

@@ -52,7 +52,7 @@ def planted_copy(tmp_path, old, new):
     ("return T(1) - a * a;", "return T(1) - z * z;", Config(hidden=32, batch_size=16, steps=3, activation="tanh"),
      (0, "hidden/grad_preactivation")),
     # the weight decay term dropped from the momentum buffer's input, visible from step 0
-    ("T g = (*grads[t])[k] + wd * p[t][k];", "T g = (*grads[t])[k];",
+    ("T g = grads[t][k] + wd * p[t][k];", "T g = grads[t][k];",
      Config(hidden=32, batch_size=16, steps=3, optimizer="momentum", weight_decay=0.01), (0, "hidden/weight_velocity")),
 ])
 def test_planted_bug_in_the_cpp_source_is_localized(runs, tmp_path, old, new, config, where):

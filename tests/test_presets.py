@@ -136,13 +136,14 @@ def test_train_command_reports_a_crash_and_bad_input(tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(IMPLS / "numpy", broken)
     text = (broken / "mlp.py").read_text()
-    (broken / "mlp.py").write_text(text.replace("M2 = A1 @ W2.T", "M2 = A1 @ W2"))  # a shape error at step 0
+    (broken / "mlp.py").write_text(text.replace("M_out = inputs[-1] @ W_out.T", "M_out = inputs[-1] @ W_out"))  # a
+    # shape error at step 0
     assert train_main([broken, "--preset", "born", "--steps", "5", "--quiet"]) == 1
     assert "stopped: ValueError" in capsys.readouterr().out
     assert train_main(["impls/numpy", "--preset", "than-dev", "--quiet"]) == 2
     assert "batch size 60000 is larger than the 4096 training images" in capsys.readouterr().err
     assert train_main(["impls/numpy", "--preset", "nope"]) == 2
-    assert "unknown preset 'nope'; presets: mnist-from-scratch, goml, than-dev, born, gon" in capsys.readouterr().err
+    assert "unknown preset 'nope'; presets: mnist-from-scratch, goml, than-dev, born, born-deep, born-dropout, gon" in capsys.readouterr().err
 
 
 def test_preset_then_config_file_then_options(tmp_path):

@@ -188,7 +188,7 @@ def _model(o: Origin, subst: dict[tuple[Step, str], tuple[Step, str]], fake: dic
     """The bug side's op applied to its own inputs with some replaced: `subst` maps (step, name) to another
     record, `fake` gives an input's replacement values outright."""
     def get(step: Step, name: str) -> np.ndarray | None:
-        if name in fake and step == o.step:
+        if name in fake:  # an input of this step, or a parameter as the step began
             return fake[name]
         return o.get_bug(*subst.get((step, name), (step, name)))
     try:
@@ -247,6 +247,16 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
         found = _slope(o, spec.inputs)
         if found:
             return found
+    for slot in spec.previous:  # a square weight used as W where the graph has W^T (or the reverse)
+        have = o.get_bug(previous, slot)
+        if have is not None and np.ndim(have) == 2 and np.shape(have)[0] == np.shape(have)[1] > 1:
+            model = _model(o, {}, {slot: np.asarray(have, dtype=np.float64).T})
+            if model is not None and model.value is not None and np.shape(model.value) == o.bug.shape:
+                own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
+                if sig.fits(o.bug, model.value, own):
+                    return Diagnosis("layout", f"{{bug}} is the op applied to {slot} transposed (the square weight's "
+                                     f"rows and columns swapped)", f"all {o.bug.size} elements within the op's own "
+                                     f"rounding of it", o.bug.size)
     for what, subst, fake in trials:
         model = _model(o, subst, fake)
         if model is None or model.value is None or np.shape(model.value) != o.bug.shape:

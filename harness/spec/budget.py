@@ -44,7 +44,8 @@ def check_parameters_fit(config: Config) -> None:
     need = parameter_count(config) * (8 + 8 + JSON_BYTES)
     have = available_memory()
     if need > have:
-        raise InputError(f"config: hidden widths {','.join(map(str, config.widths))} make {parameter_count(config):,} parameters, which need "
+        widths = f"layers={','.join(map(str, config.layers))} make" if config.layers else f"hidden={config.hidden} makes"
+        raise InputError(f"config: {widths} {parameter_count(config):,} parameters, which need "
                          f"about {_gb(need)} of memory to make and write; this machine has {_gb(have)} available")
 
 

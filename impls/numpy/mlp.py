@@ -108,7 +108,7 @@ def run(job_dir, record):
         record(step, "input/x", X)
         record(step, "input/y", y)
 
-        inputs, Z, A, D = [X], {}, {}, {}  # inputs[k]: what layer k reads, (m, fan_in)
+        inputs, Z, A, D = [X], {}, {}, {}  # inputs[k - 1]: what layer k reads, (m, fan_in)
         for k in range(1, L + 1):
             name = names[k - 1]
             W, b = params[f"{name}/weight"], params[f"{name}/bias"]
@@ -120,9 +120,10 @@ def run(job_dir, record):
             record(step, f"{name}/activation", A[k])
             out = A[k]
             if k in masks:
-                D[k] = masks[k][i].astype(dt) * keep_scale[k]  # (m, H_k): 0, or 1 / (1 - p)
+                mask = masks[k][i]  # (m, H_k): 1 keeps a unit, 0 drops it
+                D[k] = mask.astype(dt) * keep_scale[k]  # (m, H_k): 0, or 1 / (1 - p)
                 out = A[k] * D[k]
-                record(step, f"{name}/dropout_mask", masks[k][i])
+                record(step, f"{name}/dropout_mask", mask)
                 record(step, f"{name}/dropout", out)
             inputs.append(out)
         W_out, b_out = params["output/weight"], params["output/bias"]

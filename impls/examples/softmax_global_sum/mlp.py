@@ -3,7 +3,7 @@ summed over the whole batch instead of per sample, as when Python's builtin sum 
 to np.sum. `python -m harness.compare impls/numpy impls/examples/softmax_global_sum`
 names step 0, output/softmax as the origin.
 
-The 784-H-10 MLP in vectorised numpy, backward pass written by hand.
+The MLP (784 -> hidden layers -> 10, dropout optional) in vectorised numpy, backward pass written by hand.
 
 Reads the job directory (job.json, params.json, images.u8, labels.u8, or for an indexed job
 the image pool and batches.u32) and records every tensor of every step through
@@ -48,6 +48,12 @@ class Pool:
         return self.pool[self.order[i]]
 
 
+def layer_names(depth):
+    """hidden, output for one hidden layer; hidden1, hidden2, ..., output for more."""
+    hidden = ["hidden"] if depth == 1 else [f"hidden{k}" for k in range(1, depth + 1)]
+    return hidden + ["output"]
+
+
 def run(job_dir, record):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
@@ -55,14 +61,17 @@ def run(job_dir, record):
     dt = np.dtype(cfg["dtype"])
     m, steps = job["batch_size"], job["steps"]
     record.describe(device="cpu", numpy=np.__version__)
+    widths = cfg.get("layers") or [cfg["hidden"]]
+    names = layer_names(len(widths))  # L hidden layers, then the output
+    L = len(widths)
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
-    params = {
-        "hidden/weight": load_param(tensors, "W1", dt),  # (H, 784)
-        "hidden/bias": load_param(tensors, "b1", dt),  # (H,)
-        "output/weight": load_param(tensors, "W2", dt),  # (10, H)
-        "output/bias": load_param(tensors, "b2", dt),  # (10,)
-    }
+    params = {}  # hidden/weight (H, 784), hidden/bias (H,), ..., output/weight (10, H_L), output/bias (10,)
+    keys = {}  # the parameter file's name of each
+    for k, name in enumerate(names, start=1):
+        params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt)
+        params[f"{name}/bias"] = load_param(tensors, f"b{k}", dt)
+        keys[f"{name}/weight"], keys[f"{name}/bias"] = f"W{k}", f"b{k}"
     for name, value in params.items():
         record("load", name, value)
     # optimizer state: zeros, or for a replay the buffers of its checkpoint
@@ -71,7 +80,7 @@ def run(job_dir, record):
         state[kind] = {name: np.zeros_like(value) for name, value in params.items()}
         if job.get(kind):
             saved = json.loads((job_dir / job[kind]).read_text())["tensors"]
-            state[kind] = {name: load_param(saved, key, dt) for name, key in zip(params, ("W1", "b1", "W2", "b2"))}
+            state[kind] = {name: load_param(saved, keys[name], dt) for name in params}
     velocity, adam_m, adam_v = state["velocity"], state["adam_m"], state["adam_v"]
     beta1, beta2 = cfg["adam_beta1"], cfg["adam_beta2"]
 
@@ -82,14 +91,18 @@ def run(job_dir, record):
     else:
         images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
         labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
+    masks, keep_scale = {}, {}  # dropout: per hidden layer (1-based), (steps, m, width) of 0/1, and 1 / (1 - p)
+    for entry in job.get("dropout", []):
+        masks[entry["layer"]] = np.fromfile(job_dir / entry["file"], dtype=np.uint8).reshape(entry["shape"])
+        keep_scale[entry["layer"]] = dt.type(1 / (1 - entry["p"]))
     scaled = (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0)
     soft = (cfg["target_min"], cfg["target_max"]) != (0.0, 1.0)
+    divisor = m if cfg.get("batch_reduction", "mean") == "mean" else 1  # the loss over the batch: mean or sum
+    per_output = {"mean": 1 / 10, "sum": 1.0, "half_sum": 0.5}[cfg.get("squared_error", "mean")]  # mse only
 
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
-        W1, b1 = params["hidden/weight"], params["hidden/bias"]
-        W2, b2 = params["output/weight"], params["output/bias"]
         X = images[i].astype(dt) / 255  # (m, 784)
         if scaled:
             X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])
@@ -100,44 +113,60 @@ def run(job_dir, record):
         record(step, "input/x", X)
         record(step, "input/y", y)
 
-        M1 = X @ W1.T  # (m, H)
-        Z1 = M1 + b1  # (m, H)
-        A1 = activate(cfg["activation"], Z1)  # (m, H)
-        M2 = A1 @ W2.T  # (m, 10)
-        Z2 = M2 + b2  # (m, 10)
-        record(step, "hidden/matmul", M1)
-        record(step, "hidden/bias_add", Z1)
-        record(step, "hidden/activation", A1)
-        record(step, "output/matmul", M2)
-        record(step, "output/bias_add", Z2)
+        inputs, Z, A, D = [X], {}, {}, {}  # inputs[k - 1]: what layer k reads, (m, fan_in)
+        for k in range(1, L + 1):
+            name = names[k - 1]
+            W, b = params[f"{name}/weight"], params[f"{name}/bias"]
+            M = inputs[-1] @ W.T  # (m, H_k)
+            Z[k] = M + b  # (m, H_k)
+            A[k] = activate(cfg["activation"], Z[k])  # (m, H_k)
+            record(step, f"{name}/matmul", M)
+            record(step, f"{name}/bias_add", Z[k])
+            record(step, f"{name}/activation", A[k])
+            out = A[k]
+            if k in masks:
+                mask = masks[k][i]  # (m, H_k): 1 keeps a unit, 0 drops it
+                D[k] = mask.astype(dt) * keep_scale[k]  # (m, H_k): 0, or 1 / (1 - p)
+                out = A[k] * D[k]
+                record(step, f"{name}/dropout_mask", mask)
+                record(step, f"{name}/dropout", out)
+            inputs.append(out)
+        W_out, b_out = params["output/weight"], params["output/bias"]
+        M_out = inputs[-1] @ W_out.T  # (m, 10)
+        Z_out = M_out + b_out  # (m, 10)
+        record(step, "output/matmul", M_out)
+        record(step, "output/bias_add", Z_out)
 
         if cfg["loss"] == "cross_entropy":
-            E = np.exp(Z2 - Z2.max(axis=1, keepdims=True))  # (m, 10)
+            E = np.exp(Z_out - Z_out.max(axis=1, keepdims=True))  # (m, 10)
             P = E / E.sum()  # (m, 10)  BUG: should be E.sum(axis=1, keepdims=True)
-            loss = -np.mean(np.log(P[np.arange(m), y] + cfg["log_eps"]))
-            dZ2 = (P - Y) / m  # (m, 10)
+            loss = -np.sum(np.log(P[np.arange(m), y] + cfg["log_eps"])) / divisor
+            dZ = (P - Y) / divisor  # (m, 10)
             record(step, "output/softmax", P)
         else:
-            P = 1 / (1 + np.exp(-Z2))  # (m, 10)
-            loss = np.mean((P - Y) ** 2)
-            dZ2 = 2 * (P - Y) * P * (1 - P) / (m * 10)  # (m, 10)
+            P = 1 / (1 + np.exp(-Z_out))  # (m, 10)
+            loss = per_output * np.sum((P - Y) ** 2) / divisor
+            dZ = 2 * per_output * (P - Y) * P * (1 - P) / divisor  # (m, 10)
             record(step, "output/sigmoid", P)
         record(step, "loss/value", loss)
 
         grads = {}
-        grads["output/weight"] = dZ2.T @ A1  # (10, H)
-        grads["output/bias"] = dZ2.sum(axis=0)  # (10,)
-        dA1 = dZ2 @ W2  # (m, H)
-        dZ1 = dA1 * activation_slope(cfg["activation"], Z1, A1)  # (m, H)
-        grads["hidden/weight"] = dZ1.T @ X  # (H, 784)
-        grads["hidden/bias"] = dZ1.sum(axis=0)  # (H,)
-        record(step, "output/grad_logits", dZ2)
-        record(step, "output/grad_weight", grads["output/weight"])
-        record(step, "output/grad_bias", grads["output/bias"])
-        record(step, "hidden/grad_activation", dA1)
-        record(step, "hidden/grad_preactivation", dZ1)
-        record(step, "hidden/grad_weight", grads["hidden/weight"])
-        record(step, "hidden/grad_bias", grads["hidden/bias"])
+        record(step, "output/grad_logits", dZ)
+        for k in range(L + 1, 0, -1):  # from the output layer down
+            name = names[k - 1]
+            if k <= L:  # a hidden layer: dZ from the gradient at its output
+                dA = dOut * D[k] if k in D else dOut  # (m, H_k)
+                if k in D:
+                    record(step, f"{name}/grad_dropout", dOut)
+                record(step, f"{name}/grad_activation", dA)
+                dZ = dA * activation_slope(cfg["activation"], Z[k], A[k])  # (m, H_k)
+                record(step, f"{name}/grad_preactivation", dZ)
+            grads[f"{name}/weight"] = dZ.T @ inputs[k - 1]  # (H_k, fan_in)
+            grads[f"{name}/bias"] = dZ.sum(axis=0)  # (H_k,)
+            record(step, f"{name}/grad_weight", grads[f"{name}/weight"])
+            record(step, f"{name}/grad_bias", grads[f"{name}/bias"])
+            if k > 1:
+                dOut = dZ @ params[f"{name}/weight"]  # (m, H_{k-1}): the gradient at the layer below's output
 
         lr = cfg["lr"]
         if cfg["lr_decay"] != 1 and cfg["epoch_steps"]:  # decayed once per epoch
