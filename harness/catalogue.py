@@ -208,7 +208,7 @@ BENIGN_VARIANTS: list[Case] = [
            ("return np.maximum(z, 0)", "return np.where(z > 0, z, 0)"),
            ("return (z > 0).astype(z.dtype)", "return (a > 0).astype(a.dtype)")),
     benign("features-major", "hidden layer kept features-major, (H, m), and transposed back",
-           (M1, "M = (W @ inputs[-1].T).T"), (BACKPROP, 'dOut = (params[f"{name}/weight"].T @ dZ.T).T'),
+           (M1, "M = (W @ inputs[-1].T).T"), (BACKPROP, 'dOut = (params[f"{name}/weight"].T @ dZ.T).T  # (m, H_{k-1})'),
            (GRAD_W, 'grads[f"{name}/weight"] = (inputs[k - 1].T @ dZ).T')),
     benign("jit-vs-eager", "the JAX step run eagerly against the jit-compiled one",
            ('@partial(jax.jit, static_argnames=("cfg_items",))\n', ""), impl="jax", reference="jax"),

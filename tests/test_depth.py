@@ -124,3 +124,29 @@ def test_report_of_a_deep_dropout_bug_names_it_and_tiles_the_first_layer(mnist, 
     reached = {k for lv in causal_chain(cfg, (0, "hidden1/dropout"), set(expected_order(cfg))) for k in lv}
     assert {(0, "hidden2/matmul"), (0, "hidden2/grad_weight"), (0, "loss/value")} <= reached
     assert (0, "hidden1/activation") not in reached  # upstream of the origin
+
+
+@pytest.mark.parametrize("impl", ["numpy", "cpp"])
+def test_a_replay_with_dropout_equals_the_uninterrupted_run_bit_for_bit(tmp_path, mnist, impl):
+    """A replay from step 4 is handed steps 4.. of the same masks, so it recomputes those steps exactly."""
+    from conftest import IMPLS
+
+    from harness.compare.bisect import state_before
+    from harness.run.job import prepare_job
+    from harness.run.runner import load_implementation, run_implementation
+    from harness.spec.params import initial_params
+    from harness.store.memstate import Memstate
+
+    if impl == "cpp" and shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the C++ port cannot be built")
+    cfg = Config(layers=(12, 10), dropout=(0.3, 0.1), optimizer="momentum", batch_size=8, steps=6)
+    code = load_implementation(IMPLS / impl)
+    full = Memstate(run_implementation(code, prepare_job(tmp_path / "job", cfg, initial_params(cfg), mnist),
+                                       tmp_path / "full").memstate)
+    params, state = state_before(full, 4)
+    job = prepare_job(tmp_path / "rjob", cfg, params, mnist, first_step=4, state=state)
+    assert np.fromfile(job.dir / "mask2.u8", np.uint8).size == 2 * 8 * 10
+    replay = Memstate(run_implementation(code, job, tmp_path / "replay").memstate)
+    for step in (4, 5):
+        for name in full.names(step):
+            assert np.array_equal(replay.get(step, name), full.get(step, name)), (step, name)

@@ -111,10 +111,12 @@ def test_a_factor_moved_to_the_consumers_is_said_to_leave_training_unaffected(tm
     impl = tmp_path / "moved"
     shutil.copytree(IMPLS / "numpy", impl)
     src = (impl / "mlp.py").read_text()
-    for old, new in (("dZ2 = (P - Y) / m  #", "dZ2 = (P - Y)  #"),
-                     ('grads["output/weight"] = dZ2.T @ A1  #', 'grads["output/weight"] = dZ2.T @ A1 / m  #'),
-                     ('grads["output/bias"] = dZ2.sum(axis=0)  #', 'grads["output/bias"] = dZ2.sum(axis=0) / m  #'),
-                     ("dA1 = dZ2 @ W2  #", "dA1 = dZ2 @ W2 / m  #")):
+    top = "(divisor if k == L + 1 else 1)"  # the output layer's consumers only
+    for old, new in (("dZ = (P - Y) / divisor  #", "dZ = (P - Y)  #"),
+                     ('grads[f"{name}/weight"] = dZ.T @ inputs[k - 1]  #',
+                      f'grads[f"{{name}}/weight"] = dZ.T @ inputs[k - 1] / {top}  #'),
+                     ('grads[f"{name}/bias"] = dZ.sum(axis=0)  #', f'grads[f"{{name}}/bias"] = dZ.sum(axis=0) / {top}  #'),
+                     ('dOut = dZ @ params[f"{name}/weight"]  #', f'dOut = dZ @ params[f"{{name}}/weight"] / {top}  #')):
         assert src.count(old) == 1, old
         src = src.replace(old, new)
     (impl / "mlp.py").write_text(src)
