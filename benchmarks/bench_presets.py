@@ -27,7 +27,8 @@ from harness.spec.presets import PRESETS
 from harness.train import train
 
 DEFAULT_LIMITS = ["pure_python:goml:1", "pure_python:born:0.05", "pure_python:gon:0.05",
-                  "pure_python:mnist-from-scratch:0.01", "pure_python:than-dev:0", "cpp:than-dev:3"]
+                  "pure_python:mnist-from-scratch:0.01", "pure_python:than-dev:0", "cpp:than-dev:3",
+                  "pure_python:born-deep:0.02", "pure_python:born-dropout:0.02"]
 
 
 def published_text(published: tuple[float, float] | None) -> str:

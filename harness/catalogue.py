@@ -78,7 +78,8 @@ BUGS: list[Case] = [
         "return 1 / (1 + np.exp(z))", (0, "hidden/activation"), activation="sigmoid"),
     bug("tanh-slope", "tanh derivative written 1 - a", "return 1 - a * a", "return 1 - a",
         (0, "hidden/grad_preactivation"), activation="tanh"),
-    bug("output-from-preactivation", "output layer fed Z1 instead of relu(Z1)", "M_out = inputs[-1] @ W_out.T", "M_out = Z[L] @ W_out.T",
+    bug("output-from-preactivation", "output layer fed Z1 instead of relu(Z1)", "M_out = inputs[-1] @ W_out.T",
+        "M_out = Z[L] @ W_out.T",
         (0, "output/matmul")),
     bug("softmax-global-sum", "softmax normalised by the sum over the whole batch (the original story)",
         "P = E / E.sum(axis=1, keepdims=True)", "P = E / E.sum()", (0, "output/softmax")),
@@ -150,7 +151,8 @@ BUGS: list[Case] = [
         'X = X * dt.type(cfg["input_max"] - cfg["input_min"])', (0, "input/x"), **SOFT),
     # deeper networks and dropout
     bug("grad-w2-from-own-activation", "the second hidden layer's weight gradient taken from its own activation "
-        "instead of the first layer's", GRAD_W, GRAD_W.replace("@ inputs[k - 1]", "@ (A[k] if k == 2 else inputs[k - 1])"),
+        "instead of the first layer's", GRAD_W,
+        GRAD_W.replace("@ inputs[k - 1]", "@ (A[k] if k == 2 else inputs[k - 1])"),
         (0, "hidden2/grad_weight"), **DEEP),
     bug("layer-weights-transposed", "the second hidden layer's weights used transposed (it is square)",
         M1, M1.replace("@ W.T", "@ (W if k == 2 else W.T)"), (0, "hidden2/matmul"), **DEEP),

@@ -23,7 +23,7 @@ from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
 from harness.spec.data import Mnist, load_mnist
 from harness.errors import InputError, printable
-from harness.run.job import Job, prepare_job
+from harness.run.job import Job, prepare_job, resolve
 from harness.store.memstate import Memstate
 from harness.spec.params import initial_params
 from harness.spec.records import step_label
@@ -93,7 +93,8 @@ class Evaluator:
 
     def job(self, config: Config) -> Job:
         if config not in self.jobs:
-            self.jobs[config] = prepare_job(self.root / f"job-{len(self.jobs)}", config, initial_params(config), self.mnist)
+            params = initial_params(resolve(config, self.mnist))  # for the data's input width
+            self.jobs[config] = prepare_job(self.root / f"job-{len(self.jobs)}", config, params, self.mnist)
         return self.jobs[config]
 
     def run(self, impl_dir: Path, config: Config, out: Path) -> Memstate:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 
 import numpy as np
@@ -150,3 +151,48 @@ def test_a_replay_with_dropout_equals_the_uninterrupted_run_bit_for_bit(tmp_path
     for step in (4, 5):
         for name in full.names(step):
             assert np.array_equal(replay.get(step, name), full.get(step, name)), (step, name)
+
+
+def test_the_input_width_follows_the_data(mnist, tmp_path):
+    """MNIST-format files of 14x14 images: the config takes 196 inputs from them, every implementation reads
+    196 pixels a sample, and every pair agrees or drifts."""
+    from harness.compare.cli import main as compare_main
+    from harness.run.job import prepare_job, resolve
+    from harness.spec.data import FILES, load_mnist, write_idx
+    from harness.spec.params import initial_params
+    from harness.errors import InputError
+
+    small = tmp_path / "mnist14"
+    small.mkdir()
+    for key, stem in FILES.items():
+        array = getattr(mnist, key)
+        write_idx(small / stem, array[:, ::2, ::2] if key.endswith("images") else array)
+    data = load_mnist(small)
+    assert data.pixels == 196
+    config = resolve(Config(layers=(12, 10), dropout=(0.2,), batch_size=8, steps=3), data)
+    assert config.inputs == 196 and initial_params(config).W1.shape == (12, 196)
+    with pytest.raises(InputError, match="'inputs': 784 pixels per image, but the images of .* have 196"):
+        resolve(Config(inputs=784), data)
+    with pytest.raises(InputError, match="W1 of 784 columns but the images of .* have 196 pixels"):
+        prepare_job(tmp_path / "bad", Config(), initial_params(Config()), data)
+    for impl in impls():
+        code = compare_main(["impls/numpy", f"impls/{impl}", "--data", str(small), "--layers", "12,10",
+                             "--dropout", "0.2", "--batch-size", "8", "--steps", "3", "--no-html", "--quiet",
+                             "--out", str(tmp_path / impl)])
+        assert code == 0, impl
+    job = json.loads((tmp_path / "jax" / "job" / "job.json").read_text())
+    assert job["pixels"] == 196 and job["config"]["inputs"] == 196
+
+
+def test_a_deep_dropout_memstate_converts_to_json_lines_and_back_unchanged(runs, tmp_path):
+    from harness.convert import main as convert_main
+    from harness.store.memstate import Memstate
+
+    config = Config(layers=(12, 10), dropout=(0.2,), optimizer="adam", lr=0.001, batch_size=8, steps=2)
+    original = runs.run("numpy", config)
+    assert convert_main([str(original.dir), str(tmp_path / "deep.jsonl")]) == 0
+    assert convert_main([str(tmp_path / "deep.jsonl"), str(tmp_path / "back")]) == 0
+    back = Memstate(tmp_path / "back")
+    c = compare_memstates(original, back)
+    assert c.verdict == "agree" and len(c.records) == len(expected_order(config))
+    assert back.get(1, "hidden2/dropout_mask").dtype == np.uint8

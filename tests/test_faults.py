@@ -184,15 +184,19 @@ def test_a_read_only_output_directory_is_named_before_anything_runs(tmp_path):
     assert seen == {"tmp": []}
 
 
+REFERENCE_SECONDS: list[float] = []  # how long the uninterrupted run took on this machine
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """A complete pure_python run of 300 steps (about 20 ms a step, 6 s in all) and its job,
+    """A complete pure_python run of 300 steps (10-20 ms a step, 3-6 s in all) and its job,
     which the killed runs share: slow enough that a kill always lands mid-run."""
     root = tmp_path_factory.mktemp("faults")
     config = Config(hidden=16, batch_size=8, steps=300)
     job = prepare_job(root / "job", config, initial_params(config), load_mnist())
     result = run_implementation(load_implementation(IMPLS / "pure_python"), job, root / "full")
     assert result, result.error
+    REFERENCE_SECONDS.append(result.seconds)
     return job, Memstate(root / "full")
 
 
@@ -254,7 +258,8 @@ def test_killed_at_random_moments_mid_write(tmp_path, reference):
     rng = random.Random(seed)
     for i in range(3):
         out = tmp_path / f"t{i}"
-        delay, started = rng.uniform(0.0, 3.0), time.monotonic()
+        # within the first 80% of what the whole run took here, so that the kill lands mid-run
+        delay, started = rng.uniform(0.0, min(3.0, 0.8 * REFERENCE_SECONDS[0])), time.monotonic()
         kill_when(out, lambda out=out, delay=delay, started=started:
                   (out / "manifest.json").is_file() and time.monotonic() - started > delay)
         result = run_implementation(load_implementation(IMPLS / "pure_python"), job, out)

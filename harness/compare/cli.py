@@ -23,6 +23,7 @@ from harness.errors import InputError, OutputError, printable
 from harness.report.text import format_text
 from harness.report.html import write_report
 from harness.run.job import Job, prepare_job
+from harness.run.job import resolve as resolve_config
 from harness.run.outputs import (
     check_file_target,
     check_output_paths,
@@ -44,7 +45,7 @@ from harness.spec.config import (
     positive_integer,
     positive_number,
 )
-from harness.spec.data import load_mnist
+from harness.spec.data import Mnist, load_mnist
 from harness.spec.params import Params, initial_params, load_params
 from harness.spec.records import LOAD
 from harness.store.jsonl import convert_jsonl
@@ -100,11 +101,13 @@ def slug(text: str) -> str:
 
 def build_job(args: argparse.Namespace, sides: list[SideInput], out: Path, log) -> Job:
     """The one job both sides run: config from the options (or a memstate side), params, batches."""
-    config, params = job_inputs(args, sides, log)
-    return prepare_job(out / "job", config, params, load_mnist(args.data))
+    mnist = load_mnist(args.data)
+    config, params = job_inputs(args, sides, log, mnist)
+    return prepare_job(out / "job", config, params, mnist)
 
 
-def job_inputs(args: argparse.Namespace, sides: list[SideInput], log) -> tuple[Config, Params]:
+def job_inputs(args: argparse.Namespace, sides: list[SideInput], log,
+               mnist: Mnist | None = None) -> tuple[Config, Params]:
     """The config (from the options, or a memstate side) and the initial parameters."""
     config = config_from_arguments(args)
     explicit = explicit_fields(args)
@@ -123,7 +126,7 @@ def job_inputs(args: argparse.Namespace, sides: list[SideInput], log) -> tuple[C
             config = config.replace(layers=params.widths)
             log(f"hidden widths {widths} taken from {args.params}")
     else:
-        params = initial_params(config)
+        params = initial_params(resolve_config(config, mnist) if mnist is not None else config)  # the data's inputs
     return config, params
 
 
@@ -133,9 +136,10 @@ def run_bisect(args: argparse.Namespace, sides: list[SideInput], out: Path, log)
         raise InputError("--bisect runs both sides: give two implementation directories")
     if args.checkpoint_every < 1:
         raise InputError(f"--checkpoint-every must be a positive number of steps, got {args.checkpoint_every}")
-    config, params = job_inputs(args, sides, log)
+    mnist = load_mnist(args.data)
+    config, params = job_inputs(args, sides, log, mnist)
     log(f"bisect: summary pass of {config.steps} steps, a checkpoint every {args.checkpoint_every} ...")
-    res = bisect(sides[0].impl, sides[1].impl, config, params, load_mnist(args.data), out,
+    res = bisect(sides[0].impl, sides[1].impl, config, params, mnist, out,
                  args.checkpoint_every, timeout=args.timeout, strict=args.strict)
     lines = []
     for p in res.passes:

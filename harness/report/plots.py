@@ -28,7 +28,7 @@ MAX_TILES = 256  # hidden units drawn as 28x28 tiles
 WORST_ROWS = 12  # worst elements listed for the focus record
 
 
-SIDE = 28  # MNIST images are 28x28 pixels
+SIDE = 28  # MNIST images are 28x28 pixels; other square images tile by their own side
 
 
 DPI = 80
@@ -111,16 +111,23 @@ def axis_names(name: str, ndim: int, cfg: Config | None = None) -> tuple[str, st
     return ("" if ndim == 1 else "sample"), units(layer)
 
 
+def image_side(pixels: int) -> int | None:
+    """The side of a square image of this many pixels (28 for 784), or None where it is not square."""
+    side = math.isqrt(pixels)
+    return side if side > 1 and side * side == pixels else None
+
+
 def tiles(x: np.ndarray, limit: int = MAX_TILES) -> np.ndarray:
-    """(n, 784) rows as 28x28 images in a grid, one pixel of NaN between them: row k's pixel
-    p lands at tile k, row p // 28, column p % 28."""
+    """(n, side*side) rows as side x side images in a grid (28x28 for MNIST), one pixel of NaN between
+    them: row k's pixel p lands at tile k, row p // side, column p % side."""
+    side = image_side(x.shape[1]) or SIDE
     n = min(x.shape[0], limit)
     cols = max(1, math.ceil(math.sqrt(2 * n)))
     rows = math.ceil(n / cols)
-    out = np.full((rows * (SIDE + 1) - 1, cols * (SIDE + 1) - 1), np.nan)  # (rows*29-1, cols*29-1)
+    out = np.full((rows * (side + 1) - 1, cols * (side + 1) - 1), np.nan)  # (rows*29-1, cols*29-1) for MNIST
     for k in range(n):
         r, col = divmod(k, cols)
-        out[r * (SIDE + 1):r * (SIDE + 1) + SIDE, col * (SIDE + 1):col * (SIDE + 1) + SIDE] = x[k].reshape(SIDE, SIDE)
+        out[r * (side + 1):r * (side + 1) + side, col * (side + 1):col * (side + 1) + side] = x[k].reshape(side, side)
     return out
 
 
@@ -162,7 +169,8 @@ def heatmaps(arr: RecordArrays, name: str, labels: tuple[str, str], tiled: bool,
             ax.set_ylabel(rows, fontsize=8)
             ax.set_xlabel(cols, fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    what = f"{name}: one 28x28 tile per {rows}" if tiled else name
+    side = image_side(arr.a.shape[-1]) or SIDE
+    what = f"{name}: one {side}x{side} tile per {rows}" if tiled else name
     return _img(_png(fig), what)
 
 
@@ -220,10 +228,11 @@ def render_focus(c: Comparison, focus: RecordDiff, a: Memstate, b: Memstate) -> 
     if arr is not None:
         if arr.a.ndim >= 1 and arr.a.size > 1:
             parts.append(heatmaps(arr, focus.name, labels, tiled=False, cfg=cfg))
-            if arr.a.ndim == 2 and arr.a.shape[1] == SIDE * SIDE:
+            side = image_side(arr.a.shape[-1]) if arr.a.ndim == 2 else None
+            if side and axis_names(focus.name, 2, cfg)[1] == "pixel":  # a row per image or per unit's weights
                 n = arr.a.shape[0]
                 more = f" (the first {MAX_TILES} of {n})" if n > MAX_TILES else ""
-                parts.append(f"<h3>As 28x28 images, one per row{more}</h3>")
+                parts.append(f"<h3>As {side}x{side} images, one per row{more}</h3>")
                 parts.append(heatmaps(arr, focus.name, labels, tiled=True, cfg=cfg))
             parts.append(histogram(arr, labels))
         parts.append("<h3>Worst elements</h3>" + worst_table(arr, labels))

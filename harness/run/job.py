@@ -2,7 +2,7 @@
 
     job.json     config and the names and shapes of the files below
     params.json  initial parameters (memstate-params/1)
-    images.u8    raw bytes, (steps, batch_size, 784) row-major: step, sample, pixel
+    images.u8    raw bytes, (steps, batch_size, pixels) row-major: step, sample, pixel (784 pixels for MNIST)
     labels.u8    raw bytes, (steps, batch_size): the class index of each sample
     mask1.u8, ...  (dropout only) raw bytes, (steps, batch_size, width) per hidden layer with dropout: 1 keeps
                  a unit, 0 drops it; job.json's "dropout" lists them: layer, p and file
@@ -10,7 +10,7 @@
     adam_m.json, adam_v.json  (a replay of an Adam run only) the moments the first step starts from
 
 An *indexed* job (harness.train: a long run, or a full batch of 60,000) holds the training images once
-instead: pool_images.u8 (n, 784), pool_labels.u8 (n,) and batches.u32 (steps, batch_size), the
+instead: pool_images.u8 (n, pixels), pool_labels.u8 (n,) and batches.u32 (steps, batch_size), the
 little-endian uint32 pool index of each sample of each step.
 
 A replay (harness.compare.bisect) starts at `first_step` from a checkpoint: params.json then holds the
@@ -76,7 +76,12 @@ def replay_buffers(job_dir: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def resolve(config: Config, mnist: Mnist) -> Config:
-    """The config with `epoch_steps` filled in from the data, where the learning rate decays per epoch."""
+    """The config with what the data decides filled in: `inputs`, the pixels per image, and `epoch_steps`
+    where the learning rate decays per epoch. A config whose `inputs` is not the data's is refused."""
+    if config.inputs and config.inputs != mnist.pixels:
+        raise InputError(f"config field 'inputs': {config.inputs} pixels per image, but the images of "
+                         f"{mnist.source} have {mnist.pixels}")
+    config = config.replace(inputs=mnist.pixels)
     if config.lr_decay != 1.0 and not config.epoch_steps:
         return config.replace(epoch_steps=max(1, train_count(config, mnist) // config.batch_size))
     return config
@@ -101,6 +106,9 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     if not 0 <= first_step <= last < config.steps:
         raise InputError(f"replay steps {first_step}..{last} are not within the run's {config.steps} steps")
     directory = Path(directory).resolve()  # implementations run in their own directory
+    if params.W1.shape[1] != config.inputs:
+        raise InputError(f"parameters have W1 of {params.W1.shape[1]} columns but the images of {mnist.source} "
+                         f"have {config.inputs} pixels")
     if params.widths != config.widths:
         raise InputError(f"parameters have hidden widths {_widths(params.widths)} but the config says "
                          f"{_widths(config.widths)}")
@@ -112,7 +120,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
         index = index[first_step:last + 1]
         extra: dict[str, object] = {}
         if indexed:
-            pool = {"pool_images": mnist.train_images[:n_train].reshape(-1, 784), "pool_labels":
+            pool = {"pool_images": mnist.train_images[:n_train].reshape(n_train, -1), "pool_labels":
                     mnist.train_labels[:n_train], "batches": index.astype("<u4")}
             for key, array in pool.items():
                 name = f"{key}.{'u32' if key == 'batches' else 'u8'}"
@@ -120,7 +128,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
                 extra[key] = name
             extra["pool_size"] = n_train
         else:
-            images = mnist.train_images.reshape(-1, 784)[index]  # (S, m, 784) uint8
+            images = mnist.train_images.reshape(len(mnist.train_images), -1)[index]  # (S, m, pixels) uint8
             labels = mnist.train_labels[index]  # (S, m) uint8
             (directory / "images.u8").write_bytes(images.tobytes())
             (directory / "labels.u8").write_bytes(labels.tobytes())
@@ -143,7 +151,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
             "params_sha256": sha,
             "steps": len(index),
             "batch_size": config.batch_size,
-            "pixels": 784,
+            "pixels": config.inputs,
             "widths": list(config.widths),
             "data": mnist.source,
             **extra,

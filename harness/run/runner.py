@@ -30,7 +30,7 @@ from typing import Any
 from harness.spec.config import Config
 from harness.spec.data import Mnist
 from harness.errors import InputError, OutputError, read_json
-from harness.run.job import Job, prepare_job, replay_buffers
+from harness.run.job import Job, prepare_job, replay_buffers, resolve
 from harness.store.jsonl import convert_jsonl
 from harness.store.format import MANIFEST, WRITE_FAILED, write_atomic
 from harness.store.memstate import Memstate
@@ -328,5 +328,7 @@ def run_config(impl: str | Path, config: Config, work: str | Path, mnist: Mnist,
     """Prepare a job for `config` under work/job (the seed's parameters unless `params`) and run an
     implementation directory on it into work/run: prepare_job and run_implementation in one call."""
     work = Path(work)
-    job = prepare_job(work / "job", config, params if params is not None else initial_params(config), mnist)
+    if params is None:  # the seed's, for the data's input width
+        params = initial_params(resolve(config, mnist))
+    job = prepare_job(work / "job", config, params, mnist)
     return run_implementation(load_implementation(impl), job, work / "run", timeout=timeout)

@@ -15,12 +15,12 @@ from pathlib import Path
 from harness.spec.config import Config
 from harness.errors import InputError
 
-PIXELS, CLASSES = 784, 10
+CLASSES = 10
 JSON_BYTES = 26  # a float32 printed with 9 significant digits, sign, exponent and separator
 
 
 def parameter_count(config: Config) -> int:
-    sizes = (PIXELS, *config.widths, CLASSES)
+    sizes = (config.input_width, *config.widths, CLASSES)
     return sum(sizes[k] * sizes[k + 1] + sizes[k + 1] for k in range(len(sizes) - 1))
 
 
@@ -44,7 +44,8 @@ def check_parameters_fit(config: Config) -> None:
     need = parameter_count(config) * (8 + 8 + JSON_BYTES)
     have = available_memory()
     if need > have:
-        widths = f"layers={','.join(map(str, config.layers))} make" if config.layers else f"hidden={config.hidden} makes"
+        layers = ",".join(map(str, config.layers))
+        widths = f"layers={layers} make" if config.layers else f"hidden={config.hidden} makes"
         raise InputError(f"config: {widths} {parameter_count(config):,} parameters, which need "
                          f"about {_gb(need)} of memory to make and write; this machine has {_gb(have)} available")
 
@@ -54,8 +55,9 @@ def check_job_fits(config: Config, directory: Path, steps: int, indexed: bool, p
     `directory`."""
     cells = steps * config.batch_size
     masks = cells * sum(w for k, w in enumerate(config.widths) if config.drop(k))  # one byte a unit and sample
-    memory = cells * 8 + (0 if indexed else cells * (PIXELS + 1) * 2)  # indices, then images+labels and a copy
-    disk = (cells * 4 + pool * (PIXELS + 1) if indexed else cells * (PIXELS + 1)) + masks
+    pixels = config.input_width
+    memory = cells * 8 + (0 if indexed else cells * (pixels + 1) * 2)  # indices, then images+labels and a copy
+    disk = (cells * 4 + pool * (pixels + 1) if indexed else cells * (pixels + 1)) + masks
     have = available_memory()
     if memory > have:
         raise InputError(f"config: {steps:,} steps of batch {config.batch_size} need about {_gb(memory)} of memory "

@@ -27,6 +27,7 @@ LIST_FIELDS = ("layers", "dropout")  # tuples of numbers; on the command line, c
 class Config:
     """One network and training run. Every field has a default; see docs/comparing.md#configuration."""
 
+    inputs: int = 0  # pixels per image: 0 takes the data's (784 for MNIST's 28x28), which the harness fills in
     hidden: int = 128  # H: the hidden layer's width (784 -> H -> 10); with `layers`, the first layer's
     layers: tuple[int, ...] = ()  # the hidden widths, input side first (256, 128: 784-256-128-10); (): (hidden,)
     dropout: tuple[float, ...] = ()  # inverted dropout's drop probability per hidden layer (one: every layer); ()
@@ -65,7 +66,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"config field {name!r}: expected a positive integer, got {value!r}")
-        for name in ("seed", "epoch_steps", "train_images"):
+        for name in ("seed", "epoch_steps", "train_images", "inputs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"config field {name!r}: expected a non-negative integer, got {value!r}")
@@ -106,7 +107,8 @@ class Config:
         depth = len(layers) or 1
         for p in dropout:
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-                raise InputError(f"config field 'dropout': expected drop probabilities in [0, 1), got {list(dropout)!r}")
+                raise InputError(f"config field 'dropout': expected drop probabilities in [0, 1), "
+                                 f"got {list(dropout)!r}")
         dropout = tuple(float(p) for p in dropout)
         if len(dropout) == 1:
             dropout *= depth
@@ -115,6 +117,11 @@ class Config:
                              f"got {list(dropout)!r}")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "dropout", () if not any(dropout) else dropout)
+
+    @property
+    def input_width(self) -> int:
+        """Pixels per image: `inputs`, or MNIST's 784 where it is 0 (not yet taken from the data)."""
+        return self.inputs or 784
 
     @property
     def widths(self) -> tuple[int, ...]:

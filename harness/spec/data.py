@@ -75,13 +75,18 @@ def _find(directory: Path, stem: str) -> Path:
 
 @dataclass(frozen=True)
 class Mnist:
-    """Images (n, 28, 28) uint8 and labels (n,) uint8 for the training and test sets."""
+    """Images (n, rows, cols) uint8 (28x28 for MNIST) and labels (n,) uint8 for the training and test sets."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str
+
+    @property
+    def pixels(self) -> int:
+        """Pixels per image: 784 for MNIST."""
+        return int(np.prod(self.train_images.shape[1:]))
 
 
 def load_mnist(directory: str | Path | None = None) -> Mnist:
@@ -95,12 +100,15 @@ def load_mnist(directory: str | Path | None = None) -> Mnist:
         arr = read_idx(path, ndim=3 if key.endswith("images") else 1)
         if arr.dtype != np.uint8:
             raise InputError(f"{path}: expected unsigned bytes (IDX type 08), got {arr.dtype}")
-        if key.endswith("images") and arr.shape[1:] != (28, 28):
-            raise InputError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected 28x28")
+        if key.endswith("images") and min(arr.shape[1:]) < 1:
+            raise InputError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected at least 1x1 pixels")
         if key.endswith("labels") and arr.size and arr.max() > 9:
             bad = int(np.argmax(arr > 9))
             raise InputError(f"{path}: label {arr[bad]} at record {bad} is not a digit 0-9")
         arrays[key] = arr
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise InputError(f"{directory}: training images are {'x'.join(map(str, arrays['train_images'].shape[1:]))}, "
+                         f"test images {'x'.join(map(str, arrays['test_images'].shape[1:]))}: expected one size")
     for part in ("train", "test"):
         n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_img != n_lab:

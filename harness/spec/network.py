@@ -102,11 +102,11 @@ def layer_names(depth: int) -> tuple[str, ...]:
 
 
 @cache
-def network(config: Config, inputs: int = PIXELS) -> Network:
-    """The network a config describes: `inputs` (784) -> each hidden width (the config's activation, then
-    its dropout) -> 10 (softmax for cross-entropy, sigmoid for MSE)."""
+def network(config: Config) -> Network:
+    """The network a config describes: its input width (784 for MNIST) -> each hidden width (the config's
+    activation, then its dropout) -> 10 (softmax for cross-entropy, sigmoid for MSE)."""
     layers: list[Layer] = []
-    source, fan_in = INPUT, inputs
+    source, fan_in = INPUT, config.input_width
     for k, (name, width) in enumerate(zip(layer_names(len(config.widths)), config.widths)):
         layer = Layer(name, source, fan_in, width, config.activation, drop=config.drop(k), index=k + 1)
         layers.append(layer)

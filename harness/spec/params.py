@@ -96,7 +96,7 @@ def initial_params(config: Config) -> Params:
     biases are random."""
     check_parameters_fit(config)
     rng = np.random.default_rng([config.seed, 0])  # stream 0: parameters
-    sizes = (N_IN, *config.widths, N_OUT)
+    sizes = (config.input_width, *config.widths, N_OUT)
     shapes = [(sizes[k + 1], sizes[k]) for k in range(len(sizes) - 1)]  # (fan_out, fan_in) per layer
 
     def xavier(shape: tuple[int, int]) -> np.ndarray:
@@ -158,9 +158,11 @@ def _numbers(source: str, key: str, values: Any) -> np.ndarray:
 
 
 def _check_shapes(source: str, arrays: dict[str, np.ndarray], names: dict[str, str]) -> None:
-    """W1 is (H1, 784); each W(k+1) is (H(k+1), Hk), the output's (10, HL); each bias is its weight's rows."""
+    """W1 is (H1, P) (P = 784 for MNIST: any width, checked against the data when a job is made); each W(k+1)
+    is (H(k+1), Hk), the output's (10, HL); each bias is its weight's rows."""
     order = list(names)
-    fan_in = N_IN
+    first = arrays[order[0]]
+    fan_in = first.shape[1] if first.ndim == 2 and first.shape[1] > 0 else N_IN
     for k in range(len(order) // 2):
         w, b = order[2 * k], order[2 * k + 1]
         last = k == len(order) // 2 - 1

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Literal
 
 from harness.spec.config import Config
-from harness.spec.network import CLASSES, INPUT, LABELS, LOSS, PIXELS, Network, gradient_of, network
+from harness.spec.network import INPUT, LABELS, LOSS, Network, gradient_of, network
 
 Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"
@@ -37,14 +37,11 @@ class RecordSpec:
     layer: str = ""
 
 
-def parameter_size(name: str, config: Config, inputs: int = PIXELS, classes: int = CLASSES) -> int:
+def parameter_size(name: str, config: Config) -> int:
     """How many elements a parameter of this config holds: a layer's weight is (width, fan_in), its bias
     (width,)."""
-    net = network(config)
-    layer = net.layer(name.partition("/")[0])
-    fan_in = inputs if layer.source == INPUT else layer.fan_in
-    width = classes if layer.output else layer.width
-    return width * fan_in if name == layer.weight else width
+    layer = network(config).layer(name.partition("/")[0])
+    return layer.width * layer.fan_in if name == layer.weight else layer.width
 
 
 def velocity(param: str) -> str:

@@ -185,6 +185,7 @@ struct Config {
     std::vector<size_t> widths;  // the hidden layers' widths, input side first
     double per_output;  // mse: a sample's squared error over the outputs times 0.1 (mean), 1 (sum) or 0.5 (half)
     bool batch_mean;  // the loss over the batch: its mean, else its sum
+    size_t pixels;  // per image: 784 for MNIST
 };
 
 // A hidden layer's dropout: its keep masks for every step of the job and the scale of a kept unit.
@@ -217,7 +218,7 @@ static T slope(const std::string& kind, T z, T a) {
 template <typename T>
 static void train(const Config& cfg, const std::string& job_dir, const Json& job, Recorder& rec) {
     const Json tensors = JsonParser(read_file(job_dir + "/" + job["params"].text)).parse()["tensors"];
-    const size_t L = cfg.widths.size(), D = 784, C = 10, m = cfg.m;
+    const size_t L = cfg.widths.size(), D = cfg.pixels, C = 10, m = cfg.m;  // D: 784 pixels for MNIST
     std::vector<size_t> size = {D};  // size[k]: the width of layer k's output, size[0] the pixels
     for (size_t w : cfg.widths) size.push_back(w);
     size.push_back(C);
@@ -282,7 +283,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         const std::string step = std::to_string(global);
         const bool full = !cfg.train_mode;
         const bool last = s + 1 == cfg.steps;
-        std::vector<T> X(m * D);                 // (m, 784)
+        std::vector<T> X(m * D);                 // (m, D)
         std::vector<int64_t> y(m);               // (m,)
         for (size_t i = 0; i < m; ++i) {
             const size_t at = sample(s, i);
@@ -469,7 +470,8 @@ int main(int argc, char** argv) {
                              job.fields.count("first_step") ? static_cast<size_t>(job["first_step"].number) : 0,
                              c["input_min"].number, c["input_max"].number, c["target_min"].number,
                              c["target_max"].number, c["log_eps"].number, train_mode, widths(c),
-                             per_output(c), !c.fields.count("batch_reduction") || c["batch_reduction"].text == "mean"};
+                             per_output(c), !c.fields.count("batch_reduction") || c["batch_reduction"].text == "mean",
+                             job.fields.count("pixels") ? static_cast<size_t>(job["pixels"].number) : 784};
             std::fprintf(rec.file(), "{\"memstate\": \"jsonl/1\", \"implementation\": \"cpp\", \"device\": \"cpu\", "
                          "\"versions\": {\"compiler\": \"%s\"}}\n", __VERSION__);
             if (c["dtype"].text == "float64") train<double>(cfg, job_dir, job, rec);

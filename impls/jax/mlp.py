@@ -58,7 +58,7 @@ def train_step(params, state, pixels, y, keeps, lr, corrections, cfg_items):
     corrections (1 - beta1^t, 1 - beta2^t) come in from Python, computed in float64."""
     cfg = dict(cfg_items)
     dtype = params[0].dtype
-    x = pixels.astype(dtype) / 255  # (m, 784)
+    x = pixels.astype(dtype) / 255  # (m, D)
     if (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0):
         x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], dtype) + jnp.asarray(cfg["input_min"], dtype)
     m = x.shape[0]
@@ -122,15 +122,16 @@ def run(job_dir, record):
     state = tuple(state)
 
     m, steps = job["batch_size"], job["steps"]
+    D = job.get("pixels", 784)  # pixels per image: 784 for MNIST
     if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
         order = np.fromfile(job_dir / job["batches"], dtype="<u4").reshape(steps, m)
-        pool_x = np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784)
+        pool_x = np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, D)
         pool_y = np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8)
 
         def batch(i):
             return pool_x[order[i]], pool_y[order[i]].astype(np.int32)
     else:
-        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
+        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, D)
         labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m).astype(np.int32)
 
         def batch(i):

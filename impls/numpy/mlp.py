@@ -1,4 +1,4 @@
-"""The MLP (784 -> hidden layers -> 10, dropout optional) in vectorised numpy, backward pass written by hand.
+"""The MLP (784 pixels -> hidden layers -> 10, dropout optional) in vectorised numpy, backward pass written by hand.
 
 Reads the job directory (job.json, params.json, images.u8, labels.u8, or for an indexed job
 the image pool and batches.u32) and records every tensor of every step through
@@ -55,13 +55,14 @@ def run(job_dir, record):
     cfg = job["config"]
     dt = np.dtype(cfg["dtype"])
     m, steps = job["batch_size"], job["steps"]
+    D = job.get("pixels", 784)  # pixels per image: 784 for MNIST
     record.describe(device="cpu", numpy=np.__version__)
     widths = cfg.get("layers") or [cfg["hidden"]]
     names = layer_names(len(widths))  # L hidden layers, then the output
     L = len(widths)
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
-    params = {}  # hidden/weight (H, 784), hidden/bias (H,), ..., output/weight (10, H_L), output/bias (10,)
+    params = {}  # hidden/weight (H, D), hidden/bias (H,), ..., output/weight (10, H_L), output/bias (10,)
     keys = {}  # the parameter file's name of each
     for k, name in enumerate(names, start=1):
         params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt)
@@ -81,10 +82,10 @@ def run(job_dir, record):
 
     if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
         order = np.fromfile(job_dir / job["batches"], dtype="<u4").reshape(steps, m)
-        images = Pool(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784), order)
+        images = Pool(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, D), order)
         labels = Pool(np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8), order)
     else:
-        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784)
+        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, D)
         labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
     masks, keep_scale = {}, {}  # dropout: per hidden layer (1-based), (steps, m, width) of 0/1, and 1 / (1 - p)
     for entry in job.get("dropout", []):
@@ -98,7 +99,7 @@ def run(job_dir, record):
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
-        X = images[i].astype(dt) / 255  # (m, 784)
+        X = images[i].astype(dt) / 255  # (m, D)
         if scaled:
             X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])
         y = labels[i].astype(np.int64)  # (m,)
@@ -146,6 +147,7 @@ def run(job_dir, record):
         record(step, "loss/value", loss)
 
         grads = {}
+        dOut = None  # the gradient at the output of the layer below the one in hand, (m, H_{k-1})
         record(step, "output/grad_logits", dZ)
         for k in range(L + 1, 0, -1):  # from the output layer down
             name = names[k - 1]

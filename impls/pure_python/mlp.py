@@ -1,4 +1,5 @@
-"""The MLP (784 -> hidden layers -> 10, dropout optional) in plain Python: lists of rows and loops, standard library only.
+"""The MLP (784 -> hidden layers -> 10, dropout optional) in plain Python: lists of rows and loops,
+standard library only.
 
 Python floats are doubles. In float32 mode every op's result is rounded to float32 through
 array('f'), so each recorded tensor holds float32 values (sums accumulate in double first,
@@ -71,6 +72,7 @@ def run(job_dir, record):
     dtype = cfg["dtype"]
     rnd = make_round(dtype)
     m, steps = job["batch_size"], job["steps"]
+    D = job.get("pixels", 784)  # pixels per image: 784 for MNIST
     record.describe(device="cpu", python=platform.python_version())
 
     def rec(step, name, value):
@@ -129,10 +131,10 @@ def run(job_dir, record):
         step = first + i
         if job.get("batches"):
             samples = order[i * m:(i + 1) * m]
-            images = [pool[s * 784:(s + 1) * 784] for s in samples]
+            images = [pool[s * D:(s + 1) * D] for s in samples]
             y = [pool_labels[s] for s in samples]
         else:
-            images = [pixels[(i * m + r) * 784:(i * m + r + 1) * 784] for r in range(m)]
+            images = [pixels[(i * m + r) * D:(i * m + r + 1) * D] for r in range(m)]
             y = list(label_bytes[i * m:(i + 1) * m])
         if (lo, scale) == (0.0, 1.0):
             X = [rnd([byte / 255 for byte in image]) for image in images]
@@ -189,6 +191,7 @@ def run(job_dir, record):
         rec(step, "loss/value", rnd([total / divisor])[0])
 
         grads = {}
+        dOut = None  # the gradient at the output of the layer below the one in hand, rows of (m, H_{k-1})
         rec(step, "output/grad_logits", dZ)
         for k in range(L + 1, 0, -1):  # from the output layer down
             name = names[k - 1]

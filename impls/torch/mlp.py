@@ -1,5 +1,5 @@
-"""The MLP (784 -> hidden layers -> 10, dropout optional) in PyTorch: nn.Linear layers, autograd for every gradient, torch.optim.SGD or
-torch.optim.Adam, a per-epoch ExponentialLR schedule.
+"""The MLP (784 -> hidden layers -> 10, dropout optional) in PyTorch: nn.Linear layers, autograd for every
+gradient, torch.optim.SGD or torch.optim.Adam, a per-epoch ExponentialLR schedule.
 
 Runs on CUDA when there is a GPU (TF32 off, so float32 matmuls are full float32), else the
 CPU. A run is a deterministic function of its job: one intra-op thread on the CPU
@@ -53,7 +53,8 @@ def run(job_dir, record):
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
     widths = cfg.get("layers") or [cfg["hidden"]]
     names = layer_names(len(widths))
-    sizes = [784, *widths, 10]
+    D = job.get("pixels", 784)  # pixels per image: 784 for MNIST
+    sizes = [D, *widths, 10]
     linears = [torch.nn.Linear(sizes[k], sizes[k + 1], dtype=dtype, device=device) for k in range(len(names))]
     named = {}
     for name, linear in zip(names, linears):
@@ -93,13 +94,13 @@ def run(job_dir, record):
     m, steps = job["batch_size"], job["steps"]
     if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
         order = torch.from_numpy(np.fromfile(job_dir / job["batches"], dtype="<u4").astype(np.int64)).reshape(steps, m)
-        pool_x = torch.from_numpy(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, 784))
+        pool_x = torch.from_numpy(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, D))
         pool_y = torch.from_numpy(np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8))
 
         def batch(i):
             return pool_x[order[i]], pool_y[order[i]]
     else:
-        images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, 784))
+        images = torch.from_numpy(np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, D))
         labels = torch.from_numpy(np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m))
 
         def batch(i):
@@ -114,8 +115,8 @@ def run(job_dir, record):
 
     for i in range(steps):
         step = first + i
-        pixels, classes = batch(i)  # (m, 784), (m,) uint8
-        x = pixels.to(device=device, dtype=dtype) / 255  # (m, 784)
+        pixels, classes = batch(i)  # (m, D), (m,) uint8
+        x = pixels.to(device=device, dtype=dtype) / 255  # (m, D)
         if (cfg["input_min"], scale) != (0.0, 1.0):
             x = x * scale + cfg["input_min"]
         y = classes.to(device=device, dtype=torch.long)  # (m,)
