@@ -29,7 +29,11 @@ def js_port(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
     Config(hidden=16, batch_size=8, steps=5, dtype="float64"),
     Config(hidden=16, batch_size=8, steps=5),
     Config(hidden=16, batch_size=8, steps=5, activation="tanh", loss="mse", optimizer="momentum", weight_decay=1e-3),
-], ids=["relu-ce-sgd-f64", "relu-ce-sgd-f32", "tanh-mse-momentum-f32"])
+    Config(layers=(16, 12, 8), dropout=(0.2,), batch_size=8, steps=5, optimizer="momentum"),
+    Config(layers=(16, 12), activation="sigmoid", loss="mse", squared_error="half_sum", batch_reduction="sum",
+           target_min=0.01, target_max=0.99, lr=0.05, batch_size=8, steps=5, dtype="float64"),
+], ids=["relu-ce-sgd-f64", "relu-ce-sgd-f32", "tanh-mse-momentum-f32", "three-layers-dropout-momentum-f32",
+        "two-layers-half-sum-soft-targets-f64"])
 def test_javascript_port_agrees_with_numpy(runs, tmp_path, config):
     c = compare_memstates(runs.run("numpy", config), runs.run(js_port(tmp_path), config))
     assert c, f"{c.first.where}: {c.first.kind} {c.first.note}"
@@ -41,3 +45,11 @@ def test_planted_bug_in_the_javascript_port(runs, tmp_path):
     bug = js_port(tmp_path, ("if (ce) P[i * C + c] = r(P[i * C + c] / sum);", "if (ce) P[i * C + c] = r(P[i * C + c] / (sum + 1e-3));"))
     c = compare_memstates(runs.run("numpy", config), runs.run(bug, config))
     assert (c.first.step, c.first.name, c.first.kind) == (0, "output/softmax", "values")
+
+
+def test_planted_dropout_bug_in_the_javascript_port(runs, tmp_path):
+    """The mask applied without its 1 / (1 - p) scale: named at the first hidden layer's dropout."""
+    config = Config(layers=(16, 12), dropout=(0.2,), batch_size=8, steps=2)
+    bug = js_port(tmp_path, ("keep[k] = bits.map((bit) => (bit ? scale : 0));", "keep[k] = bits.map((bit) => (bit ? 1 : 0));"))
+    c = compare_memstates(runs.run("numpy", config), runs.run(bug, config))
+    assert (c.first.step, c.first.name, c.first.kind, c.first.role) == (0, "hidden1/dropout", "values", "origin")
