@@ -71,7 +71,7 @@ def test_one_hidden_layer_keeps_its_names_and_deeper_ones_are_numbered():
     assert names.index("hidden2/grad_dropout") < names.index("hidden2/grad_activation")
     assert network(two).layer("hidden2").source == "hidden1/dropout"
     assert network(two).output.source == "hidden2/dropout"
-    assert two.dropout == (0.5, 0.5)
+    assert two.dropout == (0.5, 0.5) == Config(layers=[8, 6], dropout=0.5).dropout  # a JSON list, one number
     assert not any("dropout" in n for n in (s.name for s in step_records(two.replace(dropout=(0.0, 0.0)))))
 
 
@@ -196,3 +196,32 @@ def test_a_deep_dropout_memstate_converts_to_json_lines_and_back_unchanged(runs,
     c = compare_memstates(original, back)
     assert c.verdict == "agree" and len(c.records) == len(expected_order(config))
     assert back.get(1, "hidden2/dropout_mask").dtype == np.uint8
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"layers": (8, 0)}, "'layers': expected a list of positive integers (hidden widths), got [8, 0]"),
+    ({"layers": "8"}, "'layers': expected a list of numbers, got '8'"),
+    ({"layers": (1,) * 101}, "'layers': 101 hidden layers; at most 100 are supported"),
+    ({"dropout": (1.0,)}, "'dropout': expected drop probabilities in [0, 1), got [1.0]"),
+    ({"layers": (8, 6), "dropout": (0.1, 0.2, 0.3)}, "one probability, or one per hidden layer (2), got [0.1, 0.2, 0.3]"),
+    ({"squared_error": "root"}, "'squared_error': expected one of mean, sum, half_sum, got 'root'"),
+    ({"batch_reduction": "max"}, "'batch_reduction': expected one of mean, sum, got 'max'"),
+    ({"inputs": -1}, "'inputs': expected a non-negative integer, got -1"),
+])
+def test_bad_depth_fields_are_named(fields, message):
+    from harness.errors import InputError
+    with pytest.raises(InputError, match=None) as e:
+        Config.from_dict(fields, source="c.json")
+    assert str(e.value).startswith("c.json: ") and message in str(e.value)
+
+
+def test_layers_and_dropout_on_the_command_line():
+    from harness.compare.cli import parser
+    from harness.spec.config import config_from_arguments
+    args = parser().parse_args(["a", "b", "--preset", "born-dropout", "--hidden", "64"])
+    config = config_from_arguments(args)
+    assert (config.widths, config.dropout) == ((64, 128), (0.2, 0.2))  # --hidden sets the first layer's width
+    args = parser().parse_args(["a", "b", "--layers", "32,16,8", "--dropout", "0.1,0.2,0.3"])
+    assert config_from_arguments(args).dropout == (0.1, 0.2, 0.3)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["a", "b", "--layers", "32,x"])

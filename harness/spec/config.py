@@ -21,6 +21,7 @@ BATCH_REDUCTIONS = ("mean", "sum")  # the loss over the batch's samples
 CHOICES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS, "dtype": DTYPES, "init": INITS,
            "squared_error": SQUARED_ERRORS, "batch_reduction": BATCH_REDUCTIONS}
 LIST_FIELDS = ("layers", "dropout")  # tuples of numbers; on the command line, comma-separated
+MAX_LAYERS = 100  # hidden layers: each adds a dozen records a step, and no MNIST MLP people port has more
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Config:
         """`layers` and `dropout` as tuples in one form: one hidden layer is `hidden` with layers (), and
         dropout is () or one probability per hidden layer, so equal networks make equal configs."""
         layers, dropout = self.layers, self.dropout
+        if isinstance(dropout, (int, float)) and not isinstance(dropout, bool):
+            dropout = (dropout,)  # one probability for every hidden layer
         for name, value in (("layers", layers), ("dropout", dropout)):
             if not isinstance(value, (list, tuple)):
                 raise InputError(f"config field {name!r}: expected a list of numbers, got {value!r}")
@@ -99,6 +102,8 @@ class Config:
                 raise InputError(f"config field 'layers': expected a list of positive integers (hidden widths), "
                                  f"got {list(layers)!r}")
         layers = tuple(layers)
+        if len(layers) > MAX_LAYERS:
+            raise InputError(f"config field 'layers': {len(layers)} hidden layers; at most {MAX_LAYERS} are supported")
         if len(layers) == 1:
             object.__setattr__(self, "hidden", layers[0])
             layers = ()
