@@ -17,7 +17,7 @@ from harness.spec.config import Config
 
 INPUT, LABELS = "input/x", "input/y"  # the batch: pixels and class indices, data the harness hands out
 LOSS = "loss/value"
-PIXELS, CLASSES = 784, 10
+CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -120,15 +120,3 @@ def gradient_of(param: str) -> str:
     layer, _, kind = param.partition("/")
     return f"{layer}/grad_{kind}"
 
-
-def parameter_names(config: Config) -> tuple[str, ...]:
-    """The parameter records of a config, layer by layer, weight before bias."""
-    return network(config).parameters
-
-
-def file_names(config: Config) -> dict[str, str]:
-    """The parameter file's tensor name of each parameter record: hidden/weight -> W1, output/bias -> b2."""
-    out = {}
-    for layer in network(config).layers:
-        out[layer.weight], out[layer.bias] = f"W{layer.index}", f"b{layer.index}"
-    return out

@@ -81,8 +81,8 @@ class Params:
 
 def initial_params(config: Config) -> Params:
     """Seeded initial parameters by `config.init`, rounded to float32 so every dtype starts from the
-    same numbers (fan_in: 784 for W1, the width of the layer below for the others), layer by layer
-    from the input, each layer's weight drawn before its bias:
+    same numbers (fan_in: 784 for W1, the width of the layer below for the others); the weights are
+    drawn layer by layer from the input, then the biases:
 
     - default: He-normal hidden weights for relu, Xavier-uniform for sigmoid and tanh; Xavier-uniform
       output weights; zero biases
