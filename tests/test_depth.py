@@ -21,10 +21,12 @@ WIDTHS = {1: (12,), 2: (12, 10), 3: (12, 10, 8)}
 OPTIMIZERS = {"sgd": {}, "momentum": {"weight_decay": 1e-3}, "adam": {"lr": 0.001}}
 CONFIGS = [Config(layers=WIDTHS[depth], dropout=(drop,), optimizer=opt, batch_size=8, steps=20, **extra)
            for depth in WIDTHS for drop in (0.0, 0.2) for opt, extra in OPTIMIZERS.items()]
+CONFIGS += [Config(layers=WIDTHS[3], dropout=(0.2,), optimizer=opt, batch_size=8, steps=20, dtype="float64",
+                   activation="tanh", **extra) for opt, extra in OPTIMIZERS.items()]  # and in float64
 
 
 def label(c: Config) -> str:
-    return f"depth{len(c.widths)}-dropout{c.drop(0)}-{c.optimizer}"
+    return f"depth{len(c.widths)}-dropout{c.drop(0)}-{c.optimizer}" + ("-float64" if c.dtype == "float64" else "")
 
 
 def impls() -> tuple[str, ...]:
