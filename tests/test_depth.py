@@ -121,6 +121,7 @@ def test_report_of_a_deep_dropout_bug_names_it_and_tiles_the_first_layer(mnist, 
     assert page.of("verdict").startswith("DIVERGED at step 0, layer hidden1, op dropout")
     assert page.find("tr", id="r-0-hidden1-dropout", **{"class": "origin"})
     assert page.find("tr", id="r-0-hidden1-activation", **{"class": "exact"})
+    assert "1 - 0.2: the dropout keep rate" in page.of("diagnosis")  # the factor is named for what it is
     chain = page.of("chain")
     assert "hidden2/matmul" in chain and "hidden1/activation" not in chain
     cfg = Memstate(c.a.path).cfg

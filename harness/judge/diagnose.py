@@ -68,6 +68,9 @@ def quantities(cfg: Config | None, m: int) -> list[tuple[float, str, str]]:
         out += [(cfg.lr, f"{cfg.lr:g} is the learning rate", "the learning rate applied twice?"),
                 (1 / cfg.lr, f"1/{cfg.lr:g}: the learning rate", "the learning rate missing?"),
                 (float(cfg.hidden), f"{cfg.hidden} is H", "summed over the hidden units where a mean was meant?")]
+        for p in sorted(set(cfg.dropout) - {0.0}):  # inverted dropout's scale, missing or applied twice
+            out += [(1 - p, f"1 - {p:g}: the dropout keep rate", "inverted dropout's 1/(1 - p) scale missing?"),
+                    (1 / (1 - p), f"1/(1 - {p:g}): the dropout scale", "the dropout scale applied twice?")]
     return out
 
 
