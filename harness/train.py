@@ -23,7 +23,8 @@ from typing import Self
 import numpy as np
 
 from harness.run.capture import SUMMARY_FIELDS, TRAIN, Capture
-from harness.spec.config import Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number
+from harness.spec.config import (Config, add_config_arguments, config_from_arguments, explicit_fields, positive_number,
+                                  widths_text)
 from harness.spec.data import Mnist, load_mnist
 from harness.errors import InputError, printable
 from harness.run.job import prepare_job, resolve, train_count
@@ -222,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config.replace(steps=run_length(args, config, mnist))
         params = load_params(args.params) if args.params else None
         if params is not None and params.widths != config.widths:
-            raise InputError(f"{args.params}: parameters have hidden widths {','.join(map(str, params.widths))} but "
-                             f"the config says {','.join(map(str, config.widths))}")
+            raise InputError(f"{args.params}: parameters have hidden widths {widths_text(params.widths)} but "
+                             f"the config says {widths_text(config.widths)}")
         print(f"training {args.impl} for {config.steps} steps of {config.batch_size} on {mnist.source} "
               f"({train_count(config, mnist)} training images){f', preset {args.preset}' if args.preset else ''}",
               file=sys.stderr)

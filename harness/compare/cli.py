@@ -44,6 +44,7 @@ from harness.spec.config import (
     non_negative_number,
     positive_integer,
     positive_number,
+    widths_text,
 )
 from harness.spec.data import Mnist, load_mnist
 from harness.spec.params import Params, initial_params, load_params
@@ -119,10 +120,10 @@ def job_inputs(args: argparse.Namespace, sides: list[SideInput], log,
     if args.params:
         params = load_params(args.params)
         if params.widths != config.widths:
-            widths = ",".join(map(str, params.widths))
+            widths = widths_text(params.widths)
             if {"hidden", "layers"} & explicit:
                 raise InputError(f"{args.params}: parameters have hidden widths {widths} but the config says "
-                                 f"{','.join(map(str, config.widths))}")
+                                 f"{widths_text(config.widths)}")
             config = config.replace(layers=params.widths)
             log(f"hidden widths {widths} taken from {args.params}")
     else:

@@ -226,7 +226,13 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
                              f"by the value instead of by its slope?)", f"all {o.bug.size} elements", o.bug.size)
     if spec is None or not spec.op:
         return None
-    trials: list[tuple[str, dict, dict]] = []
+    # (kind, what the op was applied to, records substituted, inputs replaced outright), tried in order
+    trials: list[tuple[str, str, dict, dict]] = []
+    for slot in spec.previous:  # a square weight used as W where the graph has W^T (or the reverse)
+        have = o.get_bug(previous, slot)
+        if have is not None and np.ndim(have) == 2 and np.shape(have)[0] == np.shape(have)[1] > 1:
+            trials.append(("layout", f"{slot} transposed (the square weight's rows and columns swapped)", {},
+                           {slot: np.asarray(have, dtype=np.float64).T}))
     for slot in spec.inputs:
         have = o.get_bug(step, slot)
         if have is None:
@@ -234,39 +240,29 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
         shape = np.shape(have)
         names = [n for n, v in _records(o, o.get_bug, step, shape) if np.shape(v) == shape and n != slot]
         names += [o.name] if np.shape(o.get_bug(step, o.name)) == shape and slot != o.name else []
-        trials += [(f"{n} where the graph has {slot}", {(step, slot): (step, n)}, {}) for n in names]
+        trials += [("wrong_operand", f"{n} where the graph has {slot}", {(step, slot): (step, n)}, {}) for n in names]
         if np.ndim(have) >= 1 and shape[0] > 1:
-            trials += [(f"{slot} with its rows {what}", {}, {slot: f(np.asarray(have))})
+            trials += [("wrong_operand", f"{slot} with its rows {what}", {}, {slot: f(np.asarray(have))})
                        for what, f in (("reversed", lambda a: a[::-1]), ("shifted by 1", lambda a: np.roll(a, 1, 0)))]
     for slot in spec.previous:
         if o.get_bug(step, slot) is not None:  # the parameter after this step's update, where the graph has it before
-            trials.append((f"{slot} as updated by this step, where the graph has it before", {(previous, slot):
-                                                                                              (step, slot)}, {}))
+            trials.append(("wrong_operand", f"{slot} as updated by this step, where the graph has it before",
+                           {(previous, slot): (step, slot)}, {}))
     if len(spec.inputs) == 1 and spec.op in ("activation", "sigmoid", "softmax"):  # the op applied twice
         once = _model(o, {}, {})
         if once is not None and once.value is not None:
-            trials.append(("its own result: the op applied twice", {}, {spec.inputs[0]: once.value}))
+            trials.append(("wrong_operand", "its own result: the op applied twice", {}, {spec.inputs[0]: once.value}))
     if spec.op == "grad_preactivation":
         found = _slope(o, spec.inputs)
         if found:
             return found
-    for slot in spec.previous:  # a square weight used as W where the graph has W^T (or the reverse)
-        have = o.get_bug(previous, slot)
-        if have is not None and np.ndim(have) == 2 and np.shape(have)[0] == np.shape(have)[1] > 1:
-            model = _model(o, {}, {slot: np.asarray(have, dtype=np.float64).T})
-            if model is not None and model.value is not None and np.shape(model.value) == o.bug.shape:
-                own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
-                if sig.fits(o.bug, model.value, own):
-                    return Diagnosis("layout", f"{{bug}} is the op applied to {slot} transposed (the square weight's "
-                                     f"rows and columns swapped)", f"all {o.bug.size} elements within the op's own "
-                                     f"rounding of it", o.bug.size)
-    for what, subst, fake in trials:
+    for kind, what, subst, fake in trials:
         model = _model(o, subst, fake)
         if model is None or model.value is None or np.shape(model.value) != o.bug.shape:
             continue
         own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
         if sig.fits(o.bug, model.value, own):
-            return Diagnosis("wrong_operand", f"{{bug}} is the op applied to {what}",
+            return Diagnosis(kind, f"{{bug}} is the op applied to {what}",
                              f"all {o.bug.size} elements within the op's own rounding of it "
                              f"({sig.worst(o.bug, model.value, own):.2g}x at worst)", o.bug.size)
     return None

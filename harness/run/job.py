@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.spec.budget import check_job_fits
 from harness.run.capture import Capture
-from harness.spec.config import Config
+from harness.spec.config import Config, widths_text
 from harness.spec.data import Mnist, batch_schedule, dropout_masks
 from harness.errors import InputError
 from harness.spec.params import Params, load_params
@@ -110,8 +110,8 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
         raise InputError(f"parameters have W1 of {params.W1.shape[1]} columns but the images of {mnist.source} "
                          f"have {config.inputs} pixels")
     if params.widths != config.widths:
-        raise InputError(f"parameters have hidden widths {_widths(params.widths)} but the config says "
-                         f"{_widths(config.widths)}")
+        raise InputError(f"parameters have hidden widths {widths_text(params.widths)} but the config says "
+                         f"{widths_text(config.widths)}")
     n_train = train_count(config, mnist)
     check_job_fits(config, directory, last + 1, indexed, n_train)  # before the schedule is allocated
     try:
@@ -160,10 +160,6 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     except OSError as e:
         raise InputError(f"{directory}: cannot write the job files: {e.strerror}") from None
     return Job(directory, config, sha, mnist.source, capture, first_step, len(index))
-
-
-def _widths(widths: tuple[int, ...]) -> str:
-    return ",".join(map(str, widths))
 
 
 def _write_masks(directory: Path, config: Config, first: int, last: int) -> dict[str, object]:

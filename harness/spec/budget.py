@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.spec.config import Config
+from harness.spec.config import Config, widths_text
 from harness.errors import InputError
 
 CLASSES = 10
@@ -44,8 +44,7 @@ def check_parameters_fit(config: Config) -> None:
     need = parameter_count(config) * (8 + 8 + JSON_BYTES)
     have = available_memory()
     if need > have:
-        layers = ",".join(map(str, config.layers))
-        widths = f"layers={layers} make" if config.layers else f"hidden={config.hidden} makes"
+        widths = f"layers={widths_text(config.layers)} make" if config.layers else f"hidden={config.hidden} makes"
         raise InputError(f"config: {widths} {parameter_count(config):,} parameters, which need "
                          f"about {_gb(need)} of memory to make and write; this machine has {_gb(have)} available")
 

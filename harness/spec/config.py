@@ -224,6 +224,11 @@ def positive_integer(text: str) -> int:
     return value
 
 
+def widths_text(widths: tuple[int, ...]) -> str:
+    """Hidden widths as the command line writes them: 256,128."""
+    return ",".join(map(str, widths))
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     """argparse type: comma-separated positive integers (--layers 256,128)."""
     try:

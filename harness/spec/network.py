@@ -56,6 +56,11 @@ class Layer:
         return self.record("dropout") if self.drop else self.activated
 
     @property
+    def keep_scale(self) -> float:
+        """What inverted dropout multiplies a kept unit by: 1 / (1 - p)."""
+        return 1.0 / (1.0 - self.drop)
+
+    @property
     def mask(self) -> str:
         """Its dropout mask record (1 keeps a unit, 0 drops it), data the harness hands out."""
         return self.record("dropout_mask")

@@ -17,8 +17,6 @@ from harness.spec.config import Config
 from harness.errors import InputError
 
 FORMAT = "memstate-params/1"
-NAMES = ("W1", "b1", "W2", "b2")  # 784-H-10's tensors; a network of L hidden layers has W1, b1, ... W(L+1), b(L+1)
-RECORD_OF = {"W1": "hidden/weight", "b1": "hidden/bias", "W2": "output/weight", "b2": "output/bias"}
 N_IN, N_OUT = 784, 10
 
 

@@ -59,14 +59,6 @@ def adam_v(param: str) -> str:
     return param + "_adam_v"
 
 
-BUFFERS = {"sgd": (), "momentum": (velocity,), "adam": (adam_m, adam_v)}  # the optimizer state, per parameter
-
-
-def buffers(config: Config) -> list[str]:
-    """The optimizer's state records a step hands the next one, besides the parameters."""
-    return [kind(p) for kind in BUFFERS[config.optimizer] for p in network(config).parameters]
-
-
 @cache
 def step_records(config: Config) -> tuple[RecordSpec, ...]:
     """The records of one training step of a config, in the order the spec fixes."""

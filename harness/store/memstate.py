@@ -18,7 +18,7 @@ import numpy as np
 
 from harness.errors import DuplicateKey, InputError, loads, read_json, regular_file
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture
-from harness.spec.config import Config
+from harness.spec.config import Config, widths_text
 from harness.spec.network import network
 from harness.spec.records import LOAD, Step, parameter_size, step_label
 from harness.store.manifest import check_manifest, expected_steps
@@ -204,9 +204,8 @@ class Memstate:
         for name in network(self.cfg).parameters:
             entry = self._open[LOAD].entries.get(name)
             if entry is not None and math.prod(entry[1]) != parameter_size(name, self.cfg):
-                widths = ",".join(map(str, self.cfg.widths))
-                return (f"{path}: its config says hidden widths {widths}, but load {name} has shape "
-                        f"{list(entry[1])}: the config is not the one that ran")
+                return (f"{path}: its config says hidden widths {widths_text(self.cfg.widths)}, but load {name} has "
+                        f"shape {list(entry[1])}: the config is not the one that ran")
         capture = Capture.from_dict(self.manifest.get("capture"))
         held = {u for u in self.units if u != LOAD}
         for step in _kept_steps(capture, self.expected):

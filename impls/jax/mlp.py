@@ -63,8 +63,8 @@ def train_step(params, state, pixels, y, keeps, lr, corrections, cfg_items):
         x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], dtype) + jnp.asarray(cfg["input_min"], dtype)
     m = x.shape[0]
     probes = {"z_out": jnp.zeros((m, 10), dtype)}
-    for k, W in enumerate(params[0:-2:2]):  # the hidden layers' weights
-        for kind in ("z", "a", "d"):
+    for k, W in enumerate(params[0:-2:2]):  # the hidden layers' weights; a dropout probe where there is dropout
+        for kind in ("z", "a") if keeps[k] is None else ("z", "a", "d"):
             probes[f"{kind}{k}"] = jnp.zeros((m, W.shape[0]), dtype)
     grad_fn = jax.value_and_grad(forward_loss, argnums=(0, 1), has_aux=True)
     (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, keeps, cfg)
@@ -103,13 +103,13 @@ def run(job_dir, record):
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
     widths = cfg.get("layers") or [cfg["hidden"]]
     layers = layer_names(len(widths))
-    NAMES = [f"{layer}/{kind}" for layer in layers for kind in ("weight", "bias")]
+    param_names = [f"{layer}/{kind}" for layer in layers for kind in ("weight", "bias")]
     keys = [f"{kind}{k}" for k in range(1, len(layers) + 1) for kind in ("W", "b")]  # W1, b1, W2, b2, ...
     params = tuple(
         jnp.asarray(np.array(tensors[k]["data"], dtype=np.float64).reshape(tensors[k]["shape"]), dtype=dtype)
         for k in keys
     )
-    for name, p in zip(NAMES, params):
+    for name, p in zip(param_names, params):
         record("load", name, np.asarray(p))
     state = []  # velocity, adam_m, adam_v: zeros, or for a replay the buffers of its checkpoint
     for kind in ("velocity", "adam_m", "adam_v"):
@@ -185,7 +185,7 @@ def run(job_dir, record):
         kinds = {"momentum": ("velocity",), "adam": ("adam_m", "adam_v")}.get(cfg["optimizer"], ())
         for kind, buffers in zip(("velocity", "adam_m", "adam_v"), state):
             if kind in kinds:
-                for name, v in zip(NAMES, buffers):
+                for name, v in zip(param_names, buffers):
                     record(step, f"{name}_{kind}", np.asarray(v))
-        for name, p in zip(NAMES, params):
+        for name, p in zip(param_names, params):
             record(step, name, np.asarray(p))

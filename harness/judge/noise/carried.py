@@ -42,7 +42,7 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         a = inp.cur(name)
         return dz * (a * (1 - a) if kind == "sigmoid" else 1 - a * a)
     if op == "dropout":  # the mask is data: only the scaled input moves
-        return bound(ins[0]) * inp.cur(ins[1]) / (1.0 - network(cfg).layer(spec.layer).drop)
+        return bound(ins[0]) * inp.cur(ins[1]) * network(cfg).layer(spec.layer).keep_scale
     if op == "softmax":
         p, dz = inp.cur(name), bound(ins[0])
         return p * (dz + (p * dz).sum(axis=1, keepdims=True))  # dP_i = P_i (dz_i - sum_j P_j dz_j)

@@ -49,8 +49,7 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         value = activation_value(kind, z)
         return Expected(value, 0.0, activation_rounding(kind, z, value, u))
     if op == "dropout":  # x * mask / (1 - p), forward on the activation and backward on its gradient
-        scale = 1.0 / (1.0 - network(cfg).layer(spec.layer).drop)
-        value = inp.cur(spec.inputs[0]) * inp.cur(spec.inputs[1]) * scale
+        value = inp.cur(spec.inputs[0]) * inp.cur(spec.inputs[1]) * network(cfg).layer(spec.layer).keep_scale
         return Expected(value, 0.0, C_ELEM * u * np.abs(value))
     if op == "softmax":
         z = inp.cur(spec.inputs[0])

@@ -60,14 +60,14 @@ def run(job_dir, record):
     cfg = job["config"]
     dt = np.dtype(cfg["dtype"])
     m, steps = job["batch_size"], job["steps"]
-    D = job.get("pixels", 784)  # pixels per image: 784 for MNIST
+    pixels = job.get("pixels", 784)  # per image: 784 for MNIST
     record.describe(device="cpu", numpy=np.__version__)
     widths = cfg.get("layers") or [cfg["hidden"]]
     names = layer_names(len(widths))  # L hidden layers, then the output
     L = len(widths)
 
     tensors = json.loads((job_dir / job["params"]).read_text())["tensors"]
-    params = {}  # hidden/weight (H, D), hidden/bias (H,), ..., output/weight (10, H_L), output/bias (10,)
+    params = {}  # hidden/weight (H, pixels), hidden/bias (H,), ..., output/weight (10, H_L), output/bias (10,)
     keys = {}  # the parameter file's name of each
     for k, name in enumerate(names, start=1):
         params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt)
@@ -87,10 +87,10 @@ def run(job_dir, record):
 
     if job.get("batches"):  # an indexed job: the training images once, each step's samples as indices
         order = np.fromfile(job_dir / job["batches"], dtype="<u4").reshape(steps, m)
-        images = Pool(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, D), order)
+        images = Pool(np.fromfile(job_dir / job["pool_images"], dtype=np.uint8).reshape(-1, pixels), order)
         labels = Pool(np.fromfile(job_dir / job["pool_labels"], dtype=np.uint8), order)
     else:
-        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, D)
+        images = np.fromfile(job_dir / job["images"], dtype=np.uint8).reshape(steps, m, pixels)
         labels = np.fromfile(job_dir / job["labels"], dtype=np.uint8).reshape(steps, m)
     masks, keep_scale = {}, {}  # dropout: per hidden layer (1-based), (steps, m, width) of 0/1, and 1 / (1 - p)
     for entry in job.get("dropout", []):
@@ -104,7 +104,7 @@ def run(job_dir, record):
     first = job.get("first_step", 0)  # a replay starts later, from a checkpoint
     for i in range(steps):
         step = first + i
-        X = images[i].astype(dt) / 255  # (m, D)
+        X = images[i].astype(dt) / 255  # (m, pixels)
         if scaled:
             X = X * dt.type(cfg["input_max"] - cfg["input_min"]) + dt.type(cfg["input_min"])
         y = labels[i].astype(np.int64)  # (m,)
