@@ -5,7 +5,14 @@ import pytest
 from test_comparator import CFG, altered
 
 from harness.compare.stream import compare_memstates, step_bounds
-from harness.judge.noise import UNIT_ROUNDOFF, dot, ordered_partial_sums, sum_sigma
+from harness.judge.noise import (
+    UNIT_ROUNDOFF,
+    dot,
+    ordered_partial_sums,
+    sum_sigma,
+    sum_worst,
+)
+from harness.judge.origin import systematic
 
 U32 = UNIT_ROUNDOFF["float32"]
 
@@ -38,8 +45,8 @@ def test_ordered_estimate_covers_sums_whose_order_follows_the_signs():
     w = np.concatenate([np.full(392, 0.05), np.full(392, -0.05)])[:, None]  # (n, 1)
     terms = x * w.T
     err = sequential_float32_sums(terms) - terms.sum(axis=1)
-    _, random_only = dot(x, w, U32)
-    _, with_order = dot(x, w, U32, ordered=True)
+    _, random_only, _ = dot(x, w, U32)
+    _, with_order, _ = dot(x, w, U32, ordered=True)
     assert np.sqrt(np.mean(err ** 2)) > np.sqrt(np.mean(random_only[:, 0] ** 2))  # the random model alone is short
     assert np.max(np.abs(err) / with_order[:, 0]) < 6
 
@@ -117,3 +124,41 @@ def test_float64_bounds_are_float64_sized(runs):
     assert np.median(b32 / b64) > 1e7
     c = compare_memstates(a, b)
     assert c.verdict in ("agree", "drift") and not c.origins
+
+
+def _orders(terms: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of terms rearranged the ways a correct implementation may add them."""
+    return {"index": terms, "ascending": np.sort(terms, axis=1), "descending": np.sort(terms, axis=1)[:, ::-1],
+            "by magnitude": np.take_along_axis(terms, np.argsort(np.abs(terms), axis=1), axis=1),
+            "by magnitude, down": np.take_along_axis(terms, np.argsort(-np.abs(terms), axis=1), axis=1)}
+
+
+@pytest.mark.parametrize("kind", ["normal", "nearly equal", "few large negatives"])
+def test_no_order_of_summation_exceeds_the_worst_case_and_sorted_ones_exceed_random_rounding(kind):
+    """2,000 sums of 1,000 float32 terms added one at a time in five orders: every error stays
+    within sum_worst; sorted orders go beyond the random walk's 6 sigma (why the worst case is needed)."""
+    rng = np.random.default_rng(3)
+    terms = {"normal": rng.normal(0, 1, (2000, 1000)),
+             "nearly equal": 0.1 + rng.normal(0, 1e-6, (2000, 1000)),
+             "few large negatives": np.abs(rng.normal(1e-3, 5e-4, (2000, 1000)))
+             * np.where(rng.random((2000, 1000)) < 0.1, -9, 1)}[kind].astype(np.float32).astype(np.float64)
+    exact, n = terms.sum(axis=1), np.full(2000, 1000.0)
+    random_bound = 6 * sum_sigma(n, exact, (terms * terms).sum(axis=1), U32)
+    worst = sum_worst(n, exact, np.abs(terms).sum(axis=1), U32)
+    beyond_random = 0.0
+    for order, t in _orders(terms).items():
+        err = np.abs(sequential_float32_sums(t) - exact)
+        assert np.all(err <= worst), (order, float(np.max(err / worst)))
+        beyond_random = max(beyond_random, float(np.max(err / random_bound)))
+    assert beyond_random > 1.5  # measured 2.9 to 5.1
+
+
+def test_systematic_is_small_for_rounding_and_about_sqrt_n_for_an_offset_or_a_scale():
+    rng = np.random.default_rng(4)
+    allowed = rng.uniform(0.5, 2.0, 10_000)
+    value = rng.normal(0, 1, 10_000)
+    noise = rng.normal(0, 0.3, 10_000) * allowed  # rounding: no preferred sign
+    assert systematic(noise, allowed, value) < 4
+    assert systematic(noise + 0.5 * allowed, allowed, value) > 60  # an offset on every element
+    assert systematic(noise + 0.5 * allowed * np.sign(value), allowed, value) > 60  # a scale
+    assert systematic(np.zeros(5), np.ones(5), np.ones(5)) == 0.0

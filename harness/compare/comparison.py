@@ -1,6 +1,6 @@
 """The outcome of comparing two memstates: each side as the report names it, every record's RecordDiff,
-the notes, and the verdict: agree (nothing diverges), drift (divergences, no origin) or diverged (an
-origin). Truthy when it passes.
+the notes, and the verdict: agree (nothing diverges), drift (divergences, no origin; suspects among them
+are listed) or diverged (an origin). Truthy when it passes.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.judge.record import UNJUDGED, RecordDiff, Tolerance
+from harness.judge.record import SUSPECT, UNJUDGED, RecordDiff, Tolerance
 
 AGREE_VERDICT, DRIFT, DIVERGED = "agree", "drift", "diverged"
 
@@ -50,6 +50,11 @@ class Comparison:
         return [r for r in self.records if r.is_origin]
 
     @property
+    def suspects(self) -> list[RecordDiff]:
+        """Divergences beyond random rounding that some order of summation could still explain (not origins)."""
+        return [r for r in self.records if r.role == SUSPECT]
+
+    @property
     def first(self) -> RecordDiff | None:
         """The answer: the first origin, else (drift) the first divergence, else None."""
         origins = self.origins  # a RecordDiff that diverges is falsy, so no `or` here
@@ -82,6 +87,7 @@ class Comparison:
             "first": rec(self.first) if self.first is not None else None,
             "diagnosis": asdict(self.first.diagnosis) if self.first is not None and self.first.diagnosis else None,
             "origins": [(r.step, r.name) for r in self.origins],
+            "suspects": [(r.step, r.name) for r in self.suspects],
             "not_judged": [{"step": r.step, "name": r.name, "why": r.note} for r in self.records if r.kind == UNJUDGED],
             "judged_by_consistency": [(r.step, r.name) for r in self.records if r.judged_by == "consistency"],
             "tolerance": asdict(self.tolerance),
@@ -90,6 +96,6 @@ class Comparison:
             "notes": self.notes,
             "manifest_diff": [{"path": p, "a": a, "b": b} for p, a, b in self.manifest_diff],
             "counts": {"records": len(self.records), "diverged": len(self.divergences),
-                       "origins": len(self.origins)},
+                       "origins": len(self.origins), "suspects": len(self.suspects)},
             "records": [rec(r) for r in self.records],
         }

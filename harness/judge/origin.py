@@ -1,7 +1,11 @@
-"""Origin or propagated: a diverging record is an *origin* when its difference is not explained by its
-inputs (each side's record minus the op applied to that side's own recorded inputs must be within the
-op's own rounding; otherwise the op itself was computed differently), else *propagated*. Where a record
-has no model, the dataflow graph decides; where its bound says nothing, consistency does (`vacuous.py`).
+"""Origin, suspect or propagated: a diverging record is *propagated* when its inputs explain it (each side's
+record minus the op applied to that side's own recorded inputs stays within the op's own random rounding).
+Beyond that the op itself may have been computed differently, or summed in an order that does not round
+at random (sorted, grouped, blocked). It is an *origin* when the evidence rules rounding out: an element
+beyond the most any order of summation can round, or differences that lean one way across the record
+(rounding has no preferred sign); else a *suspect*: possible rounding, shown but not an origin. Where a
+record has no model, the dataflow graph decides; where its bound says nothing, consistency does
+(`vacuous.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from harness.judge.noise import SOURCES, Z_SIGMA, Expected
 from harness.judge.record import (
     ORIGIN,
     PROPAGATED,
+    SUSPECT,
     UNJUDGED,
     VALUES,
     RecordDiff,
@@ -31,6 +36,30 @@ def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = Fals
     floor = 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
     return (Z_SIGMA * np.sqrt(k * (np.square(ma.sigma) + np.square(mb.sigma)))
             + k * (np.asarray(ma.fixed) + mb.fixed) + floor)
+
+
+def worst_bound(ma: Expected, mb: Expected, tol: Tolerance) -> np.ndarray:
+    """The most the op's own rounding can reach on both sides in any order of summation (each side's
+    `worst`, with the harness's own arithmetic as in `noise_bound`), never less than the statistical bound."""
+    k = 2.0 if tol.dtype == "float64" else 1.0
+    floor = 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
+    with np.errstate(invalid="ignore", over="ignore"):
+        worst = k * (np.asarray(ma.worst) + mb.worst + ma.fixed + mb.fixed) + floor
+        return np.nan_to_num(np.maximum(worst, noise_bound(ma, mb, tol, harness=True)), nan=np.inf)
+
+
+def systematic(d: np.ndarray, allowed: np.ndarray, value: np.ndarray) -> float:
+    """How far the signed residuals `d` lean one way across the record: |sum z| / sqrt(sum z^2) with
+    z = d / allowed, and the same with z signed by the expected value (a scale error leans with the
+    value's sign), the larger. Rounding has no preferred sign, so for independent residuals each is
+    about a standard normal's size; a constant offset or scale on every element gives about sqrt(n)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        z = np.where(np.isfinite(d) & (allowed > 0) & np.isfinite(allowed), d / allowed, 0.0)
+    spread = float(np.sqrt(np.sum(z * z)))
+    if spread == 0:
+        return 0.0
+    sign = np.sign(np.broadcast_to(value, z.shape))
+    return max(abs(float(z.sum())), abs(float((z * sign).sum()))) / spread
 
 
 def _deviation(r: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -56,8 +85,9 @@ def residual(a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected,
 
 def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
             labels: tuple[str, str] = ("A", "B")) -> None:
-    """Origin or propagated, for a diverging record both of whose sides have a model: does
-    (B - f(B's inputs)) - (A - f(A's inputs)) stay within the op's own rounding?"""
+    """Origin, suspect or propagated, for a diverging record both of whose sides have a model: does
+    (B - f(B's inputs)) - (A - f(A's inputs)) stay within the op's own random rounding, and where it
+    does not, does the evidence rule every order of summation out? (module doc)"""
     ea, eb, resid, allowed = residual(a, b, ma, mb, tol)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         ratio = np.where(resid == 0, 0.0, resid / np.broadcast_to(allowed, resid.shape))
@@ -65,12 +95,30 @@ def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Ex
     diff.n_unexplained = int((ratio > 1).sum())
     worst = int(np.argmax(ratio)) if ratio.size else 0
     diff.explained_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
-    if diff.n_unexplained:
-        diff.role = ORIGIN
-        diff.unexplained_index = tuple(int(k) for k in np.unravel_index(worst, ratio.shape))
-        diff.inconsistent = _inconsistent_sides(ea, eb, ma, mb, tol, labels)
-    else:
+    if not diff.n_unexplained:
         diff.role = PROPAGATED
+        return
+    diff.unexplained_index = tuple(int(k) for k in np.unravel_index(worst, ratio.shape))
+    diff.inconsistent = _inconsistent_sides(ea, eb, ma, mb, tol, labels)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        beyond = np.where(resid == 0, 0.0, resid / np.broadcast_to(worst_bound(ma, mb, tol), resid.shape))
+        d = eb - ea
+    diff.worst_case_ratio = float(beyond.max())
+    diff.systematic = systematic(d, np.broadcast_to(allowed, d.shape), np.asarray(ma.value))
+    over = f"{diff.n_unexplained} of {diff.size} element(s) beyond random rounding (up to {diff.explained_ratio:.3g}x)"
+    if diff.worst_case_ratio > 1:
+        diff.role = ORIGIN
+        diff.evidence = (f"{int((beyond > 1).sum())} element(s) beyond the most any order of summation can round "
+                         f"(up to {diff.worst_case_ratio:.3g}x)")
+    elif diff.systematic > Z_SIGMA:
+        diff.role = ORIGIN
+        diff.evidence = (f"{over}, within what some order of summation can round, but leaning one way across "
+                         f"the record (t = {diff.systematic:.3g} > {Z_SIGMA:g}); rounding has no preferred sign")
+    else:
+        diff.role = SUSPECT
+        diff.evidence = (f"{over}, within what some order of summation can round ({diff.worst_case_ratio:.2g} of "
+                         f"its worst case) and with no preferred sign (t = {diff.systematic:.2g}): possible "
+                         f"rounding of a sorted, grouped or blocked sum, not an origin")
 
 
 def _inconsistent_sides(ea: np.ndarray, eb: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
@@ -99,7 +147,8 @@ def check_vacuous(diff: RecordDiff, a: np.ndarray, b: np.ndarray, allowed: np.nd
     ma, mb = models
     resid = own = ea = eb = None
     if ma is not None and mb is not None and ma.value is not None and mb.value is not None:
-        ea, eb, resid, own = residual(a, b, ma, mb, tol)
+        ea, eb, resid, _ = residual(a, b, ma, mb, tol)
+        own = worst_bound(ma, mb, tol)  # no statistics on a few vacuous elements: any order's worst case
     v = judge_vacuous(mask, scale, allowed, resid, own)
     why = (f"the noise bound at {v.n} of {diff.size} element(s) (up to {v.bound:.3g}) exceeds every value the "
            f"record holds (|value| <= {v.scale:.3g}), so |A-B| within it proves nothing"

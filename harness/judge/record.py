@@ -29,7 +29,7 @@ AGREE, VALUES, LABELS, SHAPE, MISSING, STOPPED = "agree", "values", "labels", "s
 UNJUDGED = "unjudged"  # every element non-finite and equal on both sides: nothing a bound can judge
 
 
-ORIGIN, PROPAGATED = "origin", "propagated"
+ORIGIN, PROPAGATED, SUSPECT = "origin", "propagated", "suspect"  # a divergence's role; judge/origin.py grades them
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,14 @@ class RecordDiff:
     inf_a: int = 0
     inf_b: int = 0
     note: str = ""
-    role: str = ""  # for a divergence: origin | propagated
+    role: str = ""  # for a divergence: origin | suspect (possible rounding, not an origin) | propagated
     judged_by: str = ""  # noise | fixed | exact | graph (inputs not recorded: an origin when no input diverged)
     explained_ratio: float = 0.0  # worst |(B - f(B's inputs)) - (A - f(A's inputs))| / the op's own rounding
     n_unexplained: int = 0  # elements beyond the op's own rounding once the inputs' differences are taken out
     unexplained_index: tuple[int, ...] | None = None
+    worst_case_ratio: float = 0.0  # worst residual / the most any order of summation can round (> 1: origin)
+    systematic: float = 0.0  # |sum of the residuals in units of their bound| / its spread (> Z_SIGMA: origin)
+    evidence: str = ""  # what made an origin or a suspect of a record the noise model judged
     inconsistent: str = ""  # the side(s) whose value is not the op applied to their own inputs: A, B or A and B
     diagnosis: Diagnosis | None = None  # for an origin: what kind of bug it looks like (judge/diagnose.py)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import math
 
-from harness.judge.record import AGREE, UNJUDGED, RecordDiff
+from harness.judge.record import AGREE, SUSPECT, UNJUDGED, RecordDiff
 from harness.spec.records import Step
 
 
@@ -22,13 +22,16 @@ def anchor(step: Step, name: str) -> str:
 
 def category(r: RecordDiff) -> str:
     """exact (bit for bit) | noise (within the bound) | consistent (the bound says nothing there; each side
-    is its op applied to its own inputs) | unjudged | propagated | origin | unclassified."""
+    is its op applied to its own inputs) | unjudged | propagated | suspect (possible rounding of a
+    systematic order of summation) | origin | unclassified."""
     if r.kind == AGREE:
         return "exact" if r.max_abs == 0 else "consistent" if r.judged_by == "consistency" else "noise"
     if r.kind == UNJUDGED:
         return "unjudged"
     if r.is_origin:
         return "origin"
+    if r.role == SUSPECT:
+        return "suspect"
     return "propagated" if r.role else "unclassified"
 
 
@@ -41,17 +44,17 @@ def cell_colour(r: RecordDiff) -> str:
         return f"hsl(130 50% {93 - 28 * min(max(r.worst_ratio, 0.0), 1.0):.0f}%)"
     if cat == "origin":
         return "hsl(0 80% 45%)"
-    if cat in ("consistent", "unjudged"):  # never a shade of "within noise"
+    if cat in ("consistent", "unjudged", "suspect"):  # never a shade of "within noise"
         return COLOURS[cat]
     decades = math.log10(r.worst_ratio) if math.isfinite(r.worst_ratio) and r.worst_ratio > 1 else 6.0
     return f"hsl(32 95% {78 - 30 * min(decades / 6, 1.0):.0f}%)"
 
 
-CELL_MARK = {"exact": "", "noise": "", "consistent": "c", "unjudged": "-", "propagated": "p", "origin": "O",
-             "unclassified": "?"}
+CELL_MARK = {"exact": "", "noise": "", "consistent": "c", "unjudged": "-", "propagated": "p", "suspect": "s",
+             "origin": "O", "unclassified": "?"}
 
 
-COLOURS = {"consistent": "hsl(200 45% 82%)", "unjudged": "hsl(270 25% 80%)"}
+COLOURS = {"consistent": "hsl(200 45% 82%)", "unjudged": "hsl(270 25% 80%)", "suspect": "hsl(55 90% 62%)"}
 
 
 def ratio_text(r: RecordDiff) -> str:

@@ -69,7 +69,9 @@ def render_grid(c: Comparison, cells: dict[tuple[Step, str], RecordDiff], units:
         ("equal bit for bit", "#f2f2f2"), ("within noise", "hsl(130 50% 80%)"),
         ("consistent (c): bound vacuous, each side its op of its own inputs", COLOURS["consistent"]),
         ("not judged (-)", COLOURS["unjudged"]),
-        ("propagated (p), darker by decades past its bound", "hsl(32 95% 60%)"), ("origin (O)", "hsl(0 80% 45%)")))
+        ("propagated (p), darker by decades past its bound", "hsl(32 95% 60%)"),
+        ("suspect (s): beyond random rounding, within what some order of summation can round", COLOURS["suspect"]),
+        ("origin (O)", "hsl(0 80% 45%)")))
     return (f'<section id="grid"><h2>Steps by records</h2><p class="legend">{legend}</p>'
             f'<div class="scroll"><table class="grid"><thead><tr><th>step</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')

@@ -136,8 +136,11 @@ def facts(c: Comparison) -> ReportFacts:
                            f"be judged, the first at {first.where}: {first.note}. Every other record is within its "
                            f"noise bound." + (" Exit 1 under --strict." if c.strict else " This passes."), code)
     if c.verdict == DRIFT:
+        suspects = c.suspects
         head = (f"DRIFT: {len(c.divergences)} records differ by more than a step's rounding, the first at {first.where}; "
-                f"every one is explained by differences upstream (no origin).")
+                + (f"{len(suspects)} of them suspect (beyond random rounding, within what some order of summation "
+                   f"can round: possible rounding, first {suspects[0].where}), no origin." if suspects else
+                   "every one is explained by differences upstream (no origin)."))
         return ReportFacts(title, "DRIFT", head + (" Exit 1 under --strict." if c.strict else " This passes."), code)
     n, more = len(c.origins), len(c.divergences) - len(c.origins)
     counts = (f"{n} origin{'s' if n != 1 else ''} in all, {more} more record{'s' if more != 1 else ''} only pass "

@@ -29,15 +29,17 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
             lines.append(f"  {r.n_over} of {r.size} elements where a side is not the op applied to its own inputs")
         else:
             lines.append(f"  {r.n_over} of {r.size} elements beyond {bound}")
-        if r.role == "origin" and r.n_unexplained:
+        if r.role in ("origin", "suspect") and r.n_unexplained:
             where = list(r.unexplained_index or ())
-            lines.append(f"  origin: {r.n_unexplained} elements not explained by the inputs' differences "
-                         f"(worst {where}: {r.explained_ratio:.3g}x the op's own rounding)")
-            if r.inconsistent in (a, b):
+            lines.append(f"  {r.role}: {r.n_unexplained} elements not explained by the inputs' differences "
+                         f"(worst {where}: {r.explained_ratio:.3g}x the op's own random rounding)")
+            if r.evidence:
+                lines.append(f"    {'why an origin' if r.role == 'origin' else 'why not an origin'}: {r.evidence}")
+            if r.role == "origin" and r.inconsistent in (a, b):  # of a suspect, which side rounds further says nothing
                 other = b if r.inconsistent == a else a
                 lines.append(f"  {r.inconsistent}'s value is not the op applied to {r.inconsistent}'s own inputs; "
                              f"{other}'s is")
-            elif r.inconsistent:
+            elif r.role == "origin" and r.inconsistent:
                 lines.append("  neither side's value is the op applied to its own inputs as the spec defines it")
         elif r.role == "origin" and r.name == "input/x" and r.inconsistent in (a, b):
             other = b if r.inconsistent == a else a
@@ -55,6 +57,20 @@ def describe_record(r: RecordDiff, names: tuple[str, str]) -> list[str]:
         lines.append(f"  shape {a} {list(r.shape_a or ())} vs {b} {list(r.shape_b or ())}")
     if r.note:
         lines.append(f"  {r.note}")
+    return lines
+
+
+def _suspects(c: Comparison, names: tuple[str, str], limit: int) -> list[str]:
+    """The suspects: records beyond random rounding that some correct order of summation could produce."""
+    suspects = c.suspects
+    if not suspects:
+        return []
+    steps = len({r.step for r in suspects})
+    lines = [(f"{len(suspects)} suspect record(s) at {steps} step(s): beyond the op's random rounding, within what "
+              f"some order of summation (sorted, grouped, blocked) can round, and with no preferred sign; not origins "
+              f"(docs/comparing.md, \"Origin, suspect or propagated\"), first ones:")]
+    for r in suspects[:limit]:
+        lines.append(f"  {step_label(r.step)} {r.name}: {r.evidence}")
     return lines
 
 
@@ -93,11 +109,14 @@ def format_text(c: Comparison, limit: int = 8) -> str:
         lines.append("  this passes only without --strict" + (": exit 1 (--strict)" if c.strict else ""))
         return "\n".join(printable(line) for line in lines)
     if c.verdict == "drift":
+        suspects = c.suspects
         lines.append(f"verdict: DRIFT: {len(c.divergences)} record(s) differ by more than a step's rounding, first at "
-                     f"{first.where}; each is explained by differences upstream (no origin)")
+                     f"{first.where}; " + (f"{len(suspects)} suspect(s) (possible rounding), no origin" if suspects
+                                           else "each is explained by differences upstream (no origin)"))
         lines.append("  drift passes" + (" only without --strict: exit 1 (--strict)" if c.strict else
                                           "; use --strict to make it fail"))
         lines.extend(describe_record(first, names))
+        lines.extend(_suspects(c, names, limit))
         return "\n".join(printable(line) for line in lines)
     origins = c.origins
     lines.append(f"verdict: DIVERGED at {first.where} ({first.kind}): the first origin")
@@ -106,7 +125,8 @@ def format_text(c: Comparison, limit: int = 8) -> str:
         lines.append(f"{len(origins)} origins in all (where the op itself differs), first ones:")
         for r in origins[:limit]:
             lines.append(f"  {step_label(r.step)} {r.name} ({r.kind})")
-    propagated = [r for r in c.divergences if not r.is_origin]
+    lines.extend(_suspects(c, names, limit))
+    propagated = [r for r in c.divergences if not r.is_origin and r.role != "suspect"]
     if propagated:
         lines.append(f"{len(propagated)} more diverging record(s) only pass differences on, first ones:")
         for r in propagated[:limit]:

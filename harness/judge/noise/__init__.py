@@ -8,6 +8,9 @@ the previous step's parameters, as `records.py`'s dataflow graph names them) and
 - `sigma`: the standard deviation of the op's own rounding where the op is a sum (matmuls, batch
   sums, means): the rounding of a sum of n terms in unknown order is a random walk over its partial
   sums, whose size follows from the terms themselves (see `sum_sigma`);
+- `worst` (asked for only where a residual goes beyond the random walk): the most that sum can round
+  in any order of addition (`sum_worst`), which origin.py uses to tell a sorted or blocked sum from
+  an op computed differently;
 - `fixed`: a bound on the op's deterministic rounding (a few units of roundoff of elementwise ops,
   the conditioning of exp, log, sigmoid and tanh, storage in the record's dtype).
 
@@ -24,7 +27,7 @@ of each record from the dataflow graph, carried.py what it inherits from its inp
 from harness.judge.noise.base import C_ELEM, SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput
 from harness.judge.noise.carried import carried
 from harness.judge.noise.model import expected
-from harness.judge.noise.sums import batch_sum, dot, ordered_partial_sums, rss, sum_sigma
+from harness.judge.noise.sums import batch_sum, dot, ordered_partial_sums, rss, sum_sigma, sum_worst
 
 __all__ = ["C_ELEM", "SOURCES", "UNIT_ROUNDOFF", "Z_SIGMA", "Expected", "Inputs", "MissingInput", "batch_sum",
-           "carried", "dot", "expected", "ordered_partial_sums", "rss", "sum_sigma"]
+           "carried", "dot", "expected", "ordered_partial_sums", "rss", "sum_sigma", "sum_worst"]

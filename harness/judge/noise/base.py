@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -29,6 +30,13 @@ class Expected:
     value: np.ndarray | None  # float64; None for a source record (nothing to recompute it from)
     sigma: np.ndarray | float
     fixed: np.ndarray | float
+    any_order: Callable[[], np.ndarray | float] | None = None  # a sum's worst case over every order (sums.py)
+
+    @cached_property
+    def worst(self) -> np.ndarray | float:
+        """The most the op's own summation can round in any order: what replaces Z_SIGMA * sigma in the
+        bound no correct implementation exceeds; 0 for an op that is no sum."""
+        return self.any_order() if self.any_order is not None else 0.0
 
 
 class MissingInput(Exception):

@@ -47,17 +47,17 @@ def _loss(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:
         picked = p[rows, y] + cfg.log_eps  # (m,)
         with np.errstate(divide="ignore"):
             terms = -np.log(picked)  # (m,)
-        value, sigma = batch_sum(terms, u)
+        value, sigma, worst = batch_sum(terms, u)
         rel_err = p_err[rows, y] / np.maximum(picked, np.finfo(np.float64).tiny)  # |d log p| = |dp| / p
         fixed = (rel_err + C_ELEM * u * np.abs(terms)).sum() + C_ELEM * u * abs(value)
         d = cfg.batch_divisor(int(m))
-        return Expected(value / d, sigma / d, fixed / d)
+        return Expected(value / d, sigma / d, fixed / d, lambda: worst() / d)
     diff = p - _targets(cfg, y)  # (m, 10)
     terms = (diff * diff).ravel()
-    value, sigma = batch_sum(terms, u)
+    value, sigma, worst = batch_sum(terms, u)
     fixed = (2 * np.abs(diff) * p_err + C_ELEM * u * terms.reshape(diff.shape)).sum() + C_ELEM * u * abs(value)
     k = cfg.loss_scale / cfg.batch_divisor(int(m))
-    return Expected(value * k, sigma * k, fixed * k)
+    return Expected(value * k, sigma * k, fixed * k, lambda: worst() * k)
 
 
 def _grad_logits(cfg: Config, inp: Inputs, u: float, m: float) -> Expected:

@@ -8,16 +8,16 @@ import numpy as np
 from harness.judge.noise.base import C_ELEM, Expected, Inputs
 from harness.judge.noise.elementwise import activation_rounding, activation_value, sigmoid, softmax_rounding
 from harness.judge.noise.loss import _grad_logits, _loss
-from harness.judge.noise.sums import batch_sum, dot
+from harness.judge.noise.sums import Worst, batch_sum, dot
 from harness.judge.noise.update import _update
 from harness.spec.config import Config
 from harness.spec.network import INPUT, LABELS, network
 from harness.spec.records import RecordSpec, graph
 
 
-def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np.ndarray, np.ndarray]:
-    """X W^T and its sigma, computed once per step (the matmul and the bias add both use it);
-    the first layer sums over pixels, in image order."""
+def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np.ndarray, np.ndarray, Worst]:
+    """X W^T, its sigma and its worst case, computed once per step (the matmul and the bias add both use
+    it); the first layer sums over pixels, in image order."""
     if (x_name, w_name) not in inp.memo:
         inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT)
     return inp.memo[x_name, w_name]
@@ -34,15 +34,18 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         return Expected(None, 0.0, 0.0)
     m = float(inp.cur(LABELS).shape[0])
     if op == "matmul":
-        value, sigma = _forward_matmul(inp, spec.inputs[0], spec.previous[0], u)
-        return Expected(value, sigma, u * np.abs(value))
+        value, sigma, worst = _forward_matmul(inp, spec.inputs[0], spec.previous[0], u)
+        return Expected(value, sigma, u * np.abs(value), worst)
     if op == "bias_add":
         layer = network(cfg).layer(spec.layer)
         mat = inp.cur(spec.inputs[0])
         value = mat + inp.prev(spec.previous[0])
-        # A port may start its sum at the bias instead of adding it after: the matmul's rounding again.
-        _, sigma = _forward_matmul(inp, layer.source, layer.weight, u)
-        return Expected(value, 1.5 * sigma, C_ELEM * u * (np.abs(mat) + np.abs(value)))
+        # A port may start its sum at the bias instead of adding it after: the matmul's rounding again
+        # (in any order: the recorded matmul's and this sum's, each at its worst).
+        _, sigma, worst = _forward_matmul(inp, layer.source, layer.weight, u)
+        bias = inp.prev(spec.previous[0])
+        return Expected(value, 1.5 * sigma, C_ELEM * u * (np.abs(mat) + np.abs(value)),
+                        lambda: worst() + worst(bias))
     if op == "activation":
         kind = network(cfg).layer(spec.layer).activation
         z = inp.cur(spec.inputs[0])
@@ -65,14 +68,14 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     if op == "grad_logits":
         return _grad_logits(cfg, inp, u, m)
     if op == "grad_weight":
-        value, sigma = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u)
-        return Expected(value, sigma, u * np.abs(value))
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u)
+        return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_bias":
-        value, sigma = batch_sum(inp.cur(spec.inputs[0]), u)
-        return Expected(value, sigma, u * np.abs(value))
+        value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
+        return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_activation":
-        value, sigma = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u)
-        return Expected(value, sigma, u * np.abs(value))
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u)
+        return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_preactivation":
         return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, u)
     if op in ("velocity", "adam_m", "adam_v", "update"):

@@ -1,7 +1,11 @@
 """Sums: the rounding of a sum of n terms in unknown order is a random walk over its partial sums, whose
-size follows from the terms themselves; matmuls and batch sums are such sums."""
+size follows from the terms themselves (`sum_sigma`); matmuls and batch sums are such sums. A correct
+order need not round at random, so each sum also has a deterministic worst case over every order
+(`sum_worst`): what no correct implementation can exceed."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,35 +25,49 @@ def sum_sigma(n: np.ndarray, total: np.ndarray, squares: np.ndarray, u: float,
     return np.sqrt(u * u / 3 * (n * total * total / 3 + spread / 2 + ordered + squares))
 
 
-def _blocks(x: np.ndarray, k: int) -> np.ndarray:
-    """(p, n) zero-padded to n' = a multiple of k and split into (n'/k, p, k)."""
-    x = np.pad(x, [(0, 0), (0, -x.shape[1] % k)])
-    return x.reshape(x.shape[0], -1, k).transpose(1, 0, 2)
+def sum_worst(n: np.ndarray, value: np.ndarray, magnitude: np.ndarray, u: float) -> np.ndarray:
+    """The most the rounding of a sum of n nonzero terms can reach in any order of addition (sequential,
+    sorted, blocked, a tree): n - 1 additions, each rounding a partial sum of some of the terms by at most
+    u times its size, and no partial sum exceeds the larger of P (the positive terms' total) and N (the
+    negative terms' magnitude), max(P, N) = (sum|t| + |sum t|) / 2; plus u sum|t| for the products' own
+    rounding. `value` is sum t, `magnitude` sum |t|. First order in u, as sum_sigma."""
+    top = (magnitude + np.abs(value)) / 2  # max(P, N)
+    return u * (np.maximum(n - 1, 0.0) * top + magnitude)
 
 
 def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.ndarray:
     """An estimate of sum_k s_k^2 for the sums of a @ b taken in index order, forwards or backwards
     (the larger), from the running totals at block boundaries: each block's nonzero terms are
     counted at the larger of the running totals on either side of it. Blocks of about sqrt(n) terms
-    keep this at the cost of two more matmuls; float32 is plenty for an estimate."""
+    keep this at the cost of one more matmul, one block at a time (memory of a few (p, q) results). Each
+    block's sum is kept in float32, plenty for an estimate, and the same whatever BLAS kernel ran."""
     n = a.shape[1]
     k = max(1, int(np.ceil(np.sqrt(n))))
-    ab, bb = _blocks(a, k), _blocks(b.T, k).transpose(0, 2, 1)  # (B, p, k), (B, k, q)
-    partial = (ab @ bb).astype(np.float32)  # (B, p, q): each block's sum
-    counts = (ab != 0).astype(np.float32) @ (bb != 0).astype(np.float32)  # (B, p, q)
-    after = np.cumsum(partial, axis=0)  # running total after each block
-    before = after - partial
-    forwards = np.maximum(np.abs(before), np.abs(after))
-    total = value.astype(np.float32)
-    backwards = np.maximum(np.abs(total - before), np.abs(total - after))  # the same, summed from the end
-    return np.maximum((counts * forwards * forwards).sum(axis=0),
-                      (counts * backwards * backwards).sum(axis=0)).astype(np.float64)  # (p, q)
+    total = value.astype(np.float32)  # (p, q)
+    dense = bool(np.all(b != 0))  # weights: a block's count of nonzero terms is a's alone
+    running = np.zeros_like(total)
+    forwards, backwards = np.zeros_like(total), np.zeros_like(total)
+    for j in range(0, n, k):
+        aj, bj = a[:, j:j + k], b[j:j + k]  # (p, k), (k, q)
+        counts = (np.count_nonzero(aj, axis=1).astype(np.float32)[:, None] if dense
+                  else (aj != 0).astype(np.float32) @ (bj != 0).astype(np.float32))  # (p, 1) or (p, q)
+        after = running + (aj @ bj).astype(np.float32)  # the running total after this block
+        top = np.maximum(np.abs(running), np.abs(after))
+        forwards += counts * top * top
+        top = np.maximum(np.abs(total - running), np.abs(total - after))  # the same, summed from the end
+        backwards += counts * top * top
+        running = after
+    return np.maximum(forwards, backwards).astype(np.float64)  # (p, q)
 
 
-def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """a @ b in float64 and the sigma of its rounding, for (p, n) @ (n, q). `ordered` adds the
-    index-order estimate, for sums over pixels, whose weights grow smooth across the image as they
-    train; sums over the (shuffled) batch, hidden units or classes have no such order."""
+Worst = Callable[..., np.ndarray]  # a sum's worst case, computed only when a residual asks for it
+
+
+def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[np.ndarray, np.ndarray, Worst]:
+    """a @ b in float64, the sigma of its rounding and its worst case over every order (sum_worst), for
+    (p, n) @ (n, q). `ordered` adds the index-order estimate, for sums over pixels, whose weights grow
+    smooth across the image as they train; sums over the (shuffled) batch, hidden units or classes have
+    no such order."""
     value = a @ b  # (p, q)
     squares = (a * a) @ (b * b)  # (p, q)
     if np.all(b != 0):
@@ -59,13 +77,19 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[
     else:
         n = (a != 0).astype(np.float64) @ (b != 0).astype(np.float64)
     extra = ordered_partial_sums(a, b, value) if ordered else 0.0
-    return value, sum_sigma(n, value, squares, u, extra)
+
+    def worst(start: np.ndarray | float = 0.0) -> np.ndarray:
+        """`start`: a term the sum may begin with (a bias a port adds first), one term more."""
+        terms = n + (np.asarray(start) != 0)
+        return sum_worst(terms, value + start, np.abs(a) @ np.abs(b) + np.abs(start), u)
+    return value, sum_sigma(n, value, squares, u, extra), worst
 
 
-def batch_sum(t: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray]:
-    """t summed over axis 0 (the batch) in float64 and the sigma of its rounding."""
+def batch_sum(t: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray, Worst]:
+    """t summed over axis 0 (the batch) in float64, the sigma of its rounding and its worst case."""
     value = t.sum(axis=0)
-    return value, sum_sigma(np.count_nonzero(t, axis=0).astype(np.float64), value, (t * t).sum(axis=0), u)
+    n = np.count_nonzero(t, axis=0).astype(np.float64)
+    return value, sum_sigma(n, value, (t * t).sum(axis=0), u), lambda: sum_worst(n, value, np.abs(t).sum(axis=0), u)
 
 
 def rss(a: np.ndarray, b: np.ndarray) -> np.ndarray:
