@@ -241,7 +241,66 @@ BENIGN_VARIANTS: list[Case] = [
            loss="mse", squared_error="sum", batch_reduction="sum", lr=0.01),
 ]
 
-CATALOGUE: list[Case] = BUGS + BENIGN_VARIANTS
+
+# Correct orders of summation that do not round at random (issue 25), under configs that magnify rounding:
+# batch 1000 (long batch sums), lr 1.0, sigmoid + MSE, Adam (its step divides by sqrt(v)), H = 800.
+def _bias_sum(order: str, what: str) -> tuple[str, str]:
+    """db as a sequential sum (np.cumsum adds one term at a time) of dZ's rows in the order `order` picks."""
+    return GRAD_B, (f"o = {order}  # {what}\n"
+                    '            grads[f"{name}/bias"] = np.cumsum(np.take_along_axis(dZ, o, axis=0), axis=0)[-1]')
+
+
+BY_MAGNITUDE = _bias_sum("np.argsort(np.abs(dZ), axis=0)", "each column's terms, smallest magnitude first")
+BY_MAGNITUDE_DOWN = _bias_sum("np.argsort(-np.abs(dZ), axis=0)", "largest magnitude first")
+BY_VALUE = _bias_sum("np.argsort(dZ, axis=0)", "most negative first: the running sum swings furthest")
+BY_LABEL = ((GRAD_B, ('grads[f"{name}/bias"] = np.cumsum(dZ[np.argsort(y, kind="stable")], axis=0)[-1]  '
+                      "# grouped by label")),
+            (GRAD_W, ('o = np.argsort(y, kind="stable")  # the batch grouped by label\n'
+                      '            grads[f"{name}/weight"] = dZ[o].T @ inputs[k - 1][o]  # (H_k, fan_in)')))
+
+
+def _sorted_dots(descending: bool) -> tuple[str, str]:
+    """Every hidden matmul as dot products whose terms are added one at a time in sorted order."""
+    order = "[:, :, ::-1]" if descending else ""
+    return M1, ("T = inputs[-1][:, None, :] * W[None, :, :]  # (m, H_k, fan_in): every product\n"
+                f"            M = np.cumsum(np.sort(T, axis=2){order}, axis=2)[:, :, -1]  # each dot product sorted")
+
+
+BLOCKED = ((M1, ("M = np.zeros((inputs[-1].shape[0], W.shape[0]), dt)  # (m, H_k)\n"
+                 "            for j in range(0, W.shape[1], 49):  # blocks of 49 inputs, each a matmul, added in turn\n"
+                 "                M += inputs[-1][:, j:j + 49] @ W[:, j:j + 49].T")),
+           (GRAD_B, ('grads[f"{name}/bias"] = np.cumsum(np.add.reduceat(dZ, np.arange(0, len(dZ), 50), axis=0), '
+                     "axis=0)[-1]  # blocks of 50 samples")))
+TREE = (GRAD_B, ("t = dZ  # (m, H_k): neighbours added in pairs, level by level, down to one row\n"
+                 "            while len(t) > 1:\n"
+                 "                odd = t[len(t) - 1:] if len(t) % 2 else t[:0]\n"
+                 "                t = np.concatenate([t[0:len(t) - 1:2] + t[1::2], odd])\n"
+                 '            grads[f"{name}/bias"] = t[0]'))
+LONG = {"batch_size": 1000, "steps": 100}
+MSE_LR1 = {"activation": "sigmoid", "loss": "mse", "lr": 1.0}
+
+ORDER_VARIANTS: list[Case] = [
+    benign("sums-by-magnitude", "batch sums added smallest magnitude first, batch 1000", BY_MAGNITUDE, **LONG),
+    benign("sums-by-magnitude-down-adam", "batch sums added largest magnitude first, batch 1000, Adam",
+           BY_MAGNITUDE_DOWN, **LONG, **ADAM),
+    benign("sums-by-value-sigmoid-mse", "batch sums added most negative first, batch 1000, sigmoid + MSE, lr 1.0",
+           BY_VALUE, **LONG, **MSE_LR1),
+    benign("sums-by-value-adam", "batch sums added most negative first, batch 1000, Adam", BY_VALUE, **LONG, **ADAM),
+    benign("sums-grouped-by-label", "batch sums with the batch grouped by label, batch 1000, lr 1.0", *BY_LABEL,
+           **LONG, lr=1.0),
+    benign("dot-products-sorted", "each hidden dot product's terms added in ascending order",
+           _sorted_dots(descending=False), steps=100),
+    benign("dot-products-sorted-down-adam", "each hidden dot product's terms added in descending order, Adam",
+           _sorted_dots(descending=True), steps=100, **ADAM),
+    benign("blocked-sums", "hidden matmul in blocks of 49 inputs and batch sums in blocks of 50, each added in turn, "
+           "batch 1000, lr 1.0", *BLOCKED, **LONG, lr=1.0),
+    benign("tree-sums-sigmoid-mse", "batch sums as a tree of neighbouring pairs, batch 1000, sigmoid + MSE, lr 1.0",
+           TREE, **LONG, **MSE_LR1),
+    benign("sorted-and-grouped-h800", "batch sums by value and weight gradients grouped by label, H=800, batch 1000",
+           BY_VALUE, BY_LABEL[1], **LONG, hidden=800),
+]
+
+CATALOGUE: list[Case] = BUGS + BENIGN_VARIANTS + ORDER_VARIANTS
 
 # What each bug's first origin should be diagnosed as (judge/diagnose.py's kinds): what a person reading the
 # two tensors would call it. The scorecard prints it beside what was found.

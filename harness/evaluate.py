@@ -23,6 +23,8 @@ from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
 from harness.spec.data import Mnist, load_mnist
 from harness.errors import InputError, printable
+from harness.judge.noise import Z_SIGMA
+from harness.judge.record import RecordDiff
 from harness.run.job import Job, prepare_job, resolve
 from harness.store.memstate import Memstate
 from harness.spec.params import initial_params
@@ -45,13 +47,15 @@ class Score:
     role: str
     false_origins: int  # origins before a bug's own; any origin of a benign variant
     origins: int
-    worst_explained: float  # the largest residual / own-rounding ratio of any record (> 1 is an origin)
+    worst_explained: float  # the largest residual / the op's random rounding of any record (> 1: suspect or origin)
     seconds: float
     ok: bool
     error: str = ""
     diagnosis_expected: str = ""  # a bug's expected diagnosis kind (catalogue.DIAGNOSES)
     diagnosis: str = ""  # the kind found at the first origin, "none" for no known pattern
     diagnosis_detail: str = ""
+    suspects: int = 0  # records beyond random rounding that some order of summation explains (not origins)
+    headroom: float = 0.0  # of the records beyond random rounding: how close to an origin (> 1: one; `to_origin`)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -159,16 +163,25 @@ def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
     return Score(case.name, case.kind, _expected(case), c.verdict, found,
                  first.role or first.kind if first is not None else "", false, len(origins), worst, seconds, ok,
                  "" if ok or first is None else (first.note or ""), DIAGNOSES.get(case.name, "") if case.kind == BUG
-                 else "", d.kind if d is not None else "", d.detail if d is not None else "")
+                 else "", d.kind if d is not None else "", d.detail if d is not None else "", len(c.suspects),
+                 max((to_origin(r) for r in c.records if r.n_unexplained), default=0.0))
+
+
+def to_origin(r: RecordDiff) -> float:
+    """How close a record beyond random rounding came to an origin, as a fraction of the threshold: the
+    larger of its residual over the worst case of any order and its lean over Z_SIGMA (judge/origin.py).
+    A record within random rounding is no candidate at all."""
+    return max(r.worst_case_ratio, r.systematic / Z_SIGMA)
 
 
 def format_table(scores: list[Score]) -> str:
     head = (f"{'case':34} {'kind':6} {'expected':44} {'verdict':9} {'found':38} {'false':>5} {'resid':>8} "
-            f"{'ok':>3}  {'diagnosis expected':18} {'found':14}")
+            f"{'suspect':>7} {'to-orig':>7} {'ok':>3}  {'diagnosis expected':18} {'found':14}")
     lines = [head, "-" * len(head)]
     for s in scores:
         lines.append(f"{s.case:34} {s.kind:6} {s.expected:44} {s.verdict:9} {s.found:38} {s.false_origins:5d} "
-                     f"{s.worst_explained:8.3g} {'yes' if s.ok else 'NO':>3}  {s.diagnosis_expected or '-':18} "
+                     f"{s.worst_explained:8.3g} {s.suspects:7d} {f'{s.headroom:.2g}' if s.kind == BENIGN and s.suspects else '-':>7} "
+                     f"{'yes' if s.ok else 'NO':>3}  {s.diagnosis_expected or '-':18} "
                      f"{s.diagnosis or '-':14}" + (f"  ({s.error})" if s.error else ""))
     bugs = [s for s in scores if s.kind == BUG]
     good = [s for s in scores if s.kind == BENIGN]
@@ -185,7 +198,10 @@ def format_table(scores: list[Score]) -> str:
     lines.append(f"false origins: {sum(s.false_origins for s in scores)}")
     if good:
         lines.append(f"largest residual of a benign variant: {max(s.worst_explained for s in good):.3g} of the op's "
-                     f"own rounding (resid column; an origin needs > 1)")
+                     f"random rounding (resid column; beyond 1 a record is a suspect or an origin)")
+        lines.append(f"suspects in {sum(1 for s in good if s.suspects)} of {len(good)} benign variants; the closest any came "
+                     f"to an origin: {max(s.headroom for s in good):.2g} of the threshold (to-orig column: a suspect's "
+                     f"residual over its sum's worst case in any order, or its lean over {Z_SIGMA:g}; an origin needs > 1)")
     return "\n".join(lines)
 
 

@@ -125,11 +125,16 @@ class MemstateHelper:
         first = c.first
         head = f"memstate: {c.verdict.upper()}"
         if first is not None:
-            head += f" at {first.where} ({first.kind}): " + ("the first origin" if first.is_origin else
-                                                             "drift (--strict)")
+            head += f" at {first.where} ({first.kind}): " + (
+                "the first origin" if first.is_origin else
+                f"drift with {len(c.suspects)} suspect(s), possible rounding (--strict)" if c.suspects else
+                "drift (--strict)")
         lines = [head + f"; A = {c.a.name} ({c.a.path}), B = {c.b.name} ({c.b.path})"]
         if first is not None:
             lines += [line.strip() for line in describe_record(first, (c.a.label, c.b.label))]
+        if c.suspects:
+            lines.append(f"{len(c.suspects)} suspect(s): " + "; ".join(r.where for r in c.suspects[:5])
+                         + (" ..." if len(c.suspects) > 5 else ""))
         if len(c.origins) > 1:
             lines.append(f"{len(c.origins)} origins in all: " + "; ".join(r.where for r in c.origins[:5])
                          + (" ..." if len(c.origins) > 5 else ""))

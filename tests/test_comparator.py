@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from harness.compare.stream import compare_memstates
+from harness.report.cells import CELL_MARK, category
+from harness.report.text import format_text
 from harness.judge.record import Tolerance
 from harness.spec.config import Config
 from harness.store.memstate import Memstate
@@ -74,6 +76,12 @@ def test_one_element_within_what_some_order_can_round_is_a_suspect_not_an_origin
     assert "within what some order of summation can round" in s.evidence
     assert not compare_memstates(base, b, strict=True)
     assert c.to_dict()["suspects"] == [(2, "hidden/bias_add")]
+    text = format_text(c)
+    assert "verdict: DRIFT: 1 record(s) differ by more than a step's rounding, first at step 2, hidden/bias_add; " \
+           "1 suspect(s) (possible rounding), no origin" in text
+    assert "why not an origin: 1 of 512 element(s) beyond random rounding" in text
+    assert "1 suspect record(s) at 1 step(s)" in text
+    assert category(s) == "suspect" and CELL_MARK["suspect"] == "s"
 
 
 def test_one_ulp_on_every_computed_record_is_within_tolerance(base, tmp_path):

@@ -106,7 +106,10 @@ def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Ex
     diff.worst_case_ratio = float(beyond.max())
     diff.systematic = systematic(d, np.broadcast_to(allowed, d.shape), np.asarray(ma.value))
     over = f"{diff.n_unexplained} of {diff.size} element(s) beyond random rounding (up to {diff.explained_ratio:.3g}x)"
-    if diff.worst_case_ratio > 1:
+    if diff.worst_case_ratio > 1 and ma.any_order is None and mb.any_order is None:
+        diff.role = ORIGIN
+        diff.evidence = (f"{over}; the op is no sum, so no order of summation explains it")
+    elif diff.worst_case_ratio > 1:
         diff.role = ORIGIN
         diff.evidence = (f"{int((beyond > 1).sum())} element(s) beyond the most any order of summation can round "
                          f"(up to {diff.worst_case_ratio:.3g}x)")

@@ -70,7 +70,8 @@ def _suspects(c: Comparison, names: tuple[str, str], limit: int) -> list[str]:
               f"some order of summation (sorted, grouped, blocked) can round, and with no preferred sign; not origins "
               f"(docs/comparing.md, \"Origin, suspect or propagated\"), first ones:")]
     for r in suspects[:limit]:
-        lines.append(f"  {step_label(r.step)} {r.name}: {r.evidence}")
+        lines.append(f"  {step_label(r.step)} {r.name}: {r.n_unexplained}/{r.size} beyond random rounding (up to "
+                     f"{r.explained_ratio:.3g}x), {r.worst_case_ratio:.2g} of its worst case, t = {r.systematic:.2g}")
     return lines
 
 
