@@ -62,8 +62,9 @@ class Score:
 
 
 def case_config(case: Case, steps: int | None = None) -> Config:
+    """The case's config; its steps are `steps` when given, else the case's own, else the kind's default."""
     default = BUG_STEPS if case.kind == BUG else BENIGN_STEPS
-    return Config(**{"steps": steps or default, **case.config})
+    return Config(**{"steps": default, **case.config, **({"steps": steps} if steps else {})})
 
 
 def plant(case: Case, root: Path) -> Path:
@@ -179,8 +180,9 @@ def format_table(scores: list[Score]) -> str:
             f"{'suspect':>7} {'to-orig':>7} {'ok':>3}  {'diagnosis expected':18} {'found':14}")
     lines = [head, "-" * len(head)]
     for s in scores:
+        closest = f"{s.headroom:.2g}" if s.kind == BENIGN and s.suspects else "-"
         lines.append(f"{s.case:34} {s.kind:6} {s.expected:44} {s.verdict:9} {s.found:38} {s.false_origins:5d} "
-                     f"{s.worst_explained:8.3g} {s.suspects:7d} {f'{s.headroom:.2g}' if s.kind == BENIGN and s.suspects else '-':>7} "
+                     f"{s.worst_explained:8.3g} {s.suspects:7d} {closest:>7} "
                      f"{'yes' if s.ok else 'NO':>3}  {s.diagnosis_expected or '-':18} "
                      f"{s.diagnosis or '-':14}" + (f"  ({s.error})" if s.error else ""))
     bugs = [s for s in scores if s.kind == BUG]
@@ -199,9 +201,10 @@ def format_table(scores: list[Score]) -> str:
     if good:
         lines.append(f"largest residual of a benign variant: {max(s.worst_explained for s in good):.3g} of the op's "
                      f"random rounding (resid column; beyond 1 a record is a suspect or an origin)")
-        lines.append(f"suspects in {sum(1 for s in good if s.suspects)} of {len(good)} benign variants; the closest any came "
-                     f"to an origin: {max(s.headroom for s in good):.2g} of the threshold (to-orig column: a suspect's "
-                     f"residual over its sum's worst case in any order, or its lean over {Z_SIGMA:g}; an origin needs > 1)")
+        lines.append(f"suspects in {sum(1 for s in good if s.suspects)} of {len(good)} benign variants; the closest "
+                     f"any came to an origin: {max(s.headroom for s in good):.2g} of the threshold (to-orig column: a "
+                     f"suspect's residual over its sum's worst case in any order, or its lean over {Z_SIGMA:g}; an "
+                     f"origin needs > 1)")
     return "\n".join(lines)
 
 
@@ -210,7 +213,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="*", metavar="CASE", help="case names (default: the whole catalogue)")
     p.add_argument("--kind", choices=(BUG, BENIGN), help="only bugs or only benign variants")
-    p.add_argument("--steps", type=positive_integer, help=f"steps per run (default {BUG_STEPS} for bugs, {BENIGN_STEPS} for benign)")
+    p.add_argument("--steps", type=positive_integer,
+                   help=f"steps per run (default {BUG_STEPS} for bugs, {BENIGN_STEPS} for benign variants, 100 for the "
+                        f"orders of summation)")
     p.add_argument("--data", metavar="DIR", help="MNIST directory (default: the bundled subset)")
     p.add_argument("--out", metavar="DIR", help="keep every run under DIR (default: a temporary directory, removed)")
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
