@@ -242,7 +242,7 @@ BENIGN_VARIANTS: list[Case] = [
 ]
 
 
-# Correct orders of summation that do not round at random (issue 25), under configs that magnify rounding:
+# Correct orders of summation that do not round at random, under configs that magnify rounding:
 # batch 1000 (long batch sums), lr 1.0, sigmoid + MSE, Adam (its step divides by sqrt(v)), H = 800.
 def _bias_sum(order: str, what: str) -> tuple[str, str]:
     """db as a sequential sum (np.cumsum adds one term at a time) of dZ's rows in the order `order` picks."""

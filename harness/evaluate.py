@@ -55,7 +55,7 @@ class Score:
     diagnosis: str = ""  # the kind found at the first origin, "none" for no known pattern
     diagnosis_detail: str = ""
     suspects: int = 0  # records beyond random rounding that some order of summation explains (not origins)
-    headroom: float = 0.0  # of the records beyond random rounding: how close to an origin (> 1: one; `to_origin`)
+    to_origin: float = 0.0  # of the records beyond random rounding, the closest to an origin (`closeness`; > 1: one)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -165,10 +165,10 @@ def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
                  first.role or first.kind if first is not None else "", false, len(origins), worst, seconds, ok,
                  "" if ok or first is None else (first.note or ""), DIAGNOSES.get(case.name, "") if case.kind == BUG
                  else "", d.kind if d is not None else "", d.detail if d is not None else "", len(c.suspects),
-                 max((to_origin(r) for r in c.records if r.n_unexplained), default=0.0))
+                 max((closeness(r) for r in c.records if r.n_unexplained), default=0.0))
 
 
-def to_origin(r: RecordDiff) -> float:
+def closeness(r: RecordDiff) -> float:
     """How close a record beyond random rounding came to an origin, as a fraction of the threshold: the
     larger of its residual over the worst case of any order and its lean over Z_SIGMA (judge/origin.py).
     A record within random rounding is no candidate at all."""
@@ -180,7 +180,7 @@ def format_table(scores: list[Score]) -> str:
             f"{'suspect':>7} {'to-orig':>7} {'ok':>3}  {'diagnosis expected':18} {'found':14}")
     lines = [head, "-" * len(head)]
     for s in scores:
-        closest = f"{s.headroom:.2g}" if s.kind == BENIGN and s.suspects else "-"
+        closest = f"{s.to_origin:.2g}" if s.kind == BENIGN and s.suspects else "-"
         lines.append(f"{s.case:34} {s.kind:6} {s.expected:44} {s.verdict:9} {s.found:38} {s.false_origins:5d} "
                      f"{s.worst_explained:8.3g} {s.suspects:7d} {closest:>7} "
                      f"{'yes' if s.ok else 'NO':>3}  {s.diagnosis_expected or '-':18} "
@@ -202,7 +202,7 @@ def format_table(scores: list[Score]) -> str:
         lines.append(f"largest residual of a benign variant: {max(s.worst_explained for s in good):.3g} of the op's "
                      f"random rounding (resid column; beyond 1 a record is a suspect or an origin)")
         lines.append(f"suspects in {sum(1 for s in good if s.suspects)} of {len(good)} benign variants; the closest "
-                     f"any came to an origin: {max(s.headroom for s in good):.2g} of the threshold (to-orig column: a "
+                     f"any came to an origin: {max(s.to_origin for s in good):.2g} of the threshold (to-orig column: a "
                      f"suspect's residual over its sum's worst case in any order, or its lean over {Z_SIGMA:g}; an "
                      f"origin needs > 1)")
     return "\n".join(lines)

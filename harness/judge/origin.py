@@ -28,12 +28,17 @@ from harness.spec.network import network
 from harness.spec.records import LOAD, Step, step_label, step_records
 
 
+def _sides(tol: Tolerance, harness: bool) -> tuple[float, float]:
+    """(k, floor): with `harness`, the harness's own float64 arithmetic counts as two more sides (k = 2)
+    when the comparison itself is at float64; the smallest normal number on each side (flushing
+    subnormals to zero is an accepted way to compute)."""
+    return 2.0 if harness and tol.dtype == "float64" else 1.0, 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
+
+
 def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = False) -> np.ndarray:
     """Z * sqrt(sigma_A^2 + sigma_B^2) + fixed_A + fixed_B, plus the smallest normal number on each
-    side (flushing subnormals to zero is an accepted way to compute). With `harness`, the harness's
-    own float64 arithmetic counts as two more sides when the comparison itself is at float64."""
-    k = 2.0 if harness and tol.dtype == "float64" else 1.0
-    floor = 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
+    side; `harness`: see _sides."""
+    k, floor = _sides(tol, harness)
     return (Z_SIGMA * np.sqrt(k * (np.square(ma.sigma) + np.square(mb.sigma)))
             + k * (np.asarray(ma.fixed) + mb.fixed) + floor)
 
@@ -41,8 +46,7 @@ def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = Fals
 def worst_bound(ma: Expected, mb: Expected, tol: Tolerance) -> np.ndarray:
     """The most the op's own rounding can reach on both sides in any order of summation (each side's
     `worst`, with the harness's own arithmetic as in `noise_bound`), never less than the statistical bound."""
-    k = 2.0 if tol.dtype == "float64" else 1.0
-    floor = 2 * float(np.finfo(np.dtype(tol.dtype)).tiny)
+    k, floor = _sides(tol, harness=True)
     with np.errstate(invalid="ignore", over="ignore"):
         worst = k * (np.asarray(ma.worst) + mb.worst + ma.fixed + mb.fixed) + floor
         return np.nan_to_num(np.maximum(worst, noise_bound(ma, mb, tol, harness=True)), nan=np.inf)
@@ -127,7 +131,7 @@ def explain(diff: RecordDiff, a: np.ndarray, b: np.ndarray, ma: Expected, mb: Ex
 def _inconsistent_sides(ea: np.ndarray, eb: np.ndarray, ma: Expected, mb: Expected, tol: Tolerance,
                         labels: tuple[str, str]) -> str:
     """The side(s) whose deviation from the op applied to their own inputs exceeds the op's own rounding."""
-    k = 2.0 if tol.dtype == "float64" else 1.0
+    k, _ = _sides(tol, harness=True)
     off = []
     for label, e, m in ((labels[0], ea, ma), (labels[1], eb, mb)):
         own = np.nan_to_num(Z_SIGMA * np.sqrt(k) * np.asarray(m.sigma) + k * np.asarray(m.fixed)

@@ -77,11 +77,14 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[
     else:
         n = (a != 0).astype(np.float64) @ (b != 0).astype(np.float64)
     extra = ordered_partial_sums(a, b, value) if ordered else 0.0
+    magnitude: list[np.ndarray] = []  # sum |t|, one matmul, made at the first call
 
     def worst(start: np.ndarray | float = 0.0) -> np.ndarray:
         """`start`: a term the sum may begin with (a bias a port adds first), one term more."""
+        if not magnitude:
+            magnitude.append(np.abs(a) @ np.abs(b))  # (p, q)
         terms = n + (np.asarray(start) != 0)
-        return sum_worst(terms, value + start, np.abs(a) @ np.abs(b) + np.abs(start), u)
+        return sum_worst(terms, value + start, magnitude[0] + np.abs(start), u)
     return value, sum_sigma(n, value, squares, u, extra), worst
 
 
