@@ -124,7 +124,9 @@ class MemstateHelper:
         the worst element, notes and the report's path."""
         first = c.first
         head = f"memstate: {c.verdict.upper()}"
-        if first is not None:
+        if c.refused is not None:
+            head += f": {c.refused.label} {c.refused.stop_summary}"
+        elif first is not None:
             head += f" at {first.where} ({first.kind}): " + (
                 "the first origin" if first.is_origin else
                 f"drift with {len(c.suspects)} suspect(s), possible rounding (--strict)" if c.suspects else

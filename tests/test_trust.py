@@ -102,6 +102,9 @@ def test_jsonl_ending_before_its_steps_then_going_on_is_damaged(ms, tmp_path, ca
     ("unmapped", {"a": 1}, "field 'unmapped' must be a list of [step, record name, reason]"),
     ("replay", {"first_step": -1}, "field 'replay.first_step' must be a non-negative integer"),
     ("status", "done", "field 'status' must be one of complete, stopped, interrupted, running"),
+    ("missing", "hidden/matmul", "field 'missing' must be a list of record names"),
+    ("missing", ["hidden/weight"], "field 'missing': 'hidden/weight' cannot be declared missing: it is data"),
+    ("missing", ["hidden/matmull"], "field 'missing': 'hidden/matmull' cannot be declared missing: this config has no"),
 ])
 def test_mistyped_manifest_fields_name_the_field(ms, tmp_path, capsys, monkeypatch, field, value, message):
     b = copy(ms, tmp_path)

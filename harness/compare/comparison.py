@@ -1,6 +1,7 @@
 """The outcome of comparing two memstates: each side as the report names it, every record's RecordDiff,
 the notes, and the verdict: agree (nothing diverges), drift (divergences, no origin; suspects among them
-are listed) or diverged (an origin). Truthy when it passes.
+are listed), diverged (an origin) or unsupported (a side refused the config: nothing to compare, not a
+crash). Truthy when it passes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from harness.judge.record import SUSPECT, UNJUDGED, RecordDiff, Tolerance
 
-AGREE_VERDICT, DRIFT, DIVERGED = "agree", "drift", "diverged"
+AGREE_VERDICT, DRIFT, DIVERGED, UNSUPPORTED = "agree", "drift", "diverged", "unsupported"
 
 
 @dataclass
@@ -63,13 +64,20 @@ class Comparison:
         return next(iter(self.divergences), None)
 
     @property
+    def refused(self) -> Side | None:
+        """The side that refused the config (ended `unsupported`), if one did."""
+        return next((s for s in (self.a, self.b) if s.status == "unsupported"), None)
+
+    @property
     def verdict(self) -> str:
+        if self.refused is not None:
+            return UNSUPPORTED
         if self.origins:
             return DIVERGED
         return DRIFT if self.divergences else AGREE_VERDICT
 
     def __bool__(self) -> bool:
-        return self.verdict == AGREE_VERDICT or (self.verdict == DRIFT and not self.strict)
+        return self.verdict == AGREE_VERDICT or (self.verdict == DRIFT and not self.strict)  # unsupported fails
 
     @property
     def exit_code(self) -> int:

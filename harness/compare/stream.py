@@ -16,6 +16,7 @@ from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_fact
 from harness.judge.noise import Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
+    _graph_inputs,
     _nonfinite,
     check_vacuous,
     classify,
@@ -41,6 +42,7 @@ from harness.spec.records import (
     LOAD,
     Step,
     expected_order,
+    graph as spec_graph,
     step_label,
     step_records,
 )
@@ -136,7 +138,10 @@ class _Models:
         inp = self.inputs.get(label)
         if inp is None or inp.step != step:
             side = self.sides[label]
-            inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step)
+            inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing)
+            if side.missing:
+                cfg, u, own = self.cfg, self.u, inp
+                inp.model = lambda n: expected(n, cfg, own, u)
         try:
             with np.errstate(all="ignore"):
                 return expected(name, self.cfg, inp, self.u)
@@ -212,13 +217,26 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     captures = [Capture.from_dict(ms.manifest.get("capture")) for ms in (a, b)]
     last: tuple[Step, str] = (LOAD, "-")
     diagnosed: set[str] = set()  # the records whose first origin was diagnosed
+    for lab, ms in sides.items():
+        if ms.missing:
+            result.notes.append(f"{lab} does not compute {', '.join(sorted(ms.missing))} (declared): not compared; "
+                                f"each record {lab} computes from one is judged against the op applied to {lab}'s "
+                                f"own recorded inputs, with the missing op's rounding added to its own")
     for step, name in keys:
         last = (step, name)
+        if step != bounds_step:
+            if isinstance(bounds_step, int):  # done with the step before the one just finished
+                for ms in (a, b):
+                    ms.release(bounds_step - 1)
+            bounds, bounds_step = {}, step
         x, y = a.get(step, name), b.get(step, name)
         if x is None or y is None:
             if any((step, name) in unmapped[lab] for lab in sides):
                 continue  # a record that side's format cannot hold: listed in the notes
             lacking = [lab for lab, k in have.items() if (step, name) not in k]
+            if step != LOAD and all(name in sides[lab].missing for lab in lacking):
+                _not_computed(models, step, name, tol, bounds, diverged, first)
+                continue
             stopped = [lab for lab in lacking if sides[lab].status != "complete"]
             if stopped:
                 why = "; ".join(f"{lab} {sides[lab].stop_summary()}" for lab in stopped)
@@ -246,11 +264,6 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values.
         record_tol = Tolerance(tol.dtype, 0.0, 0.0, "fixed") if step == LOAD else tol
         pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
-        if step != bounds_step:
-            if isinstance(bounds_step, int):  # done with the step before the one just finished
-                for ms in (a, b):
-                    ms.release(bounds_step - 1)
-            bounds, bounds_step = {}, step
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
             bounds[name] = np.broadcast_to(allowed, x.shape)
@@ -269,6 +282,10 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             if not diff.role:  # an origin by consistency (check_vacuous) is classified already
                 classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
+            absent = _absent_inputs(cfg, step, name, sides)
+            if diff.is_origin and absent:
+                diff.note = ((diff.note + "; " if diff.note else "") + f"it reads {absent}, which that side does not "
+                             f"compute: the difference may start there")
             if diagnose and diff.is_origin and diff.kind in (VALUES, LABELS, SHAPE) and name not in diagnosed \
                     and len(diagnosed) < MAX_DIAGNOSED:
                 diagnosed.add(name)
@@ -290,6 +307,27 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     return _finish(result, unknown)
 
 
+def _not_computed(models: _Models, step: Step, name: str, tol: Tolerance, bounds: dict[str, np.ndarray],
+                  diverged: set[tuple[Step, str]], first: int) -> None:
+    """A record a side declared it does not compute: nothing to compare, but its noise bound (from each
+    side's model) still carries into its consumers, and it diverged where any of its inputs did."""
+    labels = list(models.sides)
+    pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
+    allowed = models.bound(step, name, pair, tol, bounds)
+    if allowed is not None and pair[0] is not None and pair[0].value is not None:
+        bounds[name] = np.broadcast_to(allowed, np.shape(pair[0].value))
+    if any(k in diverged for k in _graph_inputs(models.cfg, step, name, first) or []):
+        diverged.add((step, name))
+
+
+def _absent_inputs(cfg: Config | None, step: Step, name: str, sides: dict[str, Memstate]) -> str:
+    """The inputs of a record that a side declared it does not compute, as "B's hidden/matmul"."""
+    if cfg is None or step == LOAD or name not in spec_graph(cfg):
+        return ""
+    return ", ".join(f"{lab}'s {i}" for i in spec_graph(cfg)[name].inputs for lab, ms in sides.items()
+                     if i in ms.missing)
+
+
 def _finish(result: Comparison, unknown: set[str]) -> Comparison:
     if unknown:
         result.notes.append("records the spec does not name (compared all the same): " + ", ".join(sorted(unknown)))
@@ -307,11 +345,12 @@ def step_bounds(a: Memstate, b: Memstate, step: int, tol: Tolerance | None = Non
     models = _Models(cfg, {"A": a, "B": b}, tol.u)
     bounds: dict[str, np.ndarray] = {}
     for spec in step_records(cfg) if cfg else []:
-        x = a.get(step, spec.name)
         pair = (models.get("A", step, spec.name), models.get("B", step, spec.name))
+        x = next((v for v in (a.get(step, spec.name), b.get(step, spec.name), pair[0] and pair[0].value)
+                  if v is not None), None)  # a record one side does not compute: the other's, or the model's
         allowed = models.bound(step, spec.name, pair, tol, bounds) if x is not None else None
-        if allowed is not None:
-            bounds[spec.name] = np.broadcast_to(allowed, x.shape)
+        if allowed is not None and x is not None:
+            bounds[spec.name] = np.broadcast_to(allowed, np.shape(x))
     return bounds
 
 

@@ -116,6 +116,10 @@ def facts(c: Comparison) -> ReportFacts:
     units = {r.step for r in c.records}
     title = f"{c.a.name} vs {c.b.name}"
     code = c.exit_code
+    if c.refused is not None:
+        return ReportFacts(title, "UNSUPPORTED", f"UNSUPPORTED: {c.refused.label} ({c.refused.name}) "
+                           f"{c.refused.stop_summary}. Nothing of this config was compared; the implementation "
+                           f"refused it (not a crash).", code)
     if first is None:
         closest = max((r for r in c.records if r.kind == AGREE), key=lambda r: r.worst_ratio, default=None)
         equal = sum(1 for r in c.records if r.max_abs == 0)

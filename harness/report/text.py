@@ -98,6 +98,11 @@ def format_text(c: Comparison, limit: int = 8) -> str:
     lines.append(f"compared {len(c.records)} records over {n_steps} units (load + steps): "
                  f"{len(c.records) - len(c.divergences)} agree, {len(c.divergences)} diverge")
     first = c.first
+    refused = c.refused
+    if refused is not None:
+        lines.append(f"verdict: UNSUPPORTED: {refused.label} ({refused.name}) {refused.stop_summary}; nothing of "
+                     f"this config was compared (not a crash: the implementation refused it), exit 1")
+        return "\n".join(printable(line) for line in lines)
     if first is None:
         consistent = [r for r in c.records if r.judged_by == "consistency"]
         lines.append("verdict: AGREE (every record within its noise bound" + (

@@ -58,6 +58,8 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # noqa: BLE001 - the implementation's crash is data for the comparison
         print(traceback.format_exc(), file=sys.stderr)
         return finish(writer, 1, "stopped", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+    if writer.unsupported_reason is not None:
+        return finish(writer, 0, "unsupported", error=writer.unsupported_reason)
     return finish(writer, 0, "complete")
 
 

@@ -294,7 +294,8 @@ def _finish_run(impl: Implementation, out: Path, manifest: dict[str, Any], jsonl
     elif not (out / MANIFEST).exists():
         MemstateWriter(out, manifest).close("stopped", error=launch_error or "no memstate was written")
     state = json.loads((out / MANIFEST).read_text())
-    if launch_error or code != 0 or interrupted is not None:
+    refused = state.get("status") == "unsupported" and timed_out is None  # its own word, whatever its exit code
+    if launch_error or (code != 0 and not refused) or interrupted is not None:
         why = launch_error or f"the process {_describe_exit(code, timed_out)}"
         stopped = state.get("stopped") or {}
         own = stopped.get("error") if state.get("status") in ("stopped", "interrupted") else None

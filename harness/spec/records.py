@@ -130,6 +130,26 @@ def is_state(name: str) -> bool:
     return base.endswith(("/weight", "/bias"))
 
 
+def omissible(config: Config) -> list[str]:
+    """The records a port may declare it does not compute: every op of a step but the data (the inputs,
+    the dropout masks) and the state a step hands the next (parameters, optimizer buffers), from which
+    the rest is judged."""
+    return [s.name for s in step_records(config) if s.op != "source" and not is_state(s.name)]
+
+
+def check_missing(config: Config, names: object) -> str | None:
+    """Why a declared list of records not computed is wrong for this config; None when it is right."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        return f"must be a list of record names, got {str(names)[:60]}"
+    allowed = omissible(config)
+    for n in names:
+        if n not in allowed:
+            why = ("it is data the harness hands out or state the next step starts from, from which the rest is "
+                   "judged" if n in graph(config) else "this config has no such record")
+            return f"{n!r} cannot be declared missing: {why}"
+    return None
+
+
 def expected_order(config: Config) -> list[tuple[Step, str]]:
     """Every (step, name) a complete memstate of this config holds, in comparison order."""
     keys: list[tuple[Step, str]] = [(LOAD, s.name) for s in load_records(config)]

@@ -5,6 +5,7 @@
     {"step": 0, "name": "input/x", "dtype": "float32", "shape": [64, 784], "data": [...]}
     ...
     {"end": "complete"}            or   {"end": "error", "error": "what went wrong"}
+                                   or   {"end": "unsupported", "reason": "batch_size 1 only"}
 
 docs/memstate.md is the full grammar. A file with no end line is a run that stopped.
 """
@@ -25,7 +26,7 @@ from harness.store.manifest import expected_steps
 from harness.store.format import MAX_DIMS, RECORD_DTYPES, temporary_name
 from harness.store.memstate import Memstate
 from harness.store.writer import MemstateWriter
-from harness.spec.records import LOAD
+from harness.spec.records import LOAD, check_missing
 
 FORMAT = "jsonl/1"
 SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
@@ -137,8 +138,9 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
                 if "memstate" in obj:
                     _header(writer, obj)
                 elif "end" in obj:
-                    status = "complete" if obj["end"] == "complete" else "stopped"
-                    error = None if status == "complete" else str(obj.get("error") or f"end: {obj['end']!r}")[:4000]
+                    status = obj["end"] if obj["end"] in ("complete", "unsupported") else "stopped"
+                    error = None if status == "complete" else str(
+                        obj.get("reason") or obj.get("error") or f"end: {obj['end']!r}")[:4000]
                     after = next((n for n, rest in enumerate(f, lineno + 1) if rest.strip()), None)
                     if after is not None:  # the file goes on past its end: which part is the run?
                         writer.manifest["damaged"] = (f"{source}: line {after}: more lines after the end line (line "
@@ -151,6 +153,9 @@ def convert_jsonl(source: str | Path, target: str | Path, manifest: dict[str, An
                     if step != LOAD and step not in steps:
                         raise LineError(f"record {name!r} is at step {step}, but the config asks for steps "
                                         f"{steps.start}..{steps.stop - 1}")
+                    if step != LOAD and name in writer.manifest.get("missing", ()):
+                        raise LineError(f"record {name!r} is declared missing in the header (not computed) but "
+                                        f"recorded; a run must not say both")
                     if step != LOAD and extra:
                         add_load()
                     try:
@@ -207,6 +212,14 @@ def _header(writer: MemstateWriter, obj: dict[str, Any]) -> None:
             raise LineError(str(e)) from None
         writer.manifest["config"] = obj["config"]
         writer.manifest["dtype"] = config.dtype
+    if obj.get("missing") is not None:
+        config_dict = writer.manifest.get("config")
+        wrong = check_missing(Config.from_dict(config_dict), obj["missing"]) if config_dict else (
+            None if isinstance(obj["missing"], list) and all(isinstance(n, str) and n for n in obj["missing"])
+            else f"must be a list of record names, got {json.dumps(obj['missing'])[:60]}")
+        if wrong:
+            raise LineError(f"header field 'missing': {wrong}")
+        writer.manifest["missing"] = list(dict.fromkeys(obj["missing"]))
 
 
 def _steps(writer: MemstateWriter) -> range | None:
@@ -232,6 +245,8 @@ def write_jsonl(memstate: Memstate, target: str | Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             header = {"memstate": FORMAT, "implementation": memstate.name, "device": runtime.get("device"),
                       "versions": runtime.get("versions", {}), "config": m.get("config")}
+            if m.get("missing"):
+                header["missing"] = m["missing"]
             f.write(json.dumps(header) + "\n")
             for step in memstate.units:
                 for name, array in memstate.unit(step).items():
@@ -240,6 +255,8 @@ def write_jsonl(memstate: Memstate, target: str | Path) -> None:
                     f.write(json.dumps(rec) + "\n")
             if memstate.status == "complete":
                 f.write(json.dumps({"end": "complete"}) + "\n")
+            elif memstate.status == "unsupported":
+                f.write(json.dumps({"end": "unsupported", "reason": (m.get("stopped") or {}).get("error")}) + "\n")
             else:
                 f.write(json.dumps({"end": "error", "error": memstate.stop_summary()}) + "\n")
         os.replace(tmp, target)

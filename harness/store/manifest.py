@@ -15,8 +15,9 @@ from typing import Any
 from harness.run.capture import Capture
 from harness.spec.config import DTYPES, Config
 from harness.errors import InputError
+from harness.spec.records import check_missing
 
-STATUSES = ("complete", "stopped", "interrupted", "running")
+STATUSES = ("complete", "stopped", "interrupted", "running", "unsupported")
 
 
 def _fail(path: Path, field: str, expected: str, got: Any) -> InputError:
@@ -81,6 +82,9 @@ def check_manifest(path: Path, m: Any, format_name: str) -> Config | None:
             isinstance(u, list) and len(u) == 3 and _is_step(u[0]) and isinstance(u[1], str) and isinstance(u[2], str)
             for u in unmapped):
         raise _fail(path, "unmapped", "a list of [step, record name, reason]", unmapped)
+    missing = m.get("missing", [])
+    if not isinstance(missing, list) or not all(isinstance(n, str) and n for n in missing):
+        raise _fail(path, "missing", "a list of record names", missing)
     replay = m.get("replay")
     if replay is not None:
         if not isinstance(replay, dict):
@@ -96,6 +100,9 @@ def check_manifest(path: Path, m: Any, format_name: str) -> Config | None:
     if "config" not in m:
         return None
     config = Config.from_dict(m["config"], source=f"{path}: field 'config'")
+    wrong = check_missing(config, missing)
+    if wrong:
+        raise InputError(f"{path}: field 'missing': {wrong}")
     if m.get("dtype") is not None and m["dtype"] != config.dtype:
         raise InputError(f"{path}: field 'dtype' is {m['dtype']!r} but field 'config' says {config.dtype!r}")
     return config

@@ -222,7 +222,8 @@ class Memstate:
 
     @property
     def status(self) -> str:
-        """complete, stopped, interrupted, running (never closed), or damaged (a unit cannot be read)."""
+        """complete, stopped, interrupted, unsupported (refused its config), running (never closed), or damaged
+        (a unit cannot be read)."""
         return "damaged" if self.damaged else str(self.manifest.get("status", "unknown"))
 
     @property
@@ -249,6 +250,11 @@ class Memstate:
         bounded by the steps it is looking at, not by the memstate."""
         if step in self._open:
             self._open[step]._arrays = None
+
+    @property
+    def missing(self) -> frozenset[str]:
+        """The records this side declared it does not compute (checked against its config when opened)."""
+        return frozenset(self.manifest.get("missing", []))
 
     @property
     def first_step(self) -> int:
@@ -286,4 +292,6 @@ class Memstate:
         if self.status == "running":
             return f"never closed {where} (the writer was killed, or could not write its manifest)"
         err = s.get("error") or "no error message"
+        if self.status == "unsupported":
+            return f"does not support this config: {err}"
         return f"{self.status} {where}: {err}"

@@ -12,7 +12,8 @@ import numpy as np
 
 from harness.errors import InputError
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
-from harness.spec.records import LOAD, Step, step_label
+from harness.spec.config import Config
+from harness.spec.records import LOAD, Step, check_missing, step_label
 
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
 class MemstateWriter:
@@ -41,6 +42,7 @@ class MemstateWriter:
         self._rows: list[list[float]] = []  # the current step's summary rows
         self._summary_ids: dict[str, int] = {}
         self._summary_file: Any = None
+        self.unsupported_reason: str | None = None  # set by unsupported(): the run refuses its config
         self._write_manifest()
 
     def describe(self, device: str | None = None, **versions: str) -> None:
@@ -48,6 +50,22 @@ class MemstateWriter:
         if device is not None:
             self.manifest["runtime"]["device"] = str(device)
         self.manifest["runtime"].setdefault("versions", {}).update({k: str(v) for k, v in versions.items()})
+
+    def missing(self, *names: str) -> None:
+        """Declare records this implementation does not compute (a fused matmul and bias, no loss): the
+        comparator judges their consumers from this side's own inputs instead (docs/protocol.md)."""
+        declared = list(dict.fromkeys([*self.manifest.get("missing", []), *names]))
+        config = self.manifest.get("config")
+        wrong = check_missing(Config.from_dict(config), declared) if config else None
+        if wrong:
+            raise ValueError(f"missing: {wrong}")
+        self.manifest["missing"] = declared
+        self._write_manifest()
+
+    def unsupported(self, reason: str) -> None:
+        """Refuse the job's config (batch 1 only, no Adam, ...): the run ends as `unsupported`, said as such
+        in the comparison rather than as a crash. Return after calling it."""
+        self.unsupported_reason = str(reason) or "no reason given"
 
     def __call__(self, step: Step, name: str, value: Any, dtype: str | None = None) -> None:
         """Record `value` as `name` of `step` ("load" or an int). dtype casts, e.g. lists to float32."""
@@ -66,6 +84,9 @@ class MemstateWriter:
             raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
         if name in self._names:
             raise ValueError(f"{step_label(step)}: record {name!r} written twice")
+        if step != LOAD and name in self.manifest.get("missing", ()):
+            raise ValueError(f"{step_label(step)}: record {name!r} was declared missing (not computed); a run "
+                             f"must not both declare and record it")
         array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
         native = array.dtype if array.dtype.byteorder != ">" else array.dtype.newbyteorder("=")
         if native not in _RECORD_NP:
@@ -118,7 +139,7 @@ class MemstateWriter:
         self._data, self._entries, self._names, self._rows = bytearray(), [], set(), []
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
-        """Flush the last step and record how the run ended: complete, stopped or interrupted."""
+        """Flush the last step and record how the run ended: complete, stopped, interrupted or unsupported."""
         pending = self._step if self._names else None
         try:
             self.flush()

@@ -51,9 +51,25 @@ class Inputs:
     step: int
     first: int = 0  # the step a replay started at: its state before it is the load unit
     memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()  # records this side declared it does not compute
+    model: Callable[[str], Expected] | None = None  # this side's model of a record, for an absent one
+    stand_ins: dict[str, Expected] = field(default_factory=dict)
 
     def cur(self, name: str) -> np.ndarray:
+        if name in self.absent and self.model is not None and self.get(self.step, name) is None:
+            value = self.stand_in(name).value
+            if value is None:
+                raise MissingInput(f"{self.step} {name}")
+            return value
         return self._need(self.step, name)
+
+    def stand_in(self, name: str) -> Expected:
+        """An absent record's model from this side's own inputs: its value stands in for the record, and
+        its rounding is added to each consumer's own (model.py)."""
+        assert self.model is not None
+        if name not in self.stand_ins:
+            self.stand_ins[name] = self.model(name)
+        return self.stand_ins[name]
 
     def prev(self, name: str) -> np.ndarray:
         """A parameter (or velocity) as the step began: the previous step's update, or the load."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.judge.noise.base import C_ELEM, Expected, Inputs
+from harness.judge.noise.base import C_ELEM, Z_SIGMA, Expected, Inputs
+from harness.judge.noise.carried import carried
 from harness.judge.noise.elementwise import activation_rounding, activation_value, sigmoid, softmax_rounding
 from harness.judge.noise.loss import _grad_logits, _loss
 from harness.judge.noise.sums import Worst, batch_sum, dot
@@ -25,7 +26,33 @@ def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np
 
 def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     """The model for one record of one side; raises MissingInput when an input is not recorded
-    and KeyError for a name the spec does not know."""
+    and KeyError for a name the spec does not know. An input the side declared it does not compute
+    (`inp.absent`) is its own model from the side's inputs, and its rounding joins this op's own."""
+    model = _op(name, cfg, inp, u)
+    absent = [i for i in graph(cfg)[name].inputs if i in inp.absent]
+    return _with_absent(model, name, cfg, inp, absent) if absent else model
+
+
+def _with_absent(model: Expected, name: str, cfg: Config, inp: Inputs, absent: list[str]) -> Expected:
+    """A record read from inputs this side never recorded is, for that side, the fused op: its own rounding
+    plus what the absent ops' rounding (Z sigma + fixed, or any order's worst) carries into it."""
+    stand = {n: inp.stand_in(n) for n in absent}
+
+    def through(own: dict[str, np.ndarray | float]) -> np.ndarray:
+        def bound(n: str) -> np.ndarray:
+            return np.broadcast_to(own[n], inp.cur(n).shape) if n in own else np.zeros_like(inp.cur(n))
+        return np.asarray(carried(name, cfg, inp, bound), dtype=np.float64)
+    fixed = through({n: Z_SIGMA * np.asarray(e.sigma) + e.fixed for n, e in stand.items()})
+    sums = {n: e for n, e in stand.items() if e.any_order is not None}
+    any_order = model.any_order
+    if sums:
+        def any_order() -> np.ndarray | float:
+            return np.asarray(model.worst) + through({n: np.asarray(e.worst) + e.fixed for n, e in sums.items()})
+    return Expected(model.value, model.sigma, np.asarray(model.fixed) + fixed, any_order)
+
+
+def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
+    """The model of the record's own op, from the side's inputs as recorded (or stood in for)."""
     spec = graph(cfg)[name]
     op = spec.op
     if op == "source":
