@@ -1,6 +1,6 @@
-"""A port in a language the harness knows nothing about: JavaScript, written from docs/porting.md."""
+"""A port in a language the harness knows nothing about: JavaScript on the kit (kits/js), the way
+docs/porting.md shows it."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -9,20 +9,21 @@ import pytest
 from harness.compare.stream import compare_memstates
 from harness.spec.config import Config
 
-HERE = Path(__file__).resolve().parent
+KIT = Path(__file__).resolve().parents[1] / "kits" / "js"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: no JavaScript port to run")
 
 
 def js_port(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
-    d = tmp_path / "js-port"
-    d.mkdir()
-    source = (HERE / "ports" / "mlp.js").read_text()
+    """A copy of the kit and its example port, with one line of the port changed."""
+    kit = tmp_path / "js-kit"
+    shutil.copytree(KIT, kit)
+    port = kit / "example" / "mlp.mjs"
+    source = port.read_text()
     if replace:
         assert source.count(replace[0]) == 1
         source = source.replace(*replace)
-    (d / "mlp.js").write_text(source)
-    (d / "memstate-impl.json").write_text(json.dumps({"name": "js", "command": ["node", "mlp.js", "{job}", "{out}"]}))
-    return d
+    port.write_text(source)
+    return kit / "example"
 
 
 @pytest.mark.parametrize("config", [
@@ -38,11 +39,12 @@ def test_javascript_port_agrees_with_numpy(runs, tmp_path, config):
     c = compare_memstates(runs.run("numpy", config), runs.run(js_port(tmp_path), config))
     assert c, f"{c.first.where}: {c.first.kind} {c.first.note}"
     assert c.b.manifest["runtime"]["versions"]["node"].startswith("v")
+    assert not c.origins
 
 
 def test_planted_bug_in_the_javascript_port(runs, tmp_path):
     config = Config(hidden=16, batch_size=8, steps=3)
-    bug = js_port(tmp_path, ("if (ce) P[i * C + c] = r(P[i * C + c] / sum);", "if (ce) P[i * C + c] = r(P[i * C + c] / (sum + 1e-3));"))
+    bug = js_port(tmp_path, ("if (ce) P[i * C + c] = r(P[i * C + c] / total);", "if (ce) P[i * C + c] = r(P[i * C + c] / (total + 1e-3));"))
     c = compare_memstates(runs.run("numpy", config), runs.run(bug, config))
     assert (c.first.step, c.first.name, c.first.kind) == (0, "output/softmax", "values")
 
@@ -50,6 +52,6 @@ def test_planted_bug_in_the_javascript_port(runs, tmp_path):
 def test_planted_dropout_bug_in_the_javascript_port(runs, tmp_path):
     """The mask applied without its 1 / (1 - p) scale: named at the first hidden layer's dropout."""
     config = Config(layers=(16, 12), dropout=(0.2,), batch_size=8, steps=2)
-    bug = js_port(tmp_path, ("keep[k] = bits.map((bit) => (bit ? scale : 0));", "keep[k] = bits.map((bit) => (bit ? 1 : 0));"))
+    bug = js_port(tmp_path, ("keep[k] = Array.from(bits, (bit) => (bit ? scale : 0));", "keep[k] = Array.from(bits, (bit) => (bit ? 1 : 0));"))
     c = compare_memstates(runs.run("numpy", config), runs.run(bug, config))
     assert (c.first.step, c.first.name, c.first.kind, c.first.role) == (0, "hidden1/dropout", "values", "origin")

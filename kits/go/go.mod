@@ -1,0 +1,3 @@
+module memstate/kit
+
+go 1.19
