@@ -147,3 +147,16 @@ def test_the_per_sample_port_at_batch_1(runs):
     config = Config(batch_size=1, steps=20, optimizer="momentum")
     c = compare_memstates(runs.run("numpy", config), runs.run(example("cpp"), config))
     assert c and not c.origins
+
+
+def test_go_kit_example_with_two_hidden_layers_and_dropout(runs):
+    config = Config(layers=(24, 16), dropout=(0.2, 0.1), batch_size=8, steps=5, optimizer="adam", lr=0.01)
+    c = compare_memstates(runs.run("numpy", config), runs.run(example("go"), config))
+    assert c and not c.origins
+    assert {"hidden1/dropout_mask", "hidden2/grad_dropout"} <= {r.name for r in c.records}
+
+
+def test_the_porting_guide_shows_the_go_example_as_it_is():
+    """docs/porting.md quotes kits/go/example/main.go whole: one source, checked."""
+    doc = (ROOT / "docs" / "porting.md").read_text()
+    assert "```go\n" + (ROOT / "kits" / "go" / "example" / "main.go").read_text() + "```" in doc

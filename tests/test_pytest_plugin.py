@@ -80,3 +80,13 @@ def test_update_goldens_writes_them_and_later_runs_check_them(pytester: pytest.P
     pytester.runpytest_subprocess().assert_outcomes(passed=1)  # the same port agrees with its golden
     pytester.runpytest_subprocess("--memstate-update-goldens").assert_outcomes(passed=1)
     assert {p.name: p.read_bytes() for p in golden.iterdir()} == before  # rewriting gives the same bytes
+
+
+def test_a_port_that_refuses_the_config_is_skipped_with_its_reason(project):
+    """A port that runs batch 1 only, asked for batch 4: skipped with the port's words, never passed."""
+    mlp = project.path / "my_port" / "mlp.py"
+    mlp.write_text(mlp.read_text().replace("def run(job_dir, record):", "def run(job_dir, record):\n"
+                                           "    return record.unsupported('batch_size must be 1')\n", 1))
+    r = project.runpytest_subprocess("--memstate-impl", "my_port", "-rs")
+    r.assert_outcomes(skipped=1)
+    assert "memstate: numpy does not support this config: batch_size must be 1" in r.stdout.str()

@@ -141,7 +141,7 @@ class _Models:
             inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing)
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
-                inp.model = lambda n: expected(n, cfg, own, u)
+                inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)
         try:
             with np.errstate(all="ignore"):
                 return expected(name, self.cfg, inp, self.u)

@@ -10,6 +10,7 @@ pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap;word-break:break-all}
 .verdict.agree{background:#e3f6e5;border:1px solid #6c6}
 .verdict.drift{background:#fff3dc;border:1px solid #e90}
 .verdict.diverged{background:#fde4e4;border:1px solid #d33}
+.verdict.unsupported{background:#ececec;border:1px solid #888}
 .diagnosis{padding:.5em 1em;border-left:4px solid #d33;background:#fafafa}
 .scroll{overflow:auto;max-height:75vh}
 table{border-collapse:collapse} td,th{padding:2px 6px;text-align:left;vertical-align:top}

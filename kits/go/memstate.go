@@ -60,7 +60,7 @@ type Tensor struct {
 	Data  []float64 `json:"data"`
 }
 
-// Dropout is one hidden layer's keep masks: Mask(s) is step s's (m, width) bytes, 1 for a kept unit.
+// Dropout is one hidden layer's dropout: its p, and its keep masks (Job.Mask).
 type Dropout struct {
 	Layer int     // hidden layer, from 1 at the input side
 	P     float64 // the drop probability
@@ -229,8 +229,13 @@ func (j *Job) Labels(s int) []byte {
 	return out
 }
 
-// Mask is step s's keep mask of this layer, (m, width) bytes, 1 for a kept unit.
-func (d *Dropout) Mask(j *Job, s int) []byte {
+// Mask is step s's keep mask of hidden layer k (from 1), (m, width) bytes, 1 for a kept unit; nil
+// where the layer has no dropout.
+func (j *Job) Mask(k, s int) []byte {
+	d := j.Dropout[k]
+	if d == nil {
+		return nil
+	}
 	i, n := j.index(s), j.BatchSize*d.width
 	return d.bits[i*n : (i+1)*n]
 }

@@ -52,24 +52,25 @@ class Inputs:
     first: int = 0  # the step a replay started at: its state before it is the load unit
     memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     absent: frozenset[str] = frozenset()  # records this side declared it does not compute
-    model: Callable[[str], Expected] | None = None  # this side's model of a record, for an absent one
-    stand_ins: dict[str, Expected] = field(default_factory=dict)
+    model: Callable[[str, bool], Expected] | None = None  # this side's model of a record (bool: with its
+    stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:
-            value = self.stand_in(name).value
+            value = self.stand_in(name, rounding=False).value
             if value is None:
                 raise MissingInput(f"{self.step} {name}")
             return value
         return self._need(self.step, name)
 
-    def stand_in(self, name: str) -> Expected:
+    def stand_in(self, name: str, rounding: bool = True) -> Expected:
         """An absent record's model from this side's own inputs: its value stands in for the record, and
-        its rounding is added to each consumer's own (model.py)."""
+        (`rounding`) its rounding, with that of absent records before it, joins each consumer's own
+        (model.py). The value alone never needs the rounding, so a record's own value is no cycle."""
         assert self.model is not None
-        if name not in self.stand_ins:
-            self.stand_ins[name] = self.model(name)
-        return self.stand_ins[name]
+        if (name, rounding) not in self.stand_ins:
+            self.stand_ins[name, rounding] = self.model(name, rounding)
+        return self.stand_ins[name, rounding]
 
     def prev(self, name: str) -> np.ndarray:
         """A parameter (or velocity) as the step began: the previous step's update, or the load."""

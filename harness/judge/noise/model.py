@@ -24,12 +24,13 @@ def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np
     return inp.memo[x_name, w_name]
 
 
-def expected(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
+def expected(name: str, cfg: Config, inp: Inputs, u: float, absent_rounding: bool = True) -> Expected:
     """The model for one record of one side; raises MissingInput when an input is not recorded
     and KeyError for a name the spec does not know. An input the side declared it does not compute
-    (`inp.absent`) is its own model from the side's inputs, and its rounding joins this op's own."""
+    (`inp.absent`) is its own model from the side's inputs, and (`absent_rounding`) its rounding joins
+    this op's own."""
     model = _op(name, cfg, inp, u)
-    absent = [i for i in graph(cfg)[name].inputs if i in inp.absent]
+    absent = [i for i in graph(cfg)[name].inputs if i in inp.absent] if absent_rounding else []
     return _with_absent(model, name, cfg, inp, absent) if absent else model
 
 

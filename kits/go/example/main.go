@@ -129,7 +129,7 @@ func train[T float](job *memstate.Job, rec *memstate.Recorder) error {
 			rec.Record(s, job.Names[k]+"/activation", []int{m, W}, A[k])
 			o := A[k]
 			if drop := job.Dropout[k+1]; drop != nil { // inverted dropout with the job's mask
-				bits, scale := drop.Mask(job, s), T(1/(1-drop.P))
+				bits, scale := job.Mask(k+1, s), T(1/(1-drop.P))
 				keep[k], o = make([]T, m*W), make([]T, m*W)
 				for e, bit := range bits {
 					if bit != 0 {
