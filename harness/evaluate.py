@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.catalogue import BENIGN, BUG, CATALOGUE, DIAGNOSES, Case
 from harness.compare.comparison import Comparison
+from harness.compare.stated import MODES, job_with_precision, state_precision
 from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
 from harness.spec.data import Mnist, load_mnist
@@ -56,6 +57,7 @@ class Score:
     diagnosis_detail: str = ""
     suspects: int = 0  # records beyond random rounding that some order of summation explains (not origins)
     to_origin: float = 0.0  # of the records beyond random rounding, the closest to an origin (`closeness`; > 1: one)
+    at_expected: float = 0.0  # a bug's |A-B| at its own record over that record's noise bound (< 1: hidden by it)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -91,20 +93,24 @@ def plant(case: Case, root: Path) -> Path:
 class Evaluator:
     """Runs cases under one root; reference runs are shared between cases with the same job."""
 
-    def __init__(self, root: Path, mnist: Mnist, keep: bool = False):
-        self.root, self.mnist, self.keep = root, mnist, keep
-        self.jobs: dict[Config, Job] = {}
+    def __init__(self, root: Path, mnist: Mnist, keep: bool = False, precision_b: str | None = None):
+        self.root, self.mnist, self.keep, self.precision_b = root, mnist, keep, precision_b
+        self.jobs: dict[tuple[Config, str | None], Job] = {}
         self.references: dict[tuple[str, Config], Memstate] = {}
 
-    def job(self, config: Config) -> Job:
-        if config not in self.jobs:
+    def job(self, config: Config, precision: str | None = None) -> Job:
+        """The config's job; with `precision`, a copy that asks for that matmul precision."""
+        if (config, None) not in self.jobs:
             params = initial_params(resolve(config, self.mnist))  # for the data's input width
-            self.jobs[config] = prepare_job(self.root / f"job-{len(self.jobs)}", config, params, self.mnist)
-        return self.jobs[config]
+            self.jobs[config, None] = prepare_job(self.root / f"job-{len(self.jobs)}", config, params, self.mnist)
+        if (config, precision) not in self.jobs:
+            self.jobs[config, precision] = job_with_precision(self.jobs[config, None], self.root /
+                                                              f"job-{len(self.jobs)}-{precision}", str(precision))
+        return self.jobs[config, precision]
 
-    def run(self, impl_dir: Path, config: Config, out: Path) -> Memstate:
-        """Run one implementation directory on the config's job."""
-        result = run_implementation(load_implementation(impl_dir), self.job(config), out)
+    def run(self, impl_dir: Path, config: Config, out: Path, precision: str | None = None) -> Memstate:
+        """Run one implementation directory on the config's job (asked for a matmul precision)."""
+        result = run_implementation(load_implementation(impl_dir), self.job(config, precision), out)
         return Memstate(result.memstate)
 
     def reference(self, name: str, config: Config) -> Memstate:
@@ -121,8 +127,10 @@ class Evaluator:
         out = self.root / f"case-{case.name}"
         if out.exists():
             shutil.rmtree(out)
-        planted = self.run(impl_dir, config, out)
+        planted = self.run(impl_dir, config, out, self.precision_b)
+        said = state_precision(planted, "B", self.precision_b) if self.precision_b else ""
         result = compare_memstates(ref, planted)
+        result.notes[:0] = [said] if said else []
         if not self.keep:
             shutil.rmtree(out, ignore_errors=True)
         return result
@@ -165,7 +173,8 @@ def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
                  first.role or first.kind if first is not None else "", false, len(origins), worst, seconds, ok,
                  "" if ok or first is None else (first.note or ""), DIAGNOSES.get(case.name, "") if case.kind == BUG
                  else "", d.kind if d is not None else "", d.detail if d is not None else "", len(c.suspects),
-                 max((closeness(r) for r in c.records if r.n_unexplained), default=0.0))
+                 max((closeness(r) for r in c.records if r.n_unexplained), default=0.0),
+                 next((r.worst_ratio for r in c.records if (r.step, r.name) == case.expect), 0.0))
 
 
 def closeness(r: RecordDiff) -> float:
@@ -173,6 +182,23 @@ def closeness(r: RecordDiff) -> float:
     larger of its residual over the worst case of any order and its lean over Z_SIGMA (judge/origin.py).
     A record within random rounding is no candidate at all."""
     return max(r.worst_case_ratio, r.systematic / Z_SIGMA)
+
+
+def precision_lines(scores: list[Score], mode: str) -> list[str]:
+    """Under B's reduced matmul precision: which bugs are still found, which its rounding hides (listed, with
+    the residual at their own record), and which implementations refused to run in it."""
+    bugs = [s for s in scores if s.kind == BUG]
+    refused = [s.case for s in scores if s.verdict == "unsupported"]
+    hidden = [s for s in bugs if not s and s.verdict != "unsupported"]
+    run = [s for s in bugs if s.verdict != "unsupported"]
+    lines = [f"B in {mode} matmuls: {sum(map(bool, run))}/{len(run)} bugs found at the exact step and record"]
+    if hidden:
+        lines.append(f"  not found at their own step and record, within {mode}'s rounding there (|A-B| over its "
+                     f"noise bound; what was found instead): " + ", ".join(
+                         f"{s.case} ({s.at_expected:.2g}x; {s.verdict} {s.found})" for s in hidden))
+    if refused:
+        lines.append(f"  not run: the implementation refused {mode} here (unsupported): " + ", ".join(refused))
+    return lines
 
 
 def format_table(scores: list[Score]) -> str:
@@ -220,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="keep every run under DIR (default: a temporary directory, removed)")
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    p.add_argument("--precision-b", choices=MODES, metavar="MODE", help=f"run every planted side with this matmul "
+                   f"precision ({', '.join(MODES)}): which bugs its rounding hides")
     return p
 
 
@@ -242,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="memstate-evaluate-") as tmp:
         root = Path(args.out) if args.out else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        ev = Evaluator(root, mnist, keep=bool(args.out))
+        ev = Evaluator(root, mnist, keep=bool(args.out), precision_b=args.precision_b)
         scores = []
         for case in cases:
             scores.append(ev.score(case, args.steps))
             s = scores[-1]
             print(f"  {s.case}: {s.verdict} {s.found} ({s.seconds:.1f} s)", file=sys.stderr, flush=True)
     print(format_table(scores))
+    if args.precision_b:
+        print("\n".join(precision_lines(scores, args.precision_b)))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=1))
     return 0 if all(scores) else 1

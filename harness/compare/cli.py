@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.compare.bisect import BisectResult, bisect
+from harness.compare.stated import MODES, job_with_precision, state_precision
 from harness.compare.stream import choose_tolerance, compare_memstates
 from harness.errors import InputError, OutputError, printable
 from harness.report.text import format_text
@@ -200,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
                    "magnitude (implies --tolerance fixed)")
     p.add_argument("--timeout", type=positive_number, help="seconds before an implementation is killed (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    for label in "ab":
+        p.add_argument(f"--precision-{label}", choices=MODES, metavar="MODE", help=(
+            f"{label.upper()}'s matmul precision: {', '.join(MODES)} (operands rounded, float32 accumulation); an "
+            f"implementation is asked for it in its job, a side that does not declare it is judged so"))
     p.add_argument("--first", action="store_true", help="stop at the first origin (later records not compared)")
     p.add_argument("--bisect", action="store_true", help="long runs: run both sides keeping per-step summaries "
                    "and checkpoints, then replay in full only the window where they part (docs/bisect.md)")
@@ -288,13 +293,18 @@ def _main(argv: list[str]) -> int:
             sides = [SideInput(last.replay_a, memstate=Memstate(last.replay_a)),
                      SideInput(last.replay_b, memstate=Memstate(last.replay_b))]
         job = build_job(args, sides, out, log) if any(s.impl for s in sides) else None
+        stated = {label: getattr(args, f"precision_{label.lower()}") for label in "AB"}
+        if args.bisect and any(stated.values()):
+            raise InputError("--precision-a/--precision-b do not work with --bisect yet: compare a window "
+                             "(--steps) instead")
         states = []
         for label, side in zip("AB", sides):
             target = out / f"{label.lower()}-{slug(side.name)}"
             if side.impl is not None:
                 assert job is not None
                 log(f"running {label} = {side.impl.name} ({side.path}) ...")
-                result = run_implementation(side.impl, job, target, timeout=args.timeout)
+                own = job_with_precision(job, out / f"job-{label.lower()}", stated[label]) if stated[label] else job
+                result = run_implementation(side.impl, own, target, timeout=args.timeout)
                 log(f"  {result.status} in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
                 states.append(Memstate(result.memstate))
             elif side.legacy is not None:
@@ -309,8 +319,10 @@ def _main(argv: list[str]) -> int:
                 states.append(converted)
             else:
                 states.append(side.memstate)
+        said = [state_precision(ms, label, stated[label]) for label, ms in zip("AB", states) if stated[label]]
         tol = choose_tolerance(states[0], states[1], args.rtol, args.atol, args.tolerance)
         comparison = compare_memstates(states[0], states[1], tol, strict=args.strict, stop_at_origin=args.first)
+        comparison.notes[:0] = [n for n in said if n]
     except InputError as e:
         _print(f"error: {printable(e)}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
         return 2

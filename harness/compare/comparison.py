@@ -24,6 +24,12 @@ class Side:
     status: str
     stop_summary: str
     manifest: dict[str, Any]
+    matmul: str = "float32"  # the precision its matmuls computed in (declared, or stated on the command line)
+
+    @property
+    def title(self) -> str:
+        """The name, with a reduced matmul precision where it has one: "numpy (tf32 matmuls)"."""
+        return self.name if self.matmul == "float32" else f"{self.name} ({self.matmul} matmuls)"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.compare.comparison import Comparison, Side
 from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
-from harness.judge.noise import Expected, Inputs, MissingInput, carried, expected
+from harness.judge.noise import Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
     _graph_inputs,
@@ -51,7 +51,7 @@ from harness.store.memstate import Memstate
 
 
 def _side(label: str, ms: Memstate) -> Side:
-    return Side(label, str(ms.dir), ms.name, ms.status, ms.stop_summary(), ms.manifest)
+    return Side(label, str(ms.dir), ms.name, ms.status, ms.stop_summary(), ms.manifest, ms.precision.matmul)
 
 
 def _facts(ms: Memstate) -> dict[str, Any]:
@@ -138,7 +138,8 @@ class _Models:
         inp = self.inputs.get(label)
         if inp is None or inp.step != step:
             side = self.sides[label]
-            inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing)
+            inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing,
+                                              operand=side.precision.operand)
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
                 inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)
@@ -218,6 +219,8 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     last: tuple[Step, str] = (LOAD, "-")
     diagnosed: set[str] = set()  # the records whose first origin was diagnosed
     for lab, ms in sides.items():
+        if ms.precision.reduced:
+            result.notes.append(ms.precision.describe(lab, Z_SIGMA))
         if ms.missing:
             result.notes.append(f"{lab} does not compute {', '.join(sorted(ms.missing))} (declared): not compared; "
                                 f"each record {lab} computes from one is judged against the op applied to {lab}'s "

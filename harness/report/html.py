@@ -176,7 +176,7 @@ def render_report(c: Comparison, a: Memstate, b: Memstate, command: str | None =
              f"<h1>memstate: {esc(f.title)}</h1>",
              f'<p class="verdict {c.verdict}" id="verdict">{esc(f.headline)}</p>',
              diagnosis_banner(c),
-             (f"<p>A = {esc(c.a.name)} ({esc(c.a.path)})<br>B = {esc(c.b.name)} ({esc(c.b.path)})<br>"
+             (f"<p>A = {esc(c.a.title)} ({esc(c.a.path)})<br>B = {esc(c.b.title)} ({esc(c.b.path)})<br>"
              f"tolerance: {esc(c.tolerance.describe())}<br>exit code {f.exit_code}</p>")]
     if command:
         parts.append(f"<p>Reproduce:</p><pre>{esc(command)}</pre>")

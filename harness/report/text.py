@@ -78,7 +78,7 @@ def _suspects(c: Comparison, names: tuple[str, str], limit: int) -> list[str]:
 def format_text(c: Comparison, limit: int = 8) -> str:
     names = (c.a.label, c.b.label)
     cfg = c.a.manifest.get("config", {})
-    lines = [f"memstate: {c.a.label} = {c.a.name} ({c.a.path})", f"          {c.b.label} = {c.b.name} ({c.b.path})"]
+    lines = [f"memstate: {c.a.label} = {c.a.title} ({c.a.path})", f"          {c.b.label} = {c.b.title} ({c.b.path})"]
     if cfg:
         lines.append("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
     lines.append(f"tolerance: {c.tolerance.describe()}")

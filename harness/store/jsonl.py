@@ -26,6 +26,7 @@ from harness.store.manifest import expected_steps
 from harness.store.format import MAX_DIMS, RECORD_DTYPES, temporary_name
 from harness.store.memstate import Memstate
 from harness.store.writer import MemstateWriter
+from harness.spec.precision import check_precision
 from harness.spec.records import LOAD, check_missing
 
 FORMAT = "jsonl/1"
@@ -212,6 +213,11 @@ def _header(writer: MemstateWriter, obj: dict[str, Any]) -> None:
             raise LineError(str(e)) from None
         writer.manifest["config"] = obj["config"]
         writer.manifest["dtype"] = config.dtype
+    if obj.get("precision") is not None:
+        wrong = check_precision(obj["precision"])
+        if wrong:
+            raise LineError(f"header field 'precision' {wrong}")
+        writer.manifest["precision"] = obj["precision"]
     if obj.get("missing") is not None:
         config_dict = writer.manifest.get("config")
         wrong = check_missing(Config.from_dict(config_dict), obj["missing"]) if config_dict else (
@@ -247,6 +253,8 @@ def write_jsonl(memstate: Memstate, target: str | Path) -> None:
                       "versions": runtime.get("versions", {}), "config": m.get("config")}
             if m.get("missing"):
                 header["missing"] = m["missing"]
+            if m.get("precision"):
+                header["precision"] = m["precision"]
             f.write(json.dumps(header) + "\n")
             for step in memstate.units:
                 for name, array in memstate.unit(step).items():

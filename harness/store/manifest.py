@@ -15,6 +15,7 @@ from typing import Any
 from harness.run.capture import Capture
 from harness.spec.config import DTYPES, Config
 from harness.errors import InputError
+from harness.spec.precision import check_precision
 from harness.spec.records import check_missing
 
 STATUSES = ("complete", "stopped", "interrupted", "running", "unsupported")
@@ -85,6 +86,8 @@ def check_manifest(path: Path, m: Any, format_name: str) -> Config | None:
     missing = m.get("missing", [])
     if not isinstance(missing, list) or not all(isinstance(n, str) and n for n in missing):
         raise _fail(path, "missing", "a list of record names", missing)
+    if m.get("precision") is not None and check_precision(m["precision"]):
+        raise InputError(f"{path}: field 'precision' {check_precision(m['precision'])}")
     replay = m.get("replay")
     if replay is not None:
         if not isinstance(replay, dict):

@@ -20,6 +20,7 @@ from harness.errors import DuplicateKey, InputError, loads, read_json, regular_f
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture
 from harness.spec.config import Config, widths_text
 from harness.spec.network import network
+from harness.spec.precision import Precision
 from harness.spec.records import LOAD, Step, parameter_size, step_label
 from harness.store.manifest import check_manifest, expected_steps
 
@@ -255,6 +256,11 @@ class Memstate:
     def missing(self) -> frozenset[str]:
         """The records this side declared it does not compute (checked against its config when opened)."""
         return frozenset(self.manifest.get("missing", []))
+
+    @property
+    def precision(self) -> Precision:
+        """What this side computed its matmuls in (checked when opened); float32 where it does not say."""
+        return Precision.of(self.manifest.get("precision"))
 
     @property
     def first_step(self) -> int:

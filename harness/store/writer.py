@@ -13,6 +13,7 @@ import numpy as np
 from harness.errors import InputError
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
 from harness.spec.config import Config
+from harness.spec.precision import check_precision
 from harness.spec.records import LOAD, Step, check_missing, step_label
 
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
@@ -60,6 +61,16 @@ class MemstateWriter:
         if wrong:
             raise ValueError(f"missing: {wrong}")
         self.manifest["missing"] = declared
+        self._write_manifest()
+
+    def precision(self, **fields: str) -> None:
+        """What this run computed in beyond its dtype: `matmul="tf32"` (or "bfloat16", "float16"): matmul
+        operands rounded to that precision, accumulated in float32 (docs/protocol.md)."""
+        value = {**(self.manifest.get("precision") or {}), **fields}
+        wrong = check_precision(value)
+        if wrong:
+            raise ValueError(f"precision {wrong}")
+        self.manifest["precision"] = value
         self._write_manifest()
 
     def unsupported(self, reason: str) -> None:

@@ -3,7 +3,8 @@ gradients from jax.grad.
 
 The gradients of the intermediates (dZ, dA, the dropout's output) are read off by differentiating with
 respect to zero "probes" added to those tensors: d loss / d probe = d loss / d tensor.
-Matmuls run at full float32 precision (no TF32 or bf16 passes on a GPU).
+Matmuls run at full float32 precision, unless the job asks for TF32 or bfloat16 ones (`"precision"`),
+which only a GPU has: on the CPU such a job is refused as unsupported.
 """
 
 import json
@@ -94,9 +95,20 @@ def run(job_dir, record):
     cfg = job["config"]
     if cfg["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_default_matmul_precision", "highest")
     dtype = jnp.dtype(cfg["dtype"])
     device = jax.devices()[0]
+    mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
+    if mode == "float16":
+        return record.unsupported("matmul precision float16: JAX's matmul precisions are highest, tensorfloat32 "
+                                  "and bfloat16")
+    if mode != "float32" and (device.platform != "gpu" or cfg["dtype"] != "float32"):
+        return record.unsupported(f"matmul precision {mode} needs float32 on a GPU (this run: {cfg['dtype']} on "
+                                  f"{device.platform}, whose matmuls are float32 at any precision setting)")
+    # "highest" is full float32; on a GPU "tensorfloat32" and "bfloat16" round the operands (one pass)
+    jax.config.update("jax_default_matmul_precision", {"float32": "highest", "tf32": "tensorfloat32",
+                                                       "bfloat16": "bfloat16"}[mode])
+    if mode != "float32":
+        record.precision(matmul=mode)
     record.describe(device=device.platform if device.platform == "cpu" else f"{device.platform}:{device.device_kind}", jax=jax.__version__,
                     jaxlib=jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__)
 

@@ -37,8 +37,15 @@ def run(job_dir, record):
     job = json.loads((job_dir / "job.json").read_text())
     cfg = job["config"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = False
+    mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
+    if mode not in ("float32", "tf32") or (mode == "tf32" and (device.type != "cuda" or cfg["dtype"] != "float32")):
+        return record.unsupported(f"matmul precision {mode} needs float32 on a CUDA GPU with TF32 (this run: "
+                                  f"{cfg['dtype']} on {device.type})" if mode == "tf32" else
+                                  f"matmul precision {mode}: this implementation runs float32 or TF32 matmuls only")
+    torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"  # TF32 tensor cores for every matmul
     torch.backends.cudnn.allow_tf32 = False
+    if mode == "tf32":
+        record.precision(matmul="tf32")
     # The same sums in the same order on every run: a fixed thread count (a split of a matmul over another
     # number of threads rounds differently) and deterministic kernels.
     threads = int(os.environ.get("MEMSTATE_TORCH_THREADS", "1"))

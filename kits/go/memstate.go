@@ -83,6 +83,7 @@ type Job struct {
 	AdamM     map[string]Tensor // an Adam replay's starting moments; nil otherwise
 	AdamV     map[string]Tensor
 	Dropout   map[int]*Dropout // by hidden layer (from 1); a layer not in it has no dropout
+	Precision string           // the matmul precision the harness asks for: "float32", "tf32", "bfloat16", "float16"
 	images    []byte
 	labels    []byte
 	batches   []uint32 // an indexed job: sample i of step s is pool image batches[s*m+i]
@@ -106,7 +107,10 @@ type jobFile struct {
 	Velocity  string          `json:"velocity"`
 	AdamM     string          `json:"adam_m"`
 	AdamV     string          `json:"adam_v"`
-	Dropout   []struct {
+	Precision struct {
+		Matmul string `json:"matmul"`
+	} `json:"precision"`
+	Dropout []struct {
 		Layer int     `json:"layer"`
 		P     float64 `json:"p"`
 		File  string  `json:"file"`
@@ -123,7 +127,11 @@ func Open(dir string) (*Job, error) {
 	if f.Format != "memstate-job/1" {
 		return nil, fmt.Errorf("%s: field 'format' must be \"memstate-job/1\", got %q", path, f.Format)
 	}
-	j := &Job{Dir: dir, FirstStep: f.FirstStep, Steps: f.Steps, BatchSize: f.BatchSize, Pixels: f.Pixels}
+	j := &Job{Dir: dir, FirstStep: f.FirstStep, Steps: f.Steps, BatchSize: f.BatchSize, Pixels: f.Pixels,
+		Precision: f.Precision.Matmul}
+	if j.Precision == "" {
+		j.Precision = "float32"
+	}
 	j.Config = Config{SquaredError: "mean", BatchReduction: "mean", LRDecay: 1, InputMax: 1, TargetMax: 1}
 	if err := json.Unmarshal(f.Config, &j.Config); err != nil || len(f.Config) == 0 {
 		return nil, fmt.Errorf("%s: field 'config' must be an object of the config's fields (%v)", path, err)
@@ -384,6 +392,13 @@ func (r *Recorder) Missing(names ...string) {
 	for _, n := range names {
 		r.missing[n] = true
 	}
+}
+
+// Precision declares that this port's matmuls round their operands to "tf32", "bfloat16" or "float16"
+// and accumulate in float32 (a GPU's tensor cores); before the first record. A port that cannot compute
+// in the precision the job asks for (Job.Precision) refuses it: return Refuse(...).
+func (r *Recorder) Precision(matmul string) {
+	r.header["precision"] = map[string]string{"matmul": matmul}
 }
 
 // Load records a parameter as loaded, under the pseudo-step "load".

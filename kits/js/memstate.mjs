@@ -76,7 +76,8 @@ export function openJob(dir) {
       }
     return p.tensors;
   };
-  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names };
+  const precision = (job.precision && job.precision.matmul) || "float32"; // the matmul precision asked for
+  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names, precision };
   out.params = tensors(job.params, "params");
   for (const [key, field] of [["velocity", "velocity"], ["adamM", "adam_m"], ["adamV", "adam_v"]])
     out[key] = job[field] ? tensors(job[field], "an optimizer buffer") : null;
@@ -152,6 +153,11 @@ export class Recorder {
   /** Records this port does not compute (a matmul fused with its bias add, no loss); before the first record. */
   missing(...names) {
     for (const n of names) this.declared.add(n);
+  }
+
+  /** This port's matmuls round their operands to "tf32", "bfloat16" or "float16" (before the first record). */
+  precision(matmul) {
+    this.header.precision = { matmul };
   }
 
   load(name, shape, data, dtype) {

@@ -54,6 +54,7 @@ class Inputs:
     absent: frozenset[str] = frozenset()  # records this side declared it does not compute
     model: Callable[[str, bool], Expected] | None = None  # this side's model of a record (bool: with its
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
+    operand: tuple[float, float] = (0.0, 0.0)  # how this side rounds a matmul's operands (spec/precision.py)
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:

@@ -20,7 +20,8 @@ def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np
     """X W^T, its sigma and its worst case, computed once per step (the matmul and the bias add both use
     it); the first layer sums over pixels, in image order."""
     if (x_name, w_name) not in inp.memo:
-        inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT)
+        inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT,
+                                       operand=inp.operand)
     return inp.memo[x_name, w_name]
 
 
@@ -96,13 +97,13 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     if op == "grad_logits":
         return _grad_logits(cfg, inp, u, m)
     if op == "grad_weight":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u)
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u, operand=inp.operand)
         return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_bias":
         value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
         return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_activation":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u)
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.operand)
         return Expected(value, sigma, u * np.abs(value), worst)
     if op == "grad_preactivation":
         return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, u)

@@ -63,11 +63,13 @@ def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.
 Worst = Callable[..., np.ndarray]  # a sum's worst case, computed only when a residual asks for it
 
 
-def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[np.ndarray, np.ndarray, Worst]:
+def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False,
+        operand: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, Worst]:
     """a @ b in float64, the sigma of its rounding and its worst case over every order (sum_worst), for
     (p, n) @ (n, q). `ordered` adds the index-order estimate, for sums over pixels, whose weights grow
     smooth across the image as they train; sums over the (shuffled) batch, hidden units or classes have
-    no such order."""
+    no such order. `operand` (relative, absolute): a side that rounds both operands before multiplying
+    (TF32, bfloat16, float16 matmuls; spec/precision.py) adds `operand_rounding`."""
     value = a @ b  # (p, q)
     squares = (a * a) @ (b * b)  # (p, q)
     if np.all(b != 0):
@@ -84,8 +86,29 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False) -> tuple[
         if not magnitude:
             magnitude.append(np.abs(a) @ np.abs(b))  # (p, q)
         terms = n + (np.asarray(start) != 0)
-        return sum_worst(terms, value + start, magnitude[0] + np.abs(start), u)
-    return value, sum_sigma(n, value, squares, u, extra), worst
+        total = sum_worst(terms, value + start, magnitude[0] + np.abs(start), u)
+        return total + (operand_rounding(a, b, squares, magnitude[0], operand)[1] if operand[0] else 0.0)
+    sigma = sum_sigma(n, value, squares, u, extra)
+    if operand[0]:
+        sigma = np.sqrt(sigma * sigma + operand_rounding(a, b, squares, None, operand)[0] ** 2)
+    return value, sigma, worst
+
+
+def operand_rounding(a: np.ndarray, b: np.ndarray, squares: np.ndarray, magnitude: np.ndarray | None,
+                     operand: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma, worst) of a @ b whose operands are each rounded first, relatively by at most r (an operand
+    below the format's range by at most e instead): a product a_k b_k moves by a_k b_k (d_a + d_b), d
+    uniform within +-r, variance 2 r^2 / 3 (a_k b_k)^2; at worst 2 r |a_k b_k|. Summed over k: the sigma is
+    r sqrt(2/3) sqrt((a*a) @ (b*b)) (`squares`), the worst 2 r |a| @ |b| (`magnitude`), each plus e times
+    the other operand's sizes."""
+    r, e = operand
+    sigma = r * np.sqrt(2 / 3) * np.sqrt(squares)
+    worst = 2 * r * magnitude if magnitude is not None else 0.0
+    if e:
+        size_a, size_b = np.abs(a).sum(axis=1)[:, None], np.abs(b).sum(axis=0)[None, :]  # (p, 1), (1, q)
+        sigma = sigma + e * np.sqrt(((a * a).sum(axis=1)[:, None] + (b * b).sum(axis=0)[None, :]) / 3)
+        worst = worst + e * (size_a + size_b)
+    return sigma, worst
 
 
 def batch_sum(t: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray, Worst]:

@@ -38,6 +38,37 @@ def activation_slope(kind, z, a):
     return 1 - a * a
 
 
+def rounding(mode):
+    """How a GPU's tensor cores read a float32 matmul operand: rounded to TF32's or bfloat16's significand
+    (nearest, ties to even), or to float16."""
+    if mode == "float16":
+        return lambda x: np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+    drop = {"tf32": 13, "bfloat16": 16}[mode]  # float32's 23 stored significand bits, less the format's
+
+    def rounded(x):
+        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+        lsb = (bits >> np.uint32(drop)) & np.uint32(1)
+        kept = bits + np.uint32((1 << (drop - 1)) - 1) + lsb
+        return (kept & np.uint32(0xFFFFFFFF ^ ((1 << drop) - 1))).view(np.float32)
+    return rounded
+
+
+class ReducedMatmul(np.ndarray):
+    """float32 arrays whose matmuls round both operands first and accumulate in float32, as TF32, bfloat16
+    or float16 tensor cores do (the job's "precision"); every other op is numpy's own."""
+
+    round_operand = None
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        args = [np.asarray(x) if isinstance(x, ReducedMatmul) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(np.asarray(o) for o in kwargs["out"])
+        if ufunc is np.matmul and method == "__call__":
+            args = [ReducedMatmul.round_operand(x) for x in args]
+        result = getattr(ufunc, method)(*args, **kwargs)
+        return result.view(ReducedMatmul) if isinstance(result, np.ndarray) and result.dtype == np.float32 else result
+
+
 class Pool:
     """The batches of an indexed job: pool[i] is step i's samples, picked from the images once held."""
 
@@ -62,6 +93,13 @@ def run(job_dir, record):
     m, steps = job["batch_size"], job["steps"]
     pixels = job.get("pixels", 784)  # per image: 784 for MNIST
     record.describe(device="cpu", numpy=np.__version__)
+    mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
+    if mode != "float32" and dt != np.float32:
+        return record.unsupported(f"matmul precision {mode} rounds float32 operands; this run is {dt}")
+    if mode != "float32":
+        record.precision(matmul=mode)
+        ReducedMatmul.round_operand = staticmethod(rounding(mode))
+    operands = (lambda x: x.view(ReducedMatmul)) if mode != "float32" else (lambda x: x)
     widths = cfg.get("layers") or [cfg["hidden"]]
     names = layer_names(len(widths))  # L hidden layers, then the output
     L = len(widths)
@@ -75,6 +113,7 @@ def run(job_dir, record):
         keys[f"{name}/weight"], keys[f"{name}/bias"] = f"W{k}", f"b{k}"
     for name, value in params.items():
         record("load", name, value)
+    params = {name: operands(value) for name, value in params.items()}
     # optimizer state: zeros, or for a replay the buffers of its checkpoint
     state = {}
     for kind in ("velocity", "adam_m", "adam_v"):
@@ -111,6 +150,7 @@ def run(job_dir, record):
         Y = np.eye(10, dtype=dt)[y]  # (m, 10)
         if soft:
             Y = np.where(Y == 1, dt.type(cfg["target_max"]), dt.type(cfg["target_min"]))
+        X = operands(X)
         record(step, "input/x", X)
         record(step, "input/y", y)
 

@@ -3,9 +3,10 @@
 // layers, inverted dropout with the job's masks, the loss conventions, SGD, momentum and Adam, and
 // replays from a checkpoint.   node mlp.mjs JOB_DIR OUT.jsonl
 // JavaScript numbers are doubles; for float32 every op's result goes through Math.fround.
-import { main } from "../memstate.mjs";
+import { main, Unsupported } from "../memstate.mjs";
 
 main("js-kit", (job, rec) => {
+  if (job.precision !== "float32") throw new Unsupported(`float32 matmuls only; the job asks for ${job.precision}`);
   const cfg = job.config, m = job.batchSize, C = 10, L = job.widths.length;
   const r = cfg.dtype === "float32" ? Math.fround : (x) => x;
   const { sizes, names: layer } = job;
