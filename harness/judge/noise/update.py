@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.judge.noise.base import C_ELEM, Expected, Inputs
+from harness.judge.noise.base import C_ELEM, UNIT_ROUNDOFF, Expected, Inputs
 from harness.spec.config import Config
 from harness.spec.network import gradient_of
 from harness.spec.records import adam_m, adam_v, velocity
@@ -31,7 +31,8 @@ def _update(name: str, p: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     if cfg.optimizer == "adam":
         r = _adam_step(cfg, inp.step, inp.cur(adam_m(p)), inp.cur(adam_v(p)))
         value = w0 - r
-        return Expected(value, 0.0, C_ELEM * u * (np.abs(w0) + 2 * np.abs(r) + np.abs(value)))
+        return Expected(value, 0.0, C_ELEM * u * (np.abs(w0) + 2 * np.abs(r) + np.abs(value))
+                        + _corrections_rounding(cfg, inp.step) * np.abs(r))
     step = inp.cur(velocity(p)) if cfg.optimizer == "momentum" else g
     step_err = np.abs(step) if cfg.optimizer == "momentum" else g_err
     value = w0 - lr * step
@@ -42,6 +43,17 @@ def _adam_corrections(cfg: Config, step: int) -> tuple[float, float]:
     """lr_t / (1 - beta1^t) and sqrt(1 - beta2^t), t = step + 1, in float64."""
     t = step + 1
     return cfg.lr_at(step) / (1 - cfg.adam_beta1 ** t), (1 - cfg.adam_beta2 ** t) ** 0.5
+
+
+def _corrections_rounding(cfg: Config, step: int) -> float:
+    """How far float64 bias corrections may move Adam's step, relatively: beta^t from a pow off by an ulp
+    (Go's math.Pow, C's and Python's need not agree), then 1 - beta^t, which cancels: an error of
+    u beta^t in beta^t is u beta^t / (1 - beta^t) of the correction (500 u for beta2 = 0.999 at t = 1).
+    The step divides by 1 - beta1^t and by the square root of 1 - beta2^t (half its error). float64's u
+    whatever the dtype: the docs ask for the corrections in float64, so a float32 run's are exact to it."""
+    t = step + 1
+    k1, k2 = (b ** t / (1 - b ** t) + 1 if b < 1 else 0.0 for b in (cfg.adam_beta1, cfg.adam_beta2))
+    return UNIT_ROUNDOFF["float64"] * (k1 + k2 / 2)
 
 
 def _adam_step(cfg: Config, step: int, m: np.ndarray, v: np.ndarray) -> np.ndarray:
