@@ -167,6 +167,8 @@ def judge(case: Case, c: Comparison, seconds: float = 0.0) -> Score:
     else:
         false = len(origins)
         ok = c.verdict in ("agree", "drift")
+    if c.verdict == "unsupported":
+        false = 0  # a refusal compares nothing: no origin, false or not (listed apart)
     worst = max((r.explained_ratio for r in c.records), default=0.0)
     d = first.diagnosis if first is not None and first.is_origin else None
     return Score(case.name, case.kind, _expected(case), c.verdict, found,
