@@ -193,7 +193,7 @@ def precision_lines(scores: list[Score], mode: str) -> list[str]:
     refused = [s.case for s in scores if s.verdict == "unsupported"]
     hidden = [s for s in bugs if not s and s.verdict != "unsupported"]
     run = [s for s in bugs if s.verdict != "unsupported"]
-    lines = [f"B in {mode} matmuls: {sum(map(bool, run))}/{len(run)} bugs found at the exact step and record"]
+    lines = [f"B in {mode}: {sum(map(bool, run))}/{len(run)} bugs found at the exact step and record"]
     if hidden:
         lines.append(f"  not found at their own step and record, within {mode}'s rounding there (|A-B| over its "
                      f"noise bound; what was found instead): " + ", ".join(
@@ -248,8 +248,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="keep every run under DIR (default: a temporary directory, removed)")
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
-    p.add_argument("--precision-b", choices=MODES, metavar="MODE", help=f"run every planted side with this matmul "
-                   f"precision ({', '.join(MODES)}): which bugs its rounding hides")
+    p.add_argument("--precision-b", choices=MODES, metavar="MODE", help=f"run every planted side in this precision "
+                   f"({', '.join(MODES)}): which bugs its rounding hides")
     return p
 
 

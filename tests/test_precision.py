@@ -18,6 +18,7 @@ from harness.compare.stream import compare_memstates
 from harness.evaluate import Evaluator, precision_lines
 from harness.run.runner import load_implementation, run_implementation
 from harness.spec.config import Config
+from harness.spec.precision import MODES
 from harness.spec.presets import get_preset
 from harness.store.memstate import Memstate
 
@@ -31,19 +32,32 @@ def run_in(runs, tmp_path: Path, impl: Path, config: Config, mode: str) -> Memst
 
 @pytest.mark.parametrize("mode, config", [
     ("tf32", Config(steps=200)),
-    ("bfloat16", Config(steps=100)),
-    ("float16", Config(steps=100, optimizer="adam", lr=0.001)),
+    ("bfloat16", Config(steps=50)),
+    ("float16", Config(steps=50, optimizer="adam", lr=0.001)),
     ("tf32", get_preset("born").config(steps=20)),
     ("bfloat16", get_preset("mnist-from-scratch").config(steps=20)),
-], ids=["tf32-default-200", "bf16-default-100", "fp16-adam-100", "tf32-born-20", "bf16-mnist-from-scratch-20"])
+    ("bfloat16-storage", Config(steps=50, optimizer="momentum")),
+    ("float16-storage", Config(steps=50)),
+    ("bfloat16-storage", get_preset("born").config(steps=20)),
+], ids=["tf32-default-200", "bf16-default-50", "fp16-adam-50", "tf32-born-20", "bf16-mnist-from-scratch-20",
+        "bf16-storage-momentum-50", "fp16-storage-50", "bf16-storage-born-20"])
 def test_numpy_in_reduced_matmul_precision_drifts_with_no_origin(runs, tmp_path, mode, config):
     b = run_in(runs, tmp_path, IMPLS / "numpy", config, mode)
-    assert b.manifest["precision"] == {"matmul": mode}  # it says what it computed in
+    assert b.manifest["precision"] == MODES[mode]  # it says what it computed in
     c = compare_memstates(runs.run("numpy", config), b)
     assert c and not c.origins and not c.suspects, f"{c.first.where}: {c.first.note}"
-    assert c.verdict == "drift"
-    assert any(n.startswith("B computes its matmuls in ") and "cannot be told from that rounding" in n
-               for n in c.notes)
+    assert c.verdict == "drift" and c.b.title == f"numpy ({mode})"
+    assert any(n.startswith("B computes its matmuls in " if "storage" not in mode else "B keeps every tensor in ")
+               and "cannot be told from" in n for n in c.notes)
+
+
+def test_adam_in_float16_storage_divides_by_zero_and_is_named(runs, tmp_path):
+    """Not a benign precision: Adam's eps = 1e-8 is below float16's range, so sqrt(v) + eps is 0 where v
+    underflows, and the update divides by it. memstate names the update, not a rounding."""
+    config = get_preset("born").config(steps=20)
+    c = compare_memstates(runs.run("numpy", config), run_in(runs, tmp_path, IMPLS / "numpy", config,
+                                                            "float16-storage"))
+    assert c.verdict == "diverged" and c.first.name.endswith(("/weight", "/bias"))
 
 
 def test_the_same_pair_read_as_float32_is_the_false_alarm(runs, tmp_path):
@@ -73,7 +87,7 @@ def test_the_catalogue_under_tf32_names_what_its_rounding_hides(tmp_path, mnist)
     scores = [ev.score(cases[n]) for n in ("softmax-global-sum", "tanh-slope", "matmul-32u", "momentum-0.99")]
     assert [bool(s) for s in scores] == [True, True, False, True]
     lines = precision_lines(scores, "tf32")
-    assert lines[0] == "B in tf32 matmuls: 3/4 bugs found at the exact step and record"
+    assert lines[0] == "B in tf32: 3/4 bugs found at the exact step and record"
     assert "matmul-32u (" in lines[1] and "within tf32's rounding" in lines[1]
 
 
@@ -88,7 +102,7 @@ def test_the_command_line_states_and_asks_for_a_precision(tmp_path, capsys, monk
     b = tmp_path / "b"
     shutil.copytree(tmp_path / "r" / "a-numpy", b)
     assert main([tmp_path / "r" / "a-numpy", b, "--precision-b", "bfloat16", "--no-html"]) == 0
-    assert ("B does not say what its matmuls computed in; judged as bfloat16, as --precision-b says"
+    assert ("B does not say what it computed in; judged as bfloat16, as --precision-b says"
             in capsys.readouterr().out)
     # torch has TF32 on a CUDA GPU only: on the CPU it refuses, said as such
     code = main([IMPLS / "numpy", IMPLS / "torch", "--precision-b", "tf32", *small])
@@ -98,7 +112,8 @@ def test_the_command_line_states_and_asks_for_a_precision(tmp_path, capsys, monk
 
 @pytest.mark.parametrize("value, message", [
     ({"matmul": "tf16"}, "'matmul' is 'tf16'; expected one of float32, tf32, bfloat16, float16"),
-    ({"storage": "bfloat16"}, "has the key 'storage'; expected one of matmul"),
+    ({"storage": "tf32"}, "'storage' is 'tf32'; expected one of float32, bfloat16, float16"),
+    ({"master": "float32"}, "has the key 'master'; expected one of matmul, storage"),
     ("tf32", "must be an object like"),
 ])
 def test_a_wrong_precision_names_the_field(runs, tmp_path, value, message):

@@ -203,8 +203,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     for label in "ab":
         p.add_argument(f"--precision-{label}", choices=MODES, metavar="MODE", help=(
-            f"{label.upper()}'s matmul precision: {', '.join(MODES)} (operands rounded, float32 accumulation); an "
-            f"implementation is asked for it in its job, a side that does not declare it is judged so"))
+            f"{label.upper()}'s precision: {', '.join(MODES)} (tf32, bfloat16, float16: matmul operands rounded, "
+            f"float32 accumulation; ...-storage: every tensor kept in that format); an implementation is asked for "
+            f"it in its job, a side that does not declare it is judged so"))
     p.add_argument("--first", action="store_true", help="stop at the first origin (later records not compared)")
     p.add_argument("--bisect", action="store_true", help="long runs: run both sides keeping per-step summaries "
                    "and checkpoints, then replay in full only the window where they part (docs/bisect.md)")

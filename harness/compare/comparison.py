@@ -24,12 +24,12 @@ class Side:
     status: str
     stop_summary: str
     manifest: dict[str, Any]
-    matmul: str = "float32"  # the precision its matmuls computed in (declared, or stated on the command line)
+    precision: str = "float32"  # what it computed in beyond its dtype (declared, or stated on the command line)
 
     @property
     def title(self) -> str:
-        """The name, with a reduced matmul precision where it has one: "numpy (tf32 matmuls)"."""
-        return self.name if self.matmul == "float32" else f"{self.name} ({self.matmul} matmuls)"
+        """The name, with a reduced precision where it has one: "numpy (tf32)"."""
+        return self.name if self.precision == "float32" else f"{self.name} ({self.precision})"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.compare.comparison import Comparison, Side
 from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
-from harness.judge.noise import Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
+from harness.judge.noise import C_ELEM, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
     _graph_inputs,
@@ -51,7 +51,7 @@ from harness.store.memstate import Memstate
 
 
 def _side(label: str, ms: Memstate) -> Side:
-    return Side(label, str(ms.dir), ms.name, ms.status, ms.stop_summary(), ms.manifest, ms.precision.matmul)
+    return Side(label, str(ms.dir), ms.name, ms.status, ms.stop_summary(), ms.manifest, ms.precision.mode)
 
 
 def _facts(ms: Memstate) -> dict[str, Any]:
@@ -136,18 +136,22 @@ class _Models:
         if self.cfg is None or step == LOAD:
             return None
         inp = self.inputs.get(label)
+        side = self.sides[label]
         if inp is None or inp.step != step:
-            side = self.sides[label]
             inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing,
-                                              operand=side.precision.operand)
+                                              operand=side.precision.operand, store=side.precision.stored[0])
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
                 inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)
         try:
             with np.errstate(all="ignore"):
-                return expected(name, self.cfg, inp, self.u)
+                model = expected(name, self.cfg, inp, self.u)
         except (MissingInput, KeyError, IndexError, ValueError):
             return None  # an input not recorded, a name the spec does not know, or inputs of the wrong shape
+        flushed = side.precision.stored[1]  # float16's underflow: an absolute error, wherever a value is tiny
+        if flushed:
+            model.fixed = np.asarray(model.fixed) + C_ELEM * flushed
+        return model
 
     def bound(self, step: Step, name: str, pair: tuple[Expected | None, Expected | None], tol: Tolerance,
               bounds: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -210,6 +214,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             result.notes.append(f"{lab}'s directory holds {', '.join(unit_file(u) for u in ms.unlisted)}, which its "
                                 f"manifest does not list: not compared")
     unknown: set[str] = set()
+    stored = (max(ms.precision.stored[0] for ms in (a, b)), max(ms.precision.stored[1] for ms in (a, b)))
     one_sided: dict[tuple[str, str], list[Step]] = {}
     models = _Models(cfg, sides, tol.u)
     diverged: set[tuple[Step, str]] = set()
@@ -264,8 +269,9 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             continue
         if name not in spec_names:
             unknown.add(name)
-        # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values.
-        record_tol = Tolerance(tol.dtype, 0.0, 0.0, "fixed") if step == LOAD else tol
+        # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values, each
+        # rounded to the format it keeps them in (bfloat16, float16 storage).
+        record_tol = _load_tolerance(tol, stored, x, y) if step == LOAD else tol
         pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
@@ -308,6 +314,17 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                             f"does not name and {other} does not have: not compared")
     moved_factors(result.records, cfg)
     return _finish(result, unknown)
+
+
+def _load_tolerance(tol: Tolerance, stored: tuple[float, float], x: np.ndarray, y: np.ndarray) -> Tolerance:
+    """The load unit's: exact, or within one rounding to the format a side keeps its values in (relative,
+    and absolute below that format's range: fixed mode's atol is relative to the record's largest value)."""
+    if not stored[1]:
+        return Tolerance(tol.dtype, stored[0], 0.0, "fixed")
+    with np.errstate(invalid="ignore"):
+        scale = max((float(np.nanmax(np.abs(v), initial=0.0)) for v in (x, y) if v.size and v.dtype.kind == "f"),
+                    default=0.0)
+    return Tolerance(tol.dtype, stored[0], stored[1] / scale if scale > 0 else 0.0, "fixed")
 
 
 def _not_computed(models: _Models, step: Step, name: str, tol: Tolerance, bounds: dict[str, np.ndarray],

@@ -1,23 +1,28 @@
-"""What a side computed its matmuls in: full float32, or with its operands rounded first to TF32,
-bfloat16 or float16 and accumulated in float32 (what a GPU's tensor cores do under JAX's default
-precision, PyTorch's allow_tf32, or a reduced matmul precision). A side declares it in its memstate
-(`"precision": {"matmul": "tf32"}`) or the command line states it (`--precision-b tf32`); the noise
-model then bounds that side's matmuls by its own operand rounding (docs/comparing.md, "Precision")."""
+"""What a side computed in beyond its dtype. Its matmuls may round their operands first to TF32, bfloat16
+or float16 and accumulate in float32 (a GPU's tensor cores under JAX's default precision, PyTorch's
+allow_tf32); and it may store every tensor in bfloat16 or float16, computing each op in float32 from the
+stored values and rounding the result (a network kept in half precision). A side declares it in its
+memstate (`"precision": {"matmul": "tf32"}`, `{"storage": "bfloat16"}`) or the command line states it
+(`--precision-b tf32`, `--precision-b bfloat16-storage`); the noise model then bounds that side by its
+own rounding (docs/comparing.md, "Reduced precision")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-# matmul precision -> (unit roundoff of an operand, the smallest operand it still holds apart from 0:
-# half its smallest subnormal, the absolute error of an operand that underflows)
-MATMUL = {
-    "float32": (0.0, 0.0),
+# format -> (unit roundoff, the absolute error of a value that underflows it: half its smallest subnormal)
+FORMATS = {
+    "float32": (0.0, 0.0),  # nothing beyond the dtype's own rounding
     "tf32": (2.0 ** -11, 2.0 ** -127),  # 10 stored significand bits, float32's exponent range
     "bfloat16": (2.0 ** -8, 2.0 ** -134),  # 7 stored bits, float32's range
     "float16": (2.0 ** -11, 2.0 ** -25),  # 10 stored bits, smallest subnormal 2^-24
 }
-FIELDS = {"matmul": MATMUL}
+FIELDS = {"matmul": ("float32", "tf32", "bfloat16", "float16"), "storage": ("float32", "bfloat16", "float16")}
+# the names --precision-a/-b take, and what each declares
+MODES = {"float32": {}, "tf32": {"matmul": "tf32"}, "bfloat16": {"matmul": "bfloat16"},
+         "float16": {"matmul": "float16"}, "bfloat16-storage": {"storage": "bfloat16"},
+         "float16-storage": {"storage": "float16"}}
 WHAT = {"tf32": "TF32 (operands rounded to 11 significant bits, accumulated in float32)",
         "bfloat16": "bfloat16 (operands rounded to 8 significant bits, accumulated in float32)",
         "float16": "float16 (operands rounded to 11 significant bits and float16's range, accumulated in float32)"}
@@ -25,9 +30,10 @@ WHAT = {"tf32": "TF32 (operands rounded to 11 significant bits, accumulated in f
 
 @dataclass(frozen=True)
 class Precision:
-    """A side's arithmetic beyond its dtype: the precision of its matmuls' operands."""
+    """A side's arithmetic beyond its dtype: its matmuls' operands, and the format every tensor is kept in."""
 
     matmul: str = "float32"
+    storage: str = "float32"
 
     @classmethod
     def of(cls, value: Any) -> Precision:
@@ -36,22 +42,35 @@ class Precision:
 
     @property
     def operand(self) -> tuple[float, float]:
-        """(relative, absolute) rounding of a matmul operand, as MATMUL holds it."""
-        return MATMUL[self.matmul]
+        """(relative, absolute) rounding of a matmul operand, as FORMATS holds it."""
+        return FORMATS[self.matmul]
+
+    @property
+    def stored(self) -> tuple[float, float]:
+        """(relative, absolute) rounding of every value the side keeps."""
+        return FORMATS[self.storage]
 
     @property
     def reduced(self) -> bool:
-        return self.matmul != "float32"
+        return (self.matmul, self.storage) != ("float32", "float32")
 
-    def floor(self, z_sigma: float) -> float:
-        """The smallest change at a matmul its rounding cannot hide, relative to the root-sum-square of
-        its products: Z sigma of two operands' uniform rounding, Z * sqrt(2/3) * u."""
-        return z_sigma * (2 / 3) ** 0.5 * self.operand[0]
+    @property
+    def mode(self) -> str:
+        """Its name as --precision-a/-b takes it."""
+        fields = {k: v for k, v in (("matmul", self.matmul), ("storage", self.storage)) if v != "float32"}
+        return next((name for name, f in MODES.items() if f == fields), "+".join(f"{k}={v}" for k, v in fields.items()))
 
     def describe(self, label: str, z_sigma: float) -> str:
-        return (f"{label} computes its matmuls in {WHAT[self.matmul]}: a change at a matmul below about "
-                f"{self.floor(z_sigma):.2g} of the root-sum-square of its products cannot be told from that "
-                f"rounding, and each record's bound downstream carries it")
+        said = []
+        if self.matmul != "float32":
+            floor = z_sigma * (2 / 3) ** 0.5 * self.operand[0]  # Z sigma of two operands' uniform rounding
+            said.append(f"{label} computes its matmuls in {WHAT[self.matmul]}: a change at a matmul below about "
+                        f"{floor:.2g} of the root-sum-square of its products cannot be told from that rounding")
+        if self.storage != "float32":
+            said.append(f"{label} keeps every tensor in {self.storage} ({self.stored[0]:.2g} relative): each op is "
+                        f"judged at that unit roundoff, so a change below a few times it cannot be told from "
+                        f"rounding")
+        return "; ".join(said) + ", and each record's bound downstream carries it"
 
 
 def check_precision(value: Any) -> str | None:

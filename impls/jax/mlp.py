@@ -98,6 +98,8 @@ def run(job_dir, record):
     dtype = jnp.dtype(cfg["dtype"])
     device = jax.devices()[0]
     mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
+    if (job.get("precision") or {}).get("storage", "float32") != "float32":
+        return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32")
     if mode == "float16":
         return record.unsupported("matmul precision float16: JAX's matmul precisions are highest, tensorfloat32 "
                                   "and bfloat16")

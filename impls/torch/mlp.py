@@ -38,6 +38,8 @@ def run(job_dir, record):
     cfg = job["config"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
+    if (job.get("precision") or {}).get("storage", "float32") != "float32":
+        return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32")
     if mode not in ("float32", "tf32") or (mode == "tf32" and (device.type != "cuda" or cfg["dtype"] != "float32")):
         return record.unsupported(f"matmul precision {mode} needs float32 on a CUDA GPU with TF32 (this run: "
                                   f"{cfg['dtype']} on {device.type})" if mode == "tf32" else

@@ -54,17 +54,21 @@ def _with_absent(model: Expected, name: str, cfg: Config, inp: Inputs, absent: l
 
 
 def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
-    """The model of the record's own op, from the side's inputs as recorded (or stood in for)."""
+    """The model of the record's own op, from the side's inputs as recorded (or stood in for). A side that
+    keeps its tensors in a shorter format (`inp.store`) rounds each elementwise op at that unit roundoff
+    (`ue`), and each sum, accumulated in float32, once more when it is stored: at most 2 units of it, which
+    a conversion that truncates (keeping float32's top 16 bits) reaches as well as one that rounds."""
     spec = graph(cfg)[name]
     op = spec.op
+    ue, us = max(u, inp.store), u + 2 * inp.store
     if op == "source":
         if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
-            return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * u * np.abs(inp.cur(name)))
+            return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * ue * np.abs(inp.cur(name)))
         return Expected(None, 0.0, 0.0)
     m = float(inp.cur(LABELS).shape[0])
     if op == "matmul":
         value, sigma, worst = _forward_matmul(inp, spec.inputs[0], spec.previous[0], u)
-        return Expected(value, sigma, u * np.abs(value), worst)
+        return Expected(value, sigma, us * np.abs(value), worst)
     if op == "bias_add":
         layer = network(cfg).layer(spec.layer)
         mat = inp.cur(spec.inputs[0])
@@ -73,43 +77,43 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         # (in any order: the recorded matmul's and this sum's, each at its worst).
         _, sigma, worst = _forward_matmul(inp, layer.source, layer.weight, u)
         bias = inp.prev(spec.previous[0])
-        return Expected(value, 1.5 * sigma, C_ELEM * u * (np.abs(mat) + np.abs(value)),
+        return Expected(value, 1.5 * sigma, C_ELEM * ue * (np.abs(mat) + np.abs(value)),
                         lambda: worst() + worst(bias))
     if op == "activation":
         kind = network(cfg).layer(spec.layer).activation
         z = inp.cur(spec.inputs[0])
         value = activation_value(kind, z)
-        return Expected(value, 0.0, activation_rounding(kind, z, value, u))
+        return Expected(value, 0.0, activation_rounding(kind, z, value, ue))
     if op == "dropout":  # x * mask / (1 - p), forward on the activation and backward on its gradient
         value = inp.cur(spec.inputs[0]) * inp.cur(spec.inputs[1]) * network(cfg).layer(spec.layer).keep_scale
-        return Expected(value, 0.0, C_ELEM * u * np.abs(value))
+        return Expected(value, 0.0, C_ELEM * ue * np.abs(value))
     if op == "softmax":
         z = inp.cur(spec.inputs[0])
         e = np.exp(z - z.max(axis=1, keepdims=True))
         value = e / e.sum(axis=1, keepdims=True)
-        return Expected(value, 0.0, softmax_rounding(z, value, u))
+        return Expected(value, 0.0, softmax_rounding(z, value, ue))
     if op == "sigmoid":
         z = inp.cur(spec.inputs[0])
         value = sigmoid(z)
-        return Expected(value, 0.0, activation_rounding("sigmoid", z, value, u))
+        return Expected(value, 0.0, activation_rounding("sigmoid", z, value, ue))
     if op == "loss":
-        return _loss(cfg, inp, u, m)
+        return _loss(cfg, inp, ue, m)
     if op == "grad_logits":
-        return _grad_logits(cfg, inp, u, m)
+        return _grad_logits(cfg, inp, ue, m)
     if op == "grad_weight":
         value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u, operand=inp.operand)
-        return Expected(value, sigma, u * np.abs(value), worst)
+        return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_bias":
         value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
-        return Expected(value, sigma, u * np.abs(value), worst)
+        return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_activation":
         value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.operand)
-        return Expected(value, sigma, u * np.abs(value), worst)
+        return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_preactivation":
-        return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, u)
+        return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, ue)
     if op in ("velocity", "adam_m", "adam_v", "update"):
         param = spec.previous[-1]  # every optimizer record reads its parameter as the step began
-        return _update(name, param, cfg, inp, u)
+        return _update(name, param, cfg, inp, ue)
     raise KeyError(name)
 
 

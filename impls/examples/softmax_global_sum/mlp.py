@@ -38,12 +38,12 @@ def activation_slope(kind, z, a):
     return 1 - a * a
 
 
-def rounding(mode):
-    """How a GPU's tensor cores read a float32 matmul operand: rounded to TF32's or bfloat16's significand
-    (nearest, ties to even), or to float16."""
-    if mode == "float16":
+def rounding(fmt):
+    """How a float32 value is rounded to TF32's or bfloat16's significand (nearest, ties to even), or to
+    float16, as a GPU's tensor cores read a matmul operand or a half-precision tensor holds it."""
+    if fmt == "float16":
         return lambda x: np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
-    drop = {"tf32": 13, "bfloat16": 16}[mode]  # float32's 23 stored significand bits, less the format's
+    drop = {"tf32": 13, "bfloat16": 16}[fmt]  # float32's 23 stored significand bits, less the format's
 
     def rounded(x):
         bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -53,20 +53,24 @@ def rounding(mode):
     return rounded
 
 
-class ReducedMatmul(np.ndarray):
-    """float32 arrays whose matmuls round both operands first and accumulate in float32, as TF32, bfloat16
-    or float16 tensor cores do (the job's "precision"); every other op is numpy's own."""
+class Reduced(np.ndarray):
+    """float32 arrays computed at the precision the job asks for ("precision"): a matmul rounds both its
+    operands first and accumulates in float32 (TF32, bfloat16 or float16 tensor cores); with a storage
+    format, every op's result is rounded to it (a network kept in bfloat16 or float16). Each op is numpy's."""
 
-    round_operand = None
+    operand = None  # rounds a matmul's operands, or None
+    store = None  # rounds every result, or None
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        args = [np.asarray(x) if isinstance(x, ReducedMatmul) else x for x in inputs]
+        args = [np.asarray(x) if isinstance(x, Reduced) else x for x in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(np.asarray(o) for o in kwargs["out"])
-        if ufunc is np.matmul and method == "__call__":
-            args = [ReducedMatmul.round_operand(x) for x in args]
+        if ufunc is np.matmul and method == "__call__" and Reduced.operand is not None:
+            args = [Reduced.operand(x) for x in args]
         result = getattr(ufunc, method)(*args, **kwargs)
-        return result.view(ReducedMatmul) if isinstance(result, np.ndarray) and result.dtype == np.float32 else result
+        if isinstance(result, np.ndarray) and result.dtype == np.float32:
+            return (Reduced.store(result) if Reduced.store is not None else result).view(Reduced)
+        return result
 
 
 class Pool:
@@ -93,13 +97,16 @@ def run(job_dir, record):
     m, steps = job["batch_size"], job["steps"]
     pixels = job.get("pixels", 784)  # per image: 784 for MNIST
     record.describe(device="cpu", numpy=np.__version__)
-    mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
-    if mode != "float32" and dt != np.float32:
-        return record.unsupported(f"matmul precision {mode} rounds float32 operands; this run is {dt}")
-    if mode != "float32":
-        record.precision(matmul=mode)
-        ReducedMatmul.round_operand = staticmethod(rounding(mode))
-    operands = (lambda x: x.view(ReducedMatmul)) if mode != "float32" else (lambda x: x)
+    precision = {k: v for k, v in (job.get("precision") or {}).items() if v != "float32"}  # --precision-b tf32
+    if precision and dt != np.float32:
+        return record.unsupported(f"precision {precision} rounds float32 values; this run is {dt}")
+    if precision:
+        record.precision(**precision)
+        Reduced.operand = rounding(precision["matmul"]) if "matmul" in precision else None
+        Reduced.store = rounding(precision["storage"]) if "storage" in precision else None
+
+    def operands(x):  # an array the step computes with, at the precision asked for
+        return x if not precision else (Reduced.store(x) if Reduced.store else x).view(Reduced)
     widths = cfg.get("layers") or [cfg["hidden"]]
     names = layer_names(len(widths))  # L hidden layers, then the output
     L = len(widths)
@@ -111,9 +118,9 @@ def run(job_dir, record):
         params[f"{name}/weight"] = load_param(tensors, f"W{k}", dt)
         params[f"{name}/bias"] = load_param(tensors, f"b{k}", dt)
         keys[f"{name}/weight"], keys[f"{name}/bias"] = f"W{k}", f"b{k}"
+    params = {name: operands(value) for name, value in params.items()}
     for name, value in params.items():
         record("load", name, value)
-    params = {name: operands(value) for name, value in params.items()}
     # optimizer state: zeros, or for a replay the buffers of its checkpoint
     state = {}
     for kind in ("velocity", "adam_m", "adam_v"):
