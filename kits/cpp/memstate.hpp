@@ -155,6 +155,7 @@ class Job {
     std::map<std::string, Tensor> velocity, adam_m, adam_v;  // a replay's starting buffers; empty otherwise
     std::map<size_t, double> dropout_p;     // hidden layer (from 1) -> p, for the layers with dropout
     std::string matmul_precision = "float32";  // asked for by the harness: "tf32", "bfloat16", "float16"
+    std::string storage = "float32";           // the format it asks every tensor to be kept in
 
     explicit Job(const std::string& d) : dir(d) {
         const std::string path = dir + "/job.json";
@@ -189,6 +190,7 @@ class Job {
         for (size_t k = 1; k <= widths.size(); ++k) names.push_back(widths.size() == 1 ? "hidden" : "hidden" + std::to_string(k));
         names.push_back("output");
         if (j["precision"]["matmul"].kind == Json::String) matmul_precision = j["precision"]["matmul"].text;
+        if (j["precision"]["storage"].kind == Json::String) storage = j["precision"]["storage"].text;
         params = tensors(j["params"].text, "params");
         if (j.has("velocity")) velocity = tensors(j["velocity"].text, "an optimizer buffer");
         if (j.has("adam_m")) adam_m = tensors(j["adam_m"].text, "an optimizer buffer");
@@ -289,6 +291,8 @@ class Recorder {
     }
     // This port's matmuls round their operands to "tf32", "bfloat16" or "float16"; before the first record.
     void precision(const std::string& matmul) { precision_ = matmul; }
+    // This port keeps every tensor in "bfloat16" or "float16" (recorded as float); before the first record.
+    void storage(const std::string& format) { storage_ = format; }
     // Records this port does not compute (a matmul fused with its bias add, no loss); before the first record.
     void missing(std::initializer_list<std::string> names) { missing_.insert(names.begin(), names.end()); }
 
@@ -312,7 +316,7 @@ class Recorder {
     std::string impl_, device_ = "cpu", step_;
     std::map<std::string, std::string> versions_{{"compiler", __VERSION__}};
     std::set<std::string> missing_;
-    std::string precision_;
+    std::string precision_, storage_;
     bool started_ = false, ended_ = false;
 
     static std::string quote(const std::string& s) {
@@ -358,7 +362,12 @@ class Recorder {
             bool first = true;
             for (const auto& kv : versions_) { h += (first ? "" : ", ") + quote(kv.first) + ": " + quote(kv.second); first = false; }
             h += "}";
-            if (!precision_.empty()) h += ", \"precision\": {\"matmul\": " + quote(precision_) + "}";
+            if (!precision_.empty() || !storage_.empty()) {
+                h += ", \"precision\": {";
+                if (!precision_.empty()) h += "\"matmul\": " + quote(precision_) + (storage_.empty() ? "" : ", ");
+                if (!storage_.empty()) h += "\"storage\": " + quote(storage_);
+                h += "}";
+            }
             if (!missing_.empty()) {
                 h += ", \"missing\": [";
                 first = true;

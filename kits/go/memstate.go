@@ -84,6 +84,7 @@ type Job struct {
 	AdamV     map[string]Tensor
 	Dropout   map[int]*Dropout // by hidden layer (from 1); a layer not in it has no dropout
 	Precision string           // the matmul precision the harness asks for: "float32", "tf32", "bfloat16", "float16"
+	Storage   string           // the format it asks every tensor to be kept in: "float32", "bfloat16", "float16"
 	images    []byte
 	labels    []byte
 	batches   []uint32 // an indexed job: sample i of step s is pool image batches[s*m+i]
@@ -108,7 +109,8 @@ type jobFile struct {
 	AdamM     string          `json:"adam_m"`
 	AdamV     string          `json:"adam_v"`
 	Precision struct {
-		Matmul string `json:"matmul"`
+		Matmul  string `json:"matmul"`
+		Storage string `json:"storage"`
 	} `json:"precision"`
 	Dropout []struct {
 		Layer int     `json:"layer"`
@@ -128,9 +130,12 @@ func Open(dir string) (*Job, error) {
 		return nil, fmt.Errorf("%s: field 'format' must be \"memstate-job/1\", got %q", path, f.Format)
 	}
 	j := &Job{Dir: dir, FirstStep: f.FirstStep, Steps: f.Steps, BatchSize: f.BatchSize, Pixels: f.Pixels,
-		Precision: f.Precision.Matmul}
+		Precision: f.Precision.Matmul, Storage: f.Precision.Storage}
 	if j.Precision == "" {
 		j.Precision = "float32"
+	}
+	if j.Storage == "" {
+		j.Storage = "float32"
 	}
 	j.Config = Config{SquaredError: "mean", BatchReduction: "mean", LRDecay: 1, InputMax: 1, TargetMax: 1}
 	if err := json.Unmarshal(f.Config, &j.Config); err != nil || len(f.Config) == 0 {
@@ -398,7 +403,22 @@ func (r *Recorder) Missing(names ...string) {
 // and accumulate in float32 (a GPU's tensor cores); before the first record. A port that cannot compute
 // in the precision the job asks for (Job.Precision) refuses it: return Refuse(...).
 func (r *Recorder) Precision(matmul string) {
-	r.header["precision"] = map[string]string{"matmul": matmul}
+	r.precision("matmul", matmul)
+}
+
+// Storage declares that this port keeps every tensor in "bfloat16" or "float16", computing each op in
+// float32 from the stored values (record them as float32); before the first record.
+func (r *Recorder) Storage(format string) {
+	r.precision("storage", format)
+}
+
+func (r *Recorder) precision(key, value string) {
+	p, ok := r.header["precision"].(map[string]string)
+	if !ok {
+		p = map[string]string{}
+		r.header["precision"] = p
+	}
+	p[key] = value
 }
 
 // Load records a parameter as loaded, under the pseudo-step "load".

@@ -77,7 +77,8 @@ export function openJob(dir) {
     return p.tensors;
   };
   const precision = (job.precision && job.precision.matmul) || "float32"; // the matmul precision asked for
-  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names, precision };
+  const storage = (job.precision && job.precision.storage) || "float32"; // the format asked for every tensor
+  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names, precision, storage };
   out.params = tensors(job.params, "params");
   for (const [key, field] of [["velocity", "velocity"], ["adamM", "adam_m"], ["adamV", "adam_v"]])
     out[key] = job[field] ? tensors(job[field], "an optimizer buffer") : null;
@@ -157,7 +158,12 @@ export class Recorder {
 
   /** This port's matmuls round their operands to "tf32", "bfloat16" or "float16" (before the first record). */
   precision(matmul) {
-    this.header.precision = { matmul };
+    this.header.precision = { ...this.header.precision, matmul };
+  }
+
+  /** This port keeps every tensor in "bfloat16" or "float16" (recorded as float32); before the first record. */
+  storage(format) {
+    this.header.precision = { ...this.header.precision, storage: format };
   }
 
   load(name, shape, data, dtype) {

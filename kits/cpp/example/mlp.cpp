@@ -10,7 +10,8 @@
 template <class T>
 void train(const memstate::Job& job, memstate::Recorder& rec) {
     const memstate::Config& c = job.config;
-    if (job.matmul_precision != "float32") throw memstate::Unsupported("float32 matmuls only; the job asks for " + job.matmul_precision);
+    if (job.matmul_precision != "float32" || job.storage != "float32")
+        throw memstate::Unsupported("full precision only; the job asks for " + job.matmul_precision + " matmuls, " + job.storage + " storage");
     if (job.widths.size() != 1 || !job.dropout_p.empty())
         throw memstate::Unsupported("one hidden layer without dropout only (this config has " +
                                     std::to_string(job.widths.size()) + " and dropout on " + std::to_string(job.dropout_p.size()) + ")");

@@ -16,8 +16,8 @@ type float interface{ float32 | float64 }
 
 func main() {
 	memstate.Main("go-kit", func(job *memstate.Job, rec *memstate.Recorder) error {
-		if job.Precision != "float32" { // plain Go multiplies in full precision: no TF32 here
-			return memstate.Refuse("float32 matmuls only; the job asks for %s", job.Precision)
+		if job.Precision != "float32" || job.Storage != "float32" { // plain Go: float32 or float64 throughout
+			return memstate.Refuse("full precision only; the job asks for %s matmuls, %s storage", job.Precision, job.Storage)
 		}
 		if job.Config.Dtype == "float64" {
 			return train[float64](job, rec)

@@ -6,7 +6,8 @@
 import { main, Unsupported } from "../memstate.mjs";
 
 main("js-kit", (job, rec) => {
-  if (job.precision !== "float32") throw new Unsupported(`float32 matmuls only; the job asks for ${job.precision}`);
+  if (job.precision !== "float32" || job.storage !== "float32")
+    throw new Unsupported(`full precision only; the job asks for ${job.precision} matmuls, ${job.storage} storage`);
   const cfg = job.config, m = job.batchSize, C = 10, L = job.widths.length;
   const r = cfg.dtype === "float32" ? Math.fround : (x) => x;
   const { sizes, names: layer } = job;
