@@ -1,10 +1,11 @@
-"""The reduced-precision matrix: numpy in float32 against numpy asked for each reduced precision (TF32,
-bfloat16 or float16 matmuls; bfloat16 or float16 storage) on the default config and on two presets.
+"""The reduced-precision matrix: numpy in float32 against numpy (or --impl) asked for each reduced precision
+(TF32, bfloat16 or float16 matmuls; bfloat16 or float16 storage; bfloat16 autocast) on the default config
+and on two presets.
 Prints, per pair, the verdict, the origins and suspects, how many records diverge, and the headroom:
 the largest residual of any record (its deviation from its own op over that op's random rounding; 1
 would make it a suspect). docs/comparing.md, "Reduced precision", quotes one run.
 
-    python benchmarks/bench_precision.py [--steps 200] [--preset-steps 20] [--modes tf32 ...]
+    python benchmarks/bench_precision.py [--steps 200] [--preset-steps 20] [--modes tf32 ...] [--impl torch]
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="steps of the default config")
     p.add_argument("--preset-steps", type=int, default=20, help="steps of born and mnist-from-scratch")
     p.add_argument("--modes", nargs="*", default=[m for m in MODES if m != "float32"], choices=MODES)
+    p.add_argument("--impl", default="numpy", help="the side run in each precision (impls/NAME; numpy emulates "
+                   "every mode, torch runs bfloat16-autocast on the CPU)")
     args = p.parse_args()
     mnist = load_mnist(None)
     numpy = load_implementation(NUMPY)
+    reduced = load_implementation(NUMPY.parent / args.impl)
     runs = [("default", Config(steps=args.steps)),
             ("born", get_preset("born").config(steps=args.preset_steps)),
             ("mnist-from-scratch", get_preset("mnist-from-scratch").config(steps=args.preset_steps))]
@@ -50,7 +54,7 @@ def main() -> None:
             for mode in args.modes:
                 start = time.perf_counter()
                 own = job_with_precision(job, root / f"job-{name}-{mode}", mode)
-                b = Memstate(run_implementation(numpy, own, root / f"b-{name}-{mode}").memstate)
+                b = Memstate(run_implementation(reduced, own, root / f"b-{name}-{mode}").memstate)
                 c = compare_memstates(a, b)
                 resid = max((r.explained_ratio for r in c.records), default=0.0)
                 label = f"{name}, {cfg.steps} steps"

@@ -51,6 +51,17 @@ def test_numpy_in_reduced_matmul_precision_drifts_with_no_origin(runs, tmp_path,
                and "cannot be told from" in n for n in c.notes)
 
 
+@pytest.mark.parametrize("config", [Config(steps=50, optimizer="momentum"), get_preset("born").config(steps=20)],
+                         ids=["default-momentum-50", "born-20"])
+def test_torch_bfloat16_autocast_on_the_cpu_drifts_with_no_origin(runs, tmp_path, config):
+    """torch.autocast for real: its matmuls' results are bfloat16 values, judged as bfloat16 matmuls and storage."""
+    b = run_in(runs, tmp_path, IMPLS / "torch", config, "bfloat16-autocast")
+    matmul = b.get(1, "hidden/matmul").astype("float32")
+    assert not (matmul.view("uint32") & 0xFFFF).any()  # bfloat16 values, held exactly in float32
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+
+
 def test_adam_in_float16_storage_divides_by_zero_and_is_named(runs, tmp_path):
     """Not a benign precision: Adam's eps = 1e-8 is below float16's range, so sqrt(v) + eps is 0 where v
     underflows, and the update divides by it. memstate names the update, not a rounding."""

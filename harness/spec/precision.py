@@ -22,7 +22,10 @@ FIELDS = {"matmul": ("float32", "tf32", "bfloat16", "float16"), "storage": ("flo
 # the names --precision-a/-b take, and what each declares
 MODES = {"float32": {}, "tf32": {"matmul": "tf32"}, "bfloat16": {"matmul": "bfloat16"},
          "float16": {"matmul": "float16"}, "bfloat16-storage": {"storage": "bfloat16"},
-         "float16-storage": {"storage": "float16"}}
+         "float16-storage": {"storage": "float16"},
+         # torch.autocast's bfloat16: matmuls on rounded operands, their results in bfloat16, the rest in
+         # float32 with float32 weights; judged as bfloat16 matmuls and storage, of which it does less
+         "bfloat16-autocast": {"matmul": "bfloat16", "storage": "bfloat16"}}
 WHAT = {"tf32": "TF32 (operands rounded to 11 significant bits, accumulated in float32)",
         "bfloat16": "bfloat16 (operands rounded to 8 significant bits, accumulated in float32)",
         "float16": "float16 (operands rounded to 11 significant bits and float16's range, accumulated in float32)"}

@@ -24,7 +24,9 @@ ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 def as_numpy(t):
-    return t.detach().cpu().numpy()
+    """A tensor as numpy; bfloat16 (autocast's matmul results) as the float32 it holds exactly."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def layer_names(depth):
@@ -38,8 +40,15 @@ def run(job_dir, record):
     cfg = job["config"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
-    if (job.get("precision") or {}).get("storage", "float32") != "float32":
-        return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32")
+    autocast = job.get("precision") == {"matmul": "bfloat16", "storage": "bfloat16"}  # --precision-b bfloat16-autocast
+    if autocast and cfg["dtype"] != "float32":
+        return record.unsupported(f"bfloat16 autocast runs a float32 model; this one is {cfg['dtype']}")
+    if autocast:
+        record.precision(matmul="bfloat16", storage="bfloat16")
+        mode = "float32"  # autocast, not TF32, rounds the matmuls
+    elif (job.get("precision") or {}).get("storage", "float32") != "float32":
+        return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32 "
+                                  f"(or runs bfloat16 autocast: --precision-b bfloat16-autocast)")
     if mode not in ("float32", "tf32") or (mode == "tf32" and (device.type != "cuda" or cfg["dtype"] != "float32")):
         return record.unsupported(f"matmul precision {mode} needs float32 on a CUDA GPU with TF32 (this run: "
                                   f"{cfg['dtype']} on {device.type})" if mode == "tf32" else
@@ -133,6 +142,8 @@ def run(job_dir, record):
         record(step, "input/y", as_numpy(y))
 
         opt.zero_grad()
+        cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)  # matmuls in bfloat16
+        cast.__enter__()
         h, kept = x, {}  # kept: per hidden layer, what it hands the next (its dropout, else its activation)
         recorded = []  # (name, tensor) in the order the spec writes them; gradients read after backward
         for k, (name, linear) in enumerate(zip(names[:-1], linears), start=1):
@@ -166,6 +177,7 @@ def run(job_dir, record):
             if reduction == "mean":
                 loss = loss / m
             out_name = "output/sigmoid"
+        cast.__exit__(None, None, None)
         loss.backward()
         if cfg["log_eps"]:  # the printed loss takes log(P + eps); its gradient stays that of plain cross-entropy
             with torch.no_grad():
