@@ -91,15 +91,17 @@ def test_a_bug_above_the_floor_is_still_named_under_tf32(runs, tmp_path):
     assert (c.verdict, c.first.where, c.first.inconsistent) == ("diverged", "step 0, output/softmax", "B")
 
 
-def test_the_catalogue_under_tf32_names_what_its_rounding_hides(tmp_path, mnist):
-    """Bugs far above TF32's floor are found where they are; a 32-ulp matmul error is listed as hidden."""
-    ev = Evaluator(tmp_path, mnist, precision_b="tf32")
+@pytest.mark.parametrize("mode, hidden", [("tf32", "matmul-32u"), ("bfloat16-autocast", "pixels-over-256")])
+def test_the_catalogue_in_reduced_precision_names_what_its_rounding_hides(tmp_path, mnist, mode, hidden):
+    """Bugs far above the precision's floor are found where they are; one below it (a 32-ulp matmul under
+    TF32, pixels over 256, 0.4%, under bfloat16) is listed as hidden, with what was found instead."""
+    ev = Evaluator(tmp_path, mnist, precision_b=mode)
     cases = {c.name: c for c in CATALOGUE}
-    scores = [ev.score(cases[n]) for n in ("softmax-global-sum", "tanh-slope", "matmul-32u", "momentum-0.99")]
+    scores = [ev.score(cases[n]) for n in ("softmax-global-sum", "tanh-slope", hidden, "momentum-0.99")]
     assert [bool(s) for s in scores] == [True, True, False, True]
-    lines = precision_lines(scores, "tf32")
-    assert lines[0] == "B in tf32: 3/4 bugs found at the exact step and record"
-    assert "matmul-32u (" in lines[1] and "within tf32's rounding" in lines[1]
+    lines = precision_lines(scores, mode)
+    assert lines[0] == f"B in {mode}: 3/4 bugs found at the exact step and record"
+    assert f"{hidden} (" in lines[1] and f"within {mode}'s rounding" in lines[1]
 
 
 def test_the_command_line_states_and_asks_for_a_precision(tmp_path, capsys, monkeypatch):
