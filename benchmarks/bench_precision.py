@@ -18,13 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.compare.stated import MODES, job_with_precision  # noqa: E402
+from harness.compare.stated import job_with_precision  # noqa: E402
 from harness.compare.stream import compare_memstates  # noqa: E402
 from harness.run.job import prepare_job, resolve  # noqa: E402
 from harness.run.runner import load_implementation, run_implementation  # noqa: E402
 from harness.spec.config import Config  # noqa: E402
 from harness.spec.data import load_mnist  # noqa: E402
 from harness.spec.params import initial_params  # noqa: E402
+from harness.spec.precision import MODES  # noqa: E402
 from harness.spec.presets import get_preset  # noqa: E402
 from harness.store.memstate import Memstate  # noqa: E402
 

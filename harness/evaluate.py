@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.catalogue import BENIGN, BUG, CATALOGUE, DIAGNOSES, Case
 from harness.compare.comparison import Comparison
-from harness.compare.stated import MODES, job_with_precision, state_precision
+from harness.compare.stated import job_with_precision, state_precision
 from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
 from harness.spec.data import Mnist, load_mnist
@@ -29,6 +29,7 @@ from harness.judge.record import RecordDiff
 from harness.run.job import Job, prepare_job, resolve
 from harness.store.memstate import Memstate
 from harness.spec.params import initial_params
+from harness.spec.precision import MODES
 from harness.spec.records import step_label
 from harness.run.runner import load_implementation, run_implementation
 

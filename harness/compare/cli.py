@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.compare.bisect import BisectResult, bisect
-from harness.compare.stated import MODES, job_with_precision, state_precision
+from harness.compare.stated import job_with_precision, state_precision
 from harness.compare.stream import choose_tolerance, compare_memstates
 from harness.errors import InputError, OutputError, printable
 from harness.report.text import format_text
@@ -49,6 +49,7 @@ from harness.spec.config import (
 )
 from harness.spec.data import Mnist, load_mnist
 from harness.spec.params import Params, initial_params, load_params
+from harness.spec.precision import MODES
 from harness.spec.records import LOAD
 from harness.store.jsonl import convert_jsonl
 from harness.store.legacy import convert_legacy, looks_legacy

@@ -13,10 +13,8 @@ import shutil
 from pathlib import Path
 
 from harness.run.job import Job
-from harness.spec.precision import MODES as PRECISIONS
+from harness.spec.precision import MODES
 from harness.store.memstate import Memstate
-
-MODES = tuple(PRECISIONS)
 
 
 def job_with_precision(job: Job, directory: Path, mode: str) -> Job:
@@ -29,7 +27,7 @@ def job_with_precision(job: Job, directory: Path, mode: str) -> Job:
             except OSError:  # another filesystem, or no hard links there
                 shutil.copyfile(f, directory / f.name)
     meta = json.loads((job.dir / "job.json").read_text())
-    meta["precision"] = PRECISIONS[mode]
+    meta["precision"] = MODES[mode]
     (directory / "job.json").write_text(json.dumps(meta, indent=1))
     return dataclasses.replace(job, dir=directory.resolve())
 
@@ -38,7 +36,7 @@ def state_precision(ms: Memstate, label: str, mode: str) -> str:
     """Hold `mode` as the side's precision for this comparison (in memory; nothing is written) and say
     how it relates to what the side declared."""
     declared = ms.precision.mode if ms.manifest.get("precision") else None
-    ms.manifest["precision"] = dict(PRECISIONS[mode]) or None
+    ms.manifest["precision"] = dict(MODES[mode]) or None
     if declared is None:
         return f"{label} does not say what it computed in; judged as {mode}, as --precision-{label.lower()} says"
     if declared != mode:

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.compare.comparison import Comparison, Side
 from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
-from harness.judge.noise import C_ELEM, Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
+from harness.judge.noise import Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
     _graph_inputs,
@@ -139,19 +139,15 @@ class _Models:
         side = self.sides[label]
         if inp is None or inp.step != step:
             inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing,
-                                              operand=side.precision.operand, store=side.precision.stored[0])
+                                              operand=side.precision.operand, store=side.precision.stored)
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
                 inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)
         try:
             with np.errstate(all="ignore"):
-                model = expected(name, self.cfg, inp, self.u)
+                return expected(name, self.cfg, inp, self.u)
         except (MissingInput, KeyError, IndexError, ValueError):
             return None  # an input not recorded, a name the spec does not know, or inputs of the wrong shape
-        flushed = side.precision.stored[1]  # float16's underflow: an absolute error, wherever a value is tiny
-        if flushed:
-            model.fixed = np.asarray(model.fixed) + C_ELEM * flushed
-        return model
 
     def bound(self, step: Step, name: str, pair: tuple[Expected | None, Expected | None], tol: Tolerance,
               bounds: dict[str, np.ndarray]) -> np.ndarray | None:

@@ -137,10 +137,13 @@ def omissible(config: Config) -> list[str]:
     return [s.name for s in step_records(config) if s.op != "source" and not is_state(s.name)]
 
 
-def check_missing(config: Config, names: object) -> str | None:
-    """Why a declared list of records not computed is wrong for this config; None when it is right."""
+def check_missing(config: Config | None, names: object) -> str | None:
+    """Why a declared list of records not computed is wrong for this config (without one, only that it is
+    a list of names); None when it is right."""
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         return f"must be a list of record names, got {str(names)[:60]}"
+    if config is None:
+        return None
     allowed = omissible(config)
     for n in names:
         if n not in allowed:

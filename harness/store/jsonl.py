@@ -220,9 +220,7 @@ def _header(writer: MemstateWriter, obj: dict[str, Any]) -> None:
         writer.manifest["precision"] = obj["precision"]
     if obj.get("missing") is not None:
         config_dict = writer.manifest.get("config")
-        wrong = check_missing(Config.from_dict(config_dict), obj["missing"]) if config_dict else (
-            None if isinstance(obj["missing"], list) and all(isinstance(n, str) and n for n in obj["missing"])
-            else f"must be a list of record names, got {json.dumps(obj['missing'])[:60]}")
+        wrong = check_missing(Config.from_dict(config_dict) if config_dict else None, obj["missing"])
         if wrong:
             raise LineError(f"header field 'missing': {wrong}")
         writer.manifest["missing"] = list(dict.fromkeys(obj["missing"]))

@@ -57,7 +57,7 @@ class MemstateWriter:
         comparator judges their consumers from this side's own inputs instead (docs/protocol.md)."""
         declared = list(dict.fromkeys([*self.manifest.get("missing", []), *names]))
         config = self.manifest.get("config")
-        wrong = check_missing(Config.from_dict(config), declared) if config else None
+        wrong = check_missing(Config.from_dict(config) if config else None, declared)
         if wrong:
             raise ValueError(f"missing: {wrong}")
         self.manifest["missing"] = declared

@@ -55,7 +55,7 @@ class Inputs:
     model: Callable[[str, bool], Expected] | None = None  # this side's model of a record (bool: with its
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
     operand: tuple[float, float] = (0.0, 0.0)  # how this side rounds a matmul's operands (spec/precision.py)
-    store: float = 0.0  # the unit roundoff of the format this side keeps its tensors in, beyond its dtype's
+    store: tuple[float, float] = (0.0, 0.0)  # how the format this side keeps its tensors in rounds them
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:

@@ -31,6 +31,8 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float, absent_rounding: boo
     (`inp.absent`) is its own model from the side's inputs, and (`absent_rounding`) its rounding joins
     this op's own."""
     model = _op(name, cfg, inp, u)
+    if inp.store[1]:  # float16 storage's underflow: an absolute error wherever a value is tiny
+        model.fixed = np.asarray(model.fixed) + C_ELEM * inp.store[1]
     absent = [i for i in graph(cfg)[name].inputs if i in inp.absent] if absent_rounding else []
     return _with_absent(model, name, cfg, inp, absent) if absent else model
 
@@ -60,7 +62,7 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     a conversion that truncates (keeping float32's top 16 bits) reaches as well as one that rounds."""
     spec = graph(cfg)[name]
     op = spec.op
-    ue, us = max(u, inp.store), u + 2 * inp.store
+    ue, us = max(u, inp.store[0]), u + 2 * inp.store[0]
     if op == "source":
         if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
             return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * ue * np.abs(inp.cur(name)))

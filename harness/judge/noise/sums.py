@@ -69,7 +69,7 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False,
     (p, n) @ (n, q). `ordered` adds the index-order estimate, for sums over pixels, whose weights grow
     smooth across the image as they train; sums over the (shuffled) batch, hidden units or classes have
     no such order. `operand` (relative, absolute): a side that rounds both operands before multiplying
-    (TF32, bfloat16, float16 matmuls; spec/precision.py) adds `operand_rounding`."""
+    (TF32, bfloat16, float16 matmuls; spec/precision.py) adds `operand_sigma` and `operand_worst`."""
     value = a @ b  # (p, q)
     squares = (a * a) @ (b * b)  # (p, q)
     if np.all(b != 0):
@@ -87,28 +87,33 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False,
             magnitude.append(np.abs(a) @ np.abs(b))  # (p, q)
         terms = n + (np.asarray(start) != 0)
         total = sum_worst(terms, value + start, magnitude[0] + np.abs(start), u)
-        return total + (operand_rounding(a, b, squares, magnitude[0], operand)[1] if operand[0] else 0.0)
+        return total + (operand_worst(a, b, magnitude[0], operand) if operand[0] else 0.0)
     sigma = sum_sigma(n, value, squares, u, extra)
     if operand[0]:
-        sigma = np.sqrt(sigma * sigma + operand_rounding(a, b, squares, None, operand)[0] ** 2)
+        sigma = np.sqrt(sigma * sigma + operand_sigma(a, b, squares, operand) ** 2)
     return value, sigma, worst
 
 
-def operand_rounding(a: np.ndarray, b: np.ndarray, squares: np.ndarray, magnitude: np.ndarray | None,
-                     operand: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(sigma, worst) of a @ b whose operands are each rounded first, relatively by at most r (an operand
-    below the format's range by at most e instead): a product a_k b_k moves by a_k b_k (d_a + d_b), d
-    uniform within +-r, variance 2 r^2 / 3 (a_k b_k)^2; at worst 2 r |a_k b_k|. Summed over k: the sigma is
-    r sqrt(2/3) sqrt((a*a) @ (b*b)) (`squares`), the worst 2 r |a| @ |b| (`magnitude`), each plus e times
-    the other operand's sizes."""
+def operand_sigma(a: np.ndarray, b: np.ndarray, squares: np.ndarray, operand: tuple[float, float]) -> np.ndarray:
+    """The sigma of a @ b whose operands are each rounded first, relatively by at most r (an operand below the
+    format's range by at most e instead): a product a_k b_k moves by a_k b_k (d_a + d_b), d uniform within
+    +-r, variance 2 r^2 / 3 (a_k b_k)^2; summed over k, r sqrt(2/3) sqrt((a*a) @ (b*b)) (`squares`), plus e
+    times the other operand's sizes."""
     r, e = operand
     sigma = r * np.sqrt(2 / 3) * np.sqrt(squares)
-    worst = 2 * r * magnitude if magnitude is not None else 0.0
     if e:
-        size_a, size_b = np.abs(a).sum(axis=1)[:, None], np.abs(b).sum(axis=0)[None, :]  # (p, 1), (1, q)
-        sigma = sigma + e * np.sqrt(((a * a).sum(axis=1)[:, None] + (b * b).sum(axis=0)[None, :]) / 3)
-        worst = worst + e * (size_a + size_b)
-    return sigma, worst
+        sigma = sigma + e * np.sqrt(((a * a).sum(axis=1)[:, None] + (b * b).sum(axis=0)[None, :]) / 3)  # (p, q)
+    return sigma
+
+
+def operand_worst(a: np.ndarray, b: np.ndarray, magnitude: np.ndarray, operand: tuple[float, float]) -> np.ndarray:
+    """The most that rounding (operand_sigma) can reach: 2 r |a_k b_k| per product, 2 r |a| @ |b|
+    (`magnitude`) in all, plus e times the other operand's sizes."""
+    r, e = operand
+    worst = 2 * r * magnitude
+    if e:
+        worst = worst + e * (np.abs(a).sum(axis=1)[:, None] + np.abs(b).sum(axis=0)[None, :])  # (p, q)
+    return worst
 
 
 def batch_sum(t: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray, Worst]:
