@@ -1,6 +1,6 @@
 """The reduced-precision matrix: numpy in float32 against numpy (or --impl) asked for each reduced precision
-(TF32, bfloat16 or float16 matmuls; bfloat16 or float16 storage; bfloat16 autocast) on the default config
-and on two presets.
+(TF32, bfloat16 or float16 matmuls; bfloat16 or float16 storage, and sums accumulated so; bfloat16 or
+float16 autocast) on the default config and on two presets.
 Prints, per pair, the verdict, the origins and suspects, how many records diverge, and the headroom:
 the largest residual of any record (its deviation from its own op over that op's random rounding; 1
 would make it a suspect). docs/comparing.md, "Reduced precision", quotes one run.
@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--preset-steps", type=int, default=20, help="steps of born and mnist-from-scratch")
     p.add_argument("--modes", nargs="*", default=[m for m in MODES if m != "float32"], choices=MODES)
     p.add_argument("--impl", default="numpy", help="the side run in each precision (impls/NAME; numpy emulates "
-                   "every mode, torch runs bfloat16-autocast on the CPU)")
+                   "every mode, torch runs bfloat16-autocast and float16-autocast on the CPU, jax the -storage, "
+                   "-compute and -autocast modes, cpp bfloat16-storage; each refuses the rest)")
     args = p.parse_args()
     mnist = load_mnist(None)
     numpy = load_implementation(NUMPY)

@@ -13,6 +13,7 @@ import pytest
 from conftest import IMPLS, ROOT
 
 from harness.compare.bisect import bisect, state_before
+from harness.compare.stated import job_with_precision
 from harness.compare.stream import compare_memstates
 from harness.run.capture import SUMMARY, Capture
 from harness.run.job import prepare_job
@@ -150,6 +151,31 @@ def test_a_port_refuses_a_config_it_does_not_support(runs, tmp_path):
     c = compare_memstates(runs.run("numpy", config), Memstate(refused.memstate))
     assert c.verdict == "unsupported" and not c and c.exit_code == 1
     assert c.refused is c.b and c.b.stop_summary.startswith("does not support this config: one hidden layer")
+
+
+DECLARE = {  # the example's refusal of reduced precision, and a port that declares what the job asks for instead
+    "go": ('if job.Precision != "float32" || job.Storage != "float32" {',
+           'rec.Storage(job.Storage); rec.Accumulate(job.Accumulate); if false {'),
+    "js": ('if (job.precision !== "float32" || job.storage !== "float32")',
+           'rec.storage(job.storage); rec.accumulate(job.accumulate); if (false)'),
+    "cpp": ('if (job.matmul_precision != "float32" || job.storage != "float32")',
+            'rec.storage(job.storage); rec.accumulate(job.accumulate); if (false)'),
+}
+
+
+@pytest.mark.parametrize("kit", sorted(KITS))
+def test_each_kit_reads_the_precision_asked_for_and_declares_it(runs, tmp_path, kit):
+    """Asked for bfloat16 compute, the example refuses; a port that declares the job's storage and
+    accumulation as the kit reads them gets them in its manifest, and is judged by them."""
+    config = Config(batch_size=16, steps=3)
+    job = job_with_precision(runs.job(config), tmp_path / "job", "bfloat16-compute")
+    refused = run_implementation(load_implementation(example(kit)), job, tmp_path / "refused")
+    assert refused.status == "unsupported" and "bfloat16 storage" in refused.error
+    declared = run_implementation(load_implementation(example(kit, tmp_path, DECLARE[kit])), job, tmp_path / "run")
+    b = Memstate(declared.memstate)
+    assert b.manifest["precision"] == {"storage": "bfloat16", "accumulate": "bfloat16"}
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and any("B accumulates its sums in bfloat16" in n for n in c.notes)
 
 
 def test_the_per_sample_port_at_batch_1(runs):

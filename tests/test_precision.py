@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import IMPLS
 
@@ -20,6 +21,8 @@ from harness.run.runner import load_implementation, run_implementation
 from harness.spec.config import Config
 from harness.spec.precision import MODES
 from harness.spec.presets import get_preset
+from harness.spec.records import LOSS_SCALE
+from harness.store.jsonl import write_jsonl
 from harness.store.memstate import Memstate
 
 
@@ -60,6 +63,133 @@ def test_torch_bfloat16_autocast_on_the_cpu_drifts_with_no_origin(runs, tmp_path
     assert not (matmul.view("uint32") & 0xFFFF).any()  # bfloat16 values, held exactly in float32
     c = compare_memstates(runs.run("numpy", config), b)
     assert c and not c.origins and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+
+
+@pytest.mark.parametrize("mode, config", [
+    ("bfloat16-compute", Config(steps=200)),
+    ("float16-compute", get_preset("born").config(steps=20)),
+    ("bfloat16-autocast", get_preset("mnist-from-scratch").config(steps=20)),
+], ids=["bf16-default-200", "fp16-born-20", "bf16-autocast-mnist-from-scratch-20"])
+def test_jax_in_half_precision_drifts_with_no_origin(runs, tmp_path, mode, config):
+    """JAX's mixed precision as its users write it (float32 master weights, bfloat16 or float16 arrays for the
+    passes): it declares its sums accumulated in the half-precision dtype, which XLA on the CPU does."""
+    b = run_in(runs, tmp_path, IMPLS / "jax", config, mode)
+    half = MODES[mode]["storage"]
+    assert b.manifest["precision"] == {**MODES[mode], "accumulate": half}
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and not c.suspects and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+    assert max(r.explained_ratio for r in c.records) < 0.75  # headroom: no record near its op's rounding
+    assert any(f"B accumulates its sums in {half}" in n for n in c.notes)
+
+
+def test_sums_accumulated_in_bfloat16_are_a_false_alarm_when_not_declared(runs, tmp_path):
+    """XLA on the CPU keeps the running totals of bfloat16 sums (matmuls, a bias gradient over the batch) in
+    bfloat16: read as float32 accumulation, those sums are origins no order of float32 summation explains."""
+    config = Config(steps=50)
+    b = run_in(runs, tmp_path, IMPLS / "jax", config, "bfloat16-compute")
+    a = runs.run("numpy", config)
+    assert compare_memstates(a, b).verdict == "drift"
+    del b.manifest["precision"]["accumulate"]
+    c = compare_memstates(a, b)
+    sums = ("/matmul", "/grad_weight", "/grad_bias", "/grad_activation")
+    assert c.verdict == "diverged" and c.origins and all(o.name.endswith(sums) for o in c.origins)
+    assert "beyond the most any order of summation can round" in c.first.evidence
+
+
+@pytest.mark.parametrize("config", [Config(steps=200), get_preset("born").config(steps=20)],
+                         ids=["default-200", "born-20"])
+def test_float64_against_float32_drifts_with_no_origin(runs, config):
+    """The same network in float64: judged at float32, the lower precision of the two."""
+    c = compare_memstates(runs.run("numpy", config), runs.run("numpy", config.replace(dtype="float64")))
+    assert c and not c.origins and not c.suspects and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+
+
+@pytest.mark.parametrize("config", [Config(steps=50, optimizer="adam", lr=0.001), get_preset("born").config(steps=5)],
+                         ids=["default-adam-50", "born-5"])
+def test_the_cpp_port_in_bfloat16_storage_drifts_with_no_origin(runs, tmp_path, config):
+    """impls/cpp rounds every tensor it stores to bfloat16 (its own bit arithmetic), computing in float."""
+    b = run_in(runs, tmp_path, IMPLS / "cpp", config, "bfloat16-storage")
+    assert b.manifest["precision"] == {"storage": "bfloat16"}
+    for name in ("hidden/matmul", "output/grad_weight", "hidden/weight"):
+        assert not (b.get(3, name).astype("float32").view("uint32") & 0xFFFF).any(), name  # bfloat16 values
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and not c.suspects and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+
+
+def test_the_cpp_port_refuses_what_it_cannot_compute(runs, tmp_path):
+    config = Config(hidden=16, batch_size=8, steps=2)
+    for mode in ("tf32", "float16-storage"):
+        job = job_with_precision(runs.job(config), tmp_path / f"job-{mode}", mode)
+        result = run_implementation(load_implementation(IMPLS / "cpp"), job, tmp_path / f"run-{mode}")
+        assert result.status == "unsupported" and "the job asks for " in result.error, mode
+
+
+@pytest.mark.parametrize("config", [Config(steps=50, optimizer="momentum"), get_preset("born").config(steps=20)],
+                         ids=["default-momentum-50", "born-20"])
+def test_torch_float16_autocast_with_a_loss_scale_drifts_with_no_origin(runs, tmp_path, config):
+    """PyTorch's AMP recipe for real on the CPU: float16 matmuls and a GradScaler. Its gradient records are
+    of the loss times the scale it records; read divided by it, they are the gradients of the loss."""
+    b = run_in(runs, tmp_path, IMPLS / "torch", config, "float16-autocast")
+    assert b.manifest["precision"] == {"matmul": "float16", "storage": "float16"}
+    scale = float(b.unit(1)[LOSS_SCALE])
+    assert scale == 2.0 ** 16  # the recipe's start, 2^16, not grown within 2000 steps
+    raw, read = b.unit(1)["output/grad_weight"], b.get(1, "output/grad_weight")
+    assert np.array_equal(raw, read * scale) and not np.array_equal(raw, read)
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and not c.suspects and c.verdict == "drift", f"{c.first.where}: {c.first.note}"
+    assert LOSS_SCALE not in {r.name for r in c.records}  # each side's own factor, never compared
+    assert "B scales its loss before the backward pass (loss/scale: 65536 at step 0)" in " ".join(c.notes)
+
+
+def test_a_scaled_gradient_that_overflows_float16_is_named_as_the_scaler_skipping_the_step(runs, tmp_path):
+    """mnist-from-scratch's output weight gradient reaches 1.4: times 2^16 it overflows float16, and the
+    scaler skips the update. A real difference from float32, named with its reason, not as a rounding."""
+    config = get_preset("mnist-from-scratch").config(steps=3)
+    c = compare_memstates(runs.run("numpy", config), run_in(runs, tmp_path, IMPLS / "torch", config,
+                                                            "float16-autocast"))
+    assert (c.verdict, c.first.where, c.first.role) == ("diverged", "step 0, output/grad_weight", "origin")
+    assert "B's gradient times its loss scale (65536) overflows float16 here: a loss scaler skips" in c.first.note
+    assert c.first.diagnosis is None
+
+
+@pytest.mark.parametrize("value", [0, -1024, "NaN"])
+def test_a_loss_scale_that_is_no_positive_number_is_refused_with_the_record(runs, tmp_path, capsys, value):
+    config = Config(hidden=16, batch_size=8, steps=2)
+    write_jsonl(runs.run("numpy", config), tmp_path / "a.jsonl")
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    at = next(k for k, line in enumerate(lines) if json.loads(line).get("name") == "output/grad_logits"
+              and json.loads(line).get("step") == 1)
+    lines.insert(at, json.dumps({"step": 1, "name": LOSS_SCALE, "dtype": "float32", "shape": [], "data": [value]}))
+    (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
+    assert main([tmp_path / "a.jsonl", tmp_path / "b.jsonl", "--no-html", "--out", tmp_path / "r"]) == 2
+    err = capsys.readouterr().err
+    assert "step-000001.safetensors: record loss/scale must hold one positive finite number" in err
+
+
+def on_gpu(impl: str) -> None:
+    """Skip, saying why, where this machine has no GPU for `impl` (torch: CUDA; jax: a GPU backend)."""
+    if impl == "torch":
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU here: torch's TF32 and CUDA autocast runs need one")
+    else:
+        import jax
+        if jax.default_backend() != "gpu":
+            pytest.skip(f"JAX's backend here is {jax.default_backend()}: its TF32 and bfloat16 matmuls need a GPU")
+
+
+@pytest.mark.parametrize("impl, mode", [("torch", "float32"), ("torch", "tf32"), ("torch", "bfloat16-autocast"),
+                                        ("torch", "float16-autocast"), ("jax", "float32"), ("jax", "tf32"),
+                                        ("jax", "bfloat16")])
+@pytest.mark.parametrize("config", [Config(steps=20), get_preset("born").config(steps=20)], ids=["default-20", "born-20"])
+def test_on_a_gpu_each_precision_drifts_with_no_origin(runs, tmp_path, impl, mode, config):
+    """The runs the mission is about: torch on CUDA with TF32 off and on and under autocast, JAX on a GPU at
+    its highest and its default (TF32) precision, each against numpy on the CPU; the manifest names the GPU."""
+    on_gpu(impl)
+    b = run_in(runs, tmp_path, IMPLS / impl, config, mode)
+    assert ("cuda:" if impl == "torch" else "gpu:") in b.manifest["runtime"]["device"]
+    c = compare_memstates(runs.run("numpy", config), b)
+    assert c and not c.origins and not c.suspects, f"{c.first.where}: {c.first.note}"
 
 
 def test_adam_in_float16_storage_divides_by_zero_and_is_named(runs, tmp_path):
@@ -126,7 +256,7 @@ def test_the_command_line_states_and_asks_for_a_precision(tmp_path, capsys, monk
 @pytest.mark.parametrize("value, message", [
     ({"matmul": "tf16"}, "'matmul' is 'tf16'; expected one of float32, tf32, bfloat16, float16"),
     ({"storage": "tf32"}, "'storage' is 'tf32'; expected one of float32, bfloat16, float16"),
-    ({"master": "float32"}, "has the key 'master'; expected one of matmul, storage"),
+    ({"master": "float32"}, "has the key 'master'; expected one of matmul, storage, accumulate"),
     ("tf32", "must be an object like"),
 ])
 def test_a_wrong_precision_names_the_field(runs, tmp_path, value, message):

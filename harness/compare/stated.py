@@ -1,4 +1,4 @@
-"""What the command line states about a side beyond the config: its precision (`--precision-b tf32`,
+"""What a side states beyond the config, and what the command line states about it: its precision (`--precision-b tf32`,
 `--precision-b bfloat16-storage`). An implementation is asked for it through its own copy of the job
 (`"precision"` in job.json, which an implementation that can honour it does, and declares in its
 memstate); a side that does not declare it is judged as stated, and one that declares otherwise is
@@ -12,9 +12,43 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
+from harness.judge.noise import Z_SIGMA
 from harness.run.job import Job
 from harness.spec.precision import MODES
+from harness.spec.records import LOAD, LOSS_SCALE, Step, is_gradient, step_label
 from harness.store.memstate import Memstate
+
+
+def side_notes(label: str, ms: Memstate) -> list[str]:
+    """What a side declared that changes how it is read: its precision, a loss scale, records it does not
+    compute."""
+    notes = [ms.precision.describe(label, Z_SIGMA)] if ms.precision.reduced else []
+    scaled = next((u for u in ms.units if u != LOAD and LOSS_SCALE in ms.names(u)), None)
+    if scaled is not None:
+        notes.append(f"{label} scales its loss before the backward pass ({LOSS_SCALE}: "
+                     f"{float(ms.unit(scaled)[LOSS_SCALE].reshape(-1)[0]):g} at {step_label(scaled)}): its gradient "
+                     f"records are read divided by each step's scale")
+    if ms.missing:
+        notes.append(f"{label} does not compute {', '.join(sorted(ms.missing))} (declared): not compared; each record "
+                     f"{label} computes from one is judged against the op applied to {label}'s own recorded inputs, "
+                     f"with the missing op's rounding added to its own")
+    return notes
+
+
+def overflow_note(sides: dict[str, Memstate], step: Step, name: str, values: tuple[np.ndarray, np.ndarray]) -> str:
+    """Why a side's gradient is inf or NaN where the other's is not, when that side scales its loss: the
+    scaled gradient overflowed its format, and a loss scaler then skips the step's update."""
+    for (label, ms), own, other in zip(sides.items(), values, values[::-1]):
+        if step == LOAD or not is_gradient(name) or LOSS_SCALE not in ms.names(step) or own.dtype.kind != "f":
+            continue
+        if not np.isfinite(own).all() and (other.dtype.kind != "f" or np.isfinite(other).all()):
+            scale = float(ms.unit(step)[LOSS_SCALE].reshape(-1)[0])
+            return (f"{label}'s gradient times its loss scale ({scale:g}) overflows {ms.precision.storage} here: a "
+                    f"loss scaler skips this step's update and lowers its scale, which the other side never does, "
+                    f"so what follows differs for that reason")
+    return ""
 
 
 def job_with_precision(job: Job, directory: Path, mode: str) -> Job:

@@ -13,7 +13,8 @@ import numpy as np
 
 from harness.compare.comparison import Comparison, Side
 from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
-from harness.judge.noise import Z_SIGMA, Expected, Inputs, MissingInput, carried, expected
+from harness.compare.stated import overflow_note, side_notes
+from harness.judge.noise import Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
     _graph_inputs,
@@ -40,6 +41,7 @@ from harness.spec.network import network
 from harness.spec.config import Config
 from harness.spec.records import (
     LOAD,
+    LOSS_SCALE,
     Step,
     expected_order,
     graph as spec_graph,
@@ -120,7 +122,7 @@ def record_keys(a: Memstate, b: Memstate, cfg: Config | None) -> Iterator[tuple[
         spec = list(network(cfg).parameters) if step == LOAD and cfg else names if cfg else []
         extra: list[str] = []
         for m in (a, b):
-            extra += [n for n in m.names(step) if n not in spec and n not in extra]
+            extra += [n for n in m.names(step) if n not in spec and n not in extra and n != LOSS_SCALE]
         for name in spec + extra:
             yield step, name
 
@@ -139,7 +141,8 @@ class _Models:
         side = self.sides[label]
         if inp is None or inp.step != step:
             inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing,
-                                              operand=side.precision.operand, store=side.precision.stored)
+                                              operand=side.precision.operand, store=side.precision.stored,
+                                              accumulate=side.precision.summed)
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
                 inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)
@@ -220,12 +223,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     last: tuple[Step, str] = (LOAD, "-")
     diagnosed: set[str] = set()  # the records whose first origin was diagnosed
     for lab, ms in sides.items():
-        if ms.precision.reduced:
-            result.notes.append(ms.precision.describe(lab, Z_SIGMA))
-        if ms.missing:
-            result.notes.append(f"{lab} does not compute {', '.join(sorted(ms.missing))} (declared): not compared; "
-                                f"each record {lab} computes from one is judged against the op applied to {lab}'s "
-                                f"own recorded inputs, with the missing op's rounding added to its own")
+        result.notes += side_notes(lab, ms)
     for step, name in keys:
         last = (step, name)
         if step != bounds_step:
@@ -291,8 +289,11 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             if diff.is_origin and absent:
                 diff.note = ((diff.note + "; " if diff.note else "") + f"it reads {absent}, which that side does not "
                              f"compute: the difference may start there")
+            overflow = overflow_note(sides, step, name, (x, y)) if diff.is_origin else ""
+            if overflow:
+                diff.note = (diff.note + "; " if diff.note else "") + overflow
             if diagnose and diff.is_origin and diff.kind in (VALUES, LABELS, SHAPE) and name not in diagnosed \
-                    and len(diagnosed) < MAX_DIAGNOSED:
+                    and len(diagnosed) < MAX_DIAGNOSED and not overflow:  # an overflow is its own reason
                 diagnosed.add(name)
                 diff.diagnosis = diagnose_origin(diff, x, y, allowed, record_tol, cfg, (a, b), labels)
         result.records.append(diff)

@@ -17,6 +17,14 @@ Step = int | Literal["load"]
 LOAD: Literal["load"] = "load"
 PARAMETERS = network(Config()).parameters  # 784-H-10's: hidden/weight, hidden/bias, output/weight, output/bias
 STATE_SUFFIXES = ("_velocity", "_adam_m", "_adam_v")  # an optimizer buffer's name: its parameter's, then one of these
+# The factor a side multiplied its loss by before the backward pass (a float16 loss scale), shape (): its
+# step's gradient records are of the scaled loss, and are read divided by it. Each side's own, never compared.
+LOSS_SCALE = "loss/scale"
+
+
+def is_gradient(name: str) -> bool:
+    """A backward record (grad_logits, grad_weight, ...): a gradient of the loss."""
+    return name.rpartition("/")[2].startswith("grad_")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from harness.run.capture import FULL, SUMMARY_FIELDS, Capture
 from harness.spec.config import Config, widths_text
 from harness.spec.network import network
 from harness.spec.precision import Precision
-from harness.spec.records import LOAD, Step, parameter_size, step_label
+from harness.spec.records import LOAD, LOSS_SCALE, Step, is_gradient, parameter_size, step_label
 from harness.store.manifest import check_manifest, expected_steps
 
 from harness.store.format import FORMAT, MANIFEST, MAX_DIMS, MAX_HEADER, ST_DTYPES, SUMMARIES, SUMMARY_NAMES, unit_file
@@ -244,7 +244,22 @@ class Memstate:
         return list(self._open[step].entries) if step in self.units else []
 
     def get(self, step: Step, name: str) -> np.ndarray | None:
-        return self.unit(step).get(name)
+        """A record as the spec defines it: a gradient of a step whose loss was scaled (LOSS_SCALE) is read
+        divided by that step's scale, exactly so for a power of two."""
+        value = self.unit(step).get(name)
+        if value is None or step == LOAD or not is_gradient(name) or value.dtype.kind != "f":
+            return value
+        scale = self.unit(step).get(LOSS_SCALE)
+        return value if scale is None else (value / value.dtype.type(self._scale(step, scale))).astype(value.dtype)
+
+    def _scale(self, step: Step, scale: np.ndarray) -> float:
+        """A step's loss scale, checked: one positive finite number."""
+        s = float(scale.reshape(-1)[0]) if scale.size == 1 and scale.dtype.kind in "fiu" else float("nan")
+        if not (math.isfinite(s) and s > 0):
+            raise InputError(f"{self.dir / unit_file(step)}: record {LOSS_SCALE} must hold one positive finite "
+                             f"number (the factor the loss was multiplied by), got {scale.dtype} {scale.shape} "
+                             f"{str(scale.reshape(-1)[:3].tolist())[:40]}")
+        return s
 
     def release(self, step: Step) -> None:
         """Unmap one step's data (it is mapped again if asked for): a streaming reader's memory stays

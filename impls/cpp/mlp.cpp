@@ -6,11 +6,14 @@
 // Reads job.json, params.json and the batches (images.u8 and labels.u8, or for an indexed job
 // the image pool and batches.u32, and a keep mask per hidden layer with dropout) from JOB_DIR, trains for the job's steps in float or double
 // (the config's dtype), and writes every record as JSON lines (in the harness's "train" capture
-// mode only the loss of each step and the state after the last).
+// mode only the loss of each step and the state after the last). A job that asks for bfloat16 storage
+// (--precision-b bfloat16-storage) gets every tensor rounded to bfloat16 as it is stored: each op still
+// computes in float, from stored values.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -201,6 +204,27 @@ static std::vector<T> load_tensor(const Json& tensors, const std::string& key) {
     return out;
 }
 
+// ---------------------------------------------------------------- bfloat16 storage
+static bool bfloat16_storage = false;  // set from the job's "precision"
+
+// x as stored: rounded to bfloat16 (float's top 16 bits, to nearest, ties to even) when the job asks for it.
+template <typename T>
+static T st(T x) {
+    if constexpr (sizeof(T) == sizeof(float)) {
+        if (!bfloat16_storage || std::isnan(x)) return x;
+        uint32_t bits;
+        std::memcpy(&bits, &x, sizeof bits);
+        bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;  // a carry into the exponent is right
+        std::memcpy(&x, &bits, sizeof bits);
+    }
+    return x;
+}
+
+template <typename T>
+static void st(std::vector<T>& v) {
+    for (T& x : v) x = st(x);
+}
+
 template <typename T>
 static T activate(const std::string& kind, T z) {
     if (kind == "relu") return z > T(0) ? z : T(0);
@@ -238,6 +262,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         shapes.push_back({size[k + 1]});
     }
     for (const std::string& key : keys) p.push_back(load_tensor<T>(tensors, key));
+    for (auto& t : p) st(t);
     const size_t n = p.size();
     for (size_t t = 0; t < n; ++t) rec.record("\"load\"", names[t], p[t], shapes[t]);
     // optimizer buffers: zeros, or for a replay (first_step > 0) those of its checkpoint
@@ -246,7 +271,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         for (auto& t : p) state[kind].emplace_back(t.size(), T(0));
         if (job.fields.count(kind)) {
             const Json saved = JsonParser(read_file(job_dir + "/" + job[kind].text)).parse()["tensors"];
-            for (size_t t = 0; t < n; ++t) state[kind][t] = load_tensor<T>(saved, keys[t]);
+            for (size_t t = 0; t < n; ++t) st(state[kind][t] = load_tensor<T>(saved, keys[t]));
         }
     }
     std::vector<std::vector<T>>&vel = state["velocity"], &mom1 = state["adam_m"], &mom2 = state["adam_v"];
@@ -290,6 +315,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
             for (size_t k = 0; k < D; ++k) {
                 X[i * D + k] = static_cast<T>(static_cast<uint8_t>(images[at * D + k])) / T(255);
                 if (scaled) X[i * D + k] = X[i * D + k] * scale + low;
+                X[i * D + k] = st(X[i * D + k]);
             }
             y[i] = static_cast<uint8_t>(labels[at]);
         }
@@ -308,9 +334,9 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 for (size_t j = 0; j < W; ++j) {
                     T acc = 0;
                     for (size_t f = 0; f < F; ++f) acc += x[i * F + f] * w[j * F + f];
-                    M[i * W + j] = acc;
-                    Z[k][i * W + j] = acc + b[j];
-                    if (k < L) A[k][i * W + j] = activate(cfg.activation, Z[k][i * W + j]);
+                    M[i * W + j] = st(acc);
+                    Z[k][i * W + j] = st(acc + b[j]);
+                    if (k < L) A[k][i * W + j] = st(activate(cfg.activation, Z[k][i * W + j]));
                 }
             if (full) rec.record(step, layer[k] + "/matmul", M, {m, W});
             if (full) rec.record(step, layer[k] + "/bias_add", Z[k], {m, W});
@@ -324,7 +350,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 keep[k].resize(m * W);
                 for (size_t e = 0; e < m * W; ++e) {
                     keep[k][e] = bits[e] ? factor : T(0);
-                    out[e] = A[k][e] * keep[k][e];
+                    out[e] = st(A[k][e] * keep[k][e]);
                 }
                 if (full) rec.mask(step, layer[k] + "/dropout_mask", bits, m, W);
                 if (full) rec.record(step, layer[k] + "/dropout", out, {m, W});
@@ -349,18 +375,19 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
             }
             for (size_t c = 0; c < C; ++c) {
                 if (ce) P[i * C + c] /= sum;  // per sample
+                P[i * C + c] = st(P[i * C + c]);
                 const T hot = static_cast<T>(cfg.target_max), cold = static_cast<T>(cfg.target_min);
                 const T target = static_cast<int64_t>(c) == y[i] ? hot : cold, d = P[i * C + c] - target;
                 if (ce) {
-                    dZ[i * C + c] = d / per_sample;
+                    dZ[i * C + c] = st(d / per_sample);
                 } else {
                     loss += d * d;
-                    dZ[i * C + c] = T(2) * d * P[i * C + c] * (T(1) - P[i * C + c]) / denom;
+                    dZ[i * C + c] = st(T(2) * d * P[i * C + c] * (T(1) - P[i * C + c]) / denom);
                 }
             }
             if (ce) loss -= std::log(P[i * C + y[i]] + static_cast<T>(cfg.log_eps));
         }
-        loss /= denom;
+        loss = st(loss / denom);
         if (full) rec.record(step, ce ? "output/softmax" : "output/sigmoid", P, {m, C});
         rec.record(step, "loss/value", std::vector<T>{loss}, {});
         if (full) rec.record(step, "output/grad_logits", dZ, {m, C});
@@ -373,10 +400,10 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                 std::vector<T> dA = dZ;
                 if (!keep[k].empty()) {
                     if (full) rec.record(step, layer[k] + "/grad_dropout", dZ, {m, W});
-                    for (size_t e = 0; e < m * W; ++e) dA[e] = dZ[e] * keep[k][e];
+                    for (size_t e = 0; e < m * W; ++e) dA[e] = st(dZ[e] * keep[k][e]);
                 }
                 if (full) rec.record(step, layer[k] + "/grad_activation", dA, {m, W});
-                for (size_t e = 0; e < m * W; ++e) dZ[e] = dA[e] * slope(cfg.activation, Z[k][e], A[k][e]);
+                for (size_t e = 0; e < m * W; ++e) dZ[e] = st(dA[e] * slope(cfg.activation, Z[k][e], A[k][e]));
                 if (full) rec.record(step, layer[k] + "/grad_preactivation", dZ, {m, W});
             }
             std::vector<T> dW(W * F, T(0)), db(W, T(0));
@@ -387,6 +414,8 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                     db[j] += g;
                     for (size_t f = 0; f < F; ++f) dW[j * F + f] += g * x[i * F + f];
                 }
+            st(dW);  // the sums accumulate in float, stored once done
+            st(db);
             if (full) rec.record(step, layer[k] + "/grad_weight", dW, {W, F});
             if (full) rec.record(step, layer[k] + "/grad_bias", db, {W});
             grads[2 * k] = std::move(dW);
@@ -398,7 +427,7 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
                     for (size_t f = 0; f < F; ++f) {
                         T acc = 0;
                         for (size_t j = 0; j < W; ++j) acc += dZ[i * W + j] * w[j * F + f];
-                        dOut[i * F + f] = acc;
+                        dOut[i * F + f] = st(acc);
                     }
                 dZ = std::move(dOut);
             }
@@ -417,13 +446,13 @@ static void train(const Config& cfg, const std::string& job_dir, const Json& job
         for (size_t t = 0; t < n; ++t) {
             for (size_t k = 0; k < p[t].size(); ++k) {
                 T g = grads[t][k] + wd * p[t][k];
-                if (momentum) g = vel[t][k] = mu * vel[t][k] + g;
+                if (momentum) g = vel[t][k] = st(mu * vel[t][k] + g);
                 if (adam) {
-                    mom1[t][k] = beta1 * mom1[t][k] + rest1 * g;
-                    mom2[t][k] = beta2 * mom2[t][k] + rest2 * g * g;
+                    mom1[t][k] = st(beta1 * mom1[t][k] + rest1 * g);
+                    mom2[t][k] = st(beta2 * mom2[t][k] + rest2 * g * g);
                     g = (mom1[t][k] / c1) / (std::sqrt(mom2[t][k] / c2) + eps);
                 }
-                p[t][k] -= lr * g;
+                p[t][k] = st(p[t][k] - lr * g);
             }
         }
         if (full || last) {
@@ -472,8 +501,27 @@ int main(int argc, char** argv) {
                              c["target_max"].number, c["log_eps"].number, train_mode, widths(c),
                              per_output(c), !c.fields.count("batch_reduction") || c["batch_reduction"].text == "mean",
                              job.fields.count("pixels") ? static_cast<size_t>(job["pixels"].number) : 784};
+            // the precision the harness asks for: float32 throughout, or every tensor stored in bfloat16
+            const Json none;
+            const Json& asked = job.fields.count("precision") ? job["precision"] : none;
+            auto field = [&](const char* key) {
+                return asked.fields.count(key) ? asked[key].text : std::string("float32");
+            };
+            const std::string matmul = field("matmul"), storage = field("storage");
+            const bool supported = matmul == "float32" && (storage == "float32" ||
+                                                           (storage == "bfloat16" && c["dtype"].text == "float32"));
+            bfloat16_storage = supported && storage == "bfloat16";
             std::fprintf(rec.file(), "{\"memstate\": \"jsonl/1\", \"implementation\": \"cpp\", \"device\": \"cpu\", "
-                         "\"versions\": {\"compiler\": \"%s\"}}\n", __VERSION__);
+                         "\"versions\": {\"compiler\": \"%s\"}%s}\n", __VERSION__,
+                         bfloat16_storage ? ", \"precision\": {\"storage\": \"bfloat16\"}" : "");
+            if (!supported) {
+                const std::string why = "full float32 matmuls, and float32 or (for float32) bfloat16 storage only; the "
+                                        "job asks for " + matmul + " matmuls, " + storage + " storage, " +
+                                        c["dtype"].text;
+                std::fprintf(rec.file(), "{\"end\": \"unsupported\", \"reason\": \"%s\"}\n",
+                             json_escape(why).c_str());
+                return 0;
+            }
             if (c["dtype"].text == "float64") train<double>(cfg, job_dir, job, rec);
             else train<float>(cfg, job_dir, job, rec);
             std::fputs("{\"end\": \"complete\"}\n", rec.file());

@@ -4,7 +4,9 @@ gradients from jax.grad.
 The gradients of the intermediates (dZ, dA, the dropout's output) are read off by differentiating with
 respect to zero "probes" added to those tensors: d loss / d probe = d loss / d tensor.
 Matmuls run at full float32 precision, unless the job asks for TF32 or bfloat16 ones (`"precision"`),
-which only a GPU has: on the CPU such a job is refused as unsupported.
+which only a GPU has: on the CPU such a job is refused as unsupported. A job that asks for tensors kept in
+bfloat16 or float16 gets mixed precision as a JAX user writes it (the jmp policy): float32 master weights
+and optimizer, cast to the compute dtype for the forward and backward pass, gradients cast back.
 """
 
 import json
@@ -59,16 +61,22 @@ def train_step(params, state, pixels, y, keeps, lr, corrections, cfg_items):
     corrections (1 - beta1^t, 1 - beta2^t) come in from Python, computed in float64."""
     cfg = dict(cfg_items)
     dtype = params[0].dtype
-    x = pixels.astype(dtype) / 255  # (m, D)
+    compute = jnp.dtype(cfg["compute"])  # the forward and backward passes' dtype: the model's, or half precision
+    x = pixels.astype(compute) / 255  # (m, D)
     if (cfg["input_min"], cfg["input_max"]) != (0.0, 1.0):
-        x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], dtype) + jnp.asarray(cfg["input_min"], dtype)
+        x = x * jnp.asarray(cfg["input_max"] - cfg["input_min"], compute) + jnp.asarray(cfg["input_min"], compute)
     m = x.shape[0]
-    probes = {"z_out": jnp.zeros((m, 10), dtype)}
+    probes = {"z_out": jnp.zeros((m, 10), compute)}
     for k, W in enumerate(params[0:-2:2]):  # the hidden layers' weights; a dropout probe where there is dropout
         for kind in ("z", "a") if keeps[k] is None else ("z", "a", "d"):
-            probes[f"{kind}{k}"] = jnp.zeros((m, W.shape[0]), dtype)
+            probes[f"{kind}{k}"] = jnp.zeros((m, W.shape[0]), compute)
     grad_fn = jax.value_and_grad(forward_loss, argnums=(0, 1), has_aux=True)
-    (loss, fwd), (gparams, gprobes) = grad_fn(params, probes, x, y, keeps, cfg)
+    cast = tuple(p.astype(compute) for p in params)  # the compute copy of the float32 master weights
+    keeps = tuple(k if k is None else k.astype(compute) for k in keeps)
+    (loss, fwd), (gparams, gprobes) = grad_fn(cast, probes, x, y, keeps, cfg)
+    # back to the master dtype: exact, so the records hold the compute dtype's values
+    x, loss = x.astype(dtype), loss.astype(dtype)
+    fwd, gparams, gprobes = jax.tree_util.tree_map(lambda t: t.astype(dtype), (fwd, gparams, gprobes))
     if cfg["log_eps"]:  # the printed loss takes log(P + eps); the gradient stays that of plain cross-entropy
         loss = -jnp.sum(jnp.log(jnp.take_along_axis(fwd["p"], y[:, None], axis=1) + cfg["log_eps"]))
         loss = loss / m if cfg["batch_reduction"] == "mean" else loss
@@ -98,9 +106,16 @@ def run(job_dir, record):
     dtype = jnp.dtype(cfg["dtype"])
     device = jax.devices()[0]
     mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
-    if (job.get("precision") or {}).get("storage", "float32") != "float32":
-        return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32")
-    if mode == "float16":
+    storage = (job.get("precision") or {}).get("storage", "float32")  # --precision-b bfloat16-storage
+    if storage != "float32":  # mixed precision: its matmuls' operands are the compute dtype's values already
+        if cfg["dtype"] != "float32" or mode not in ("float32", storage):
+            return record.unsupported(f"{storage} compute runs a float32 model with {storage} matmuls (this run: "
+                                      f"{cfg['dtype']}, {mode} matmuls)")
+        # as asked, and what XLA adds: it may keep a reduction's running total in the compute dtype (on the CPU
+        # it does, for the bias gradients' sums over the batch)
+        record.precision(**{**job["precision"], "accumulate": storage})
+        mode = "float32"
+    elif mode == "float16":
         return record.unsupported("matmul precision float16: JAX's matmul precisions are highest, tensorfloat32 "
                                   "and bfloat16")
     if mode != "float32" and (device.platform != "gpu" or cfg["dtype"] != "float32"):
@@ -154,7 +169,8 @@ def run(job_dir, record):
         "activation", "loss", "optimizer", "momentum", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
         "input_min", "input_max", "target_min", "target_max", "log_eps")))
     cfg_items += (("batch_reduction", cfg.get("batch_reduction", "mean")),
-                  ("squared_error", cfg.get("squared_error", "mean")))
+                  ("squared_error", cfg.get("squared_error", "mean")),
+                  ("compute", storage if storage != "float32" else cfg["dtype"]))  # the passes' dtype
     masks = {}  # dropout: hidden layer (0-based) -> (steps, m, width) uint8 keep masks, and 1 / (1 - p)
     for entry in job.get("dropout", []):
         raw = np.fromfile(job_dir / entry["file"], dtype=np.uint8).reshape(entry["shape"])

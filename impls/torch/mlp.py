@@ -24,9 +24,9 @@ ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 def as_numpy(t):
-    """A tensor as numpy; bfloat16 (autocast's matmul results) as the float32 it holds exactly."""
+    """A tensor as numpy; bfloat16 or float16 (autocast's matmul results) as the float32 it holds exactly."""
     t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
 
 
 def layer_names(depth):
@@ -40,15 +40,17 @@ def run(job_dir, record):
     cfg = job["config"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mode = (job.get("precision") or {}).get("matmul", "float32")  # asked for by the harness: --precision-b tf32
-    autocast = job.get("precision") == {"matmul": "bfloat16", "storage": "bfloat16"}  # --precision-b bfloat16-autocast
+    # --precision-b bfloat16-autocast or float16-autocast: matmuls in that dtype, float32 weights and optimizer
+    autocast = next((dt for dt in ("bfloat16", "float16") if job.get("precision") == {"matmul": dt, "storage": dt}),
+                    None)
     if autocast and cfg["dtype"] != "float32":
-        return record.unsupported(f"bfloat16 autocast runs a float32 model; this one is {cfg['dtype']}")
+        return record.unsupported(f"{autocast} autocast runs a float32 model; this one is {cfg['dtype']}")
     if autocast:
-        record.precision(matmul="bfloat16", storage="bfloat16")
+        record.precision(matmul=autocast, storage=autocast)
         mode = "float32"  # autocast, not TF32, rounds the matmuls
     elif (job.get("precision") or {}).get("storage", "float32") != "float32":
         return record.unsupported(f"tensors kept in {job['precision']['storage']}: this implementation keeps float32 "
-                                  f"(or runs bfloat16 autocast: --precision-b bfloat16-autocast)")
+                                  f"(or runs autocast: --precision-b bfloat16-autocast, float16-autocast)")
     if mode not in ("float32", "tf32") or (mode == "tf32" and (device.type != "cuda" or cfg["dtype"] != "float32")):
         return record.unsupported(f"matmul precision {mode} needs float32 on a CUDA GPU with TF32 (this run: "
                                   f"{cfg['dtype']} on {device.type})" if mode == "tf32" else
@@ -107,6 +109,8 @@ def run(job_dir, record):
         schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg["lr_decay"])
         for _ in range(first // cfg["epoch_steps"]):  # a replay starts in a later epoch
             schedule.step()
+    # float16 autocast trains with a dynamic loss scale, as PyTorch's AMP recipe does (2^16 to start)
+    scaler = torch.amp.GradScaler(device.type) if autocast == "float16" else None
     activation = ACTIVATIONS[cfg["activation"]]
 
     m, steps = job["batch_size"], job["steps"]
@@ -142,7 +146,7 @@ def run(job_dir, record):
         record(step, "input/y", as_numpy(y))
 
         opt.zero_grad()
-        cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)  # matmuls in bfloat16
+        cast = torch.autocast(device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast))
         cast.__enter__()
         h, kept = x, {}  # kept: per hidden layer, what it hands the next (its dropout, else its activation)
         recorded = []  # (name, tensor) in the order the spec writes them; gradients read after backward
@@ -178,7 +182,9 @@ def run(job_dir, record):
                 loss = loss / m
             out_name = "output/sigmoid"
         cast.__exit__(None, None, None)
-        loss.backward()
+        if scaler is not None:  # float16: the loss scaled up before backward, so small gradients keep their bits
+            record(step, "loss/scale", np.float32(scaler.get_scale()))  # the gradients below are of loss * it
+        (loss if scaler is None else scaler.scale(loss)).backward()
         if cfg["log_eps"]:  # the printed loss takes log(P + eps); its gradient stays that of plain cross-entropy
             with torch.no_grad():
                 loss = -torch.log(p[torch.arange(m, device=device), y] + cfg["log_eps"]).sum()
@@ -202,7 +208,11 @@ def run(job_dir, record):
             record(step, f"{name}/grad_weight", as_numpy(linear.weight.grad))
             record(step, f"{name}/grad_bias", as_numpy(linear.bias.grad))
 
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:  # unscales the gradients, and skips the step (halving the scale) if any is inf or NaN
+            scaler.step(opt)
+            scaler.update()
         for kind, slot in buffers.items():
             for key, p in named.items():
                 record(step, f"{key}_{kind}", as_numpy(opt.state[p][slot]))

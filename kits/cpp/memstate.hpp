@@ -156,6 +156,7 @@ class Job {
     std::map<size_t, double> dropout_p;     // hidden layer (from 1) -> p, for the layers with dropout
     std::string matmul_precision = "float32";  // asked for by the harness: "tf32", "bfloat16", "float16"
     std::string storage = "float32";           // the format it asks every tensor to be kept in
+    std::string accumulate = "float32";        // the format it asks sums' running totals to be kept in
 
     explicit Job(const std::string& d) : dir(d) {
         const std::string path = dir + "/job.json";
@@ -191,6 +192,7 @@ class Job {
         names.push_back("output");
         if (j["precision"]["matmul"].kind == Json::String) matmul_precision = j["precision"]["matmul"].text;
         if (j["precision"]["storage"].kind == Json::String) storage = j["precision"]["storage"].text;
+        if (j["precision"]["accumulate"].kind == Json::String) accumulate = j["precision"]["accumulate"].text;
         params = tensors(j["params"].text, "params");
         if (j.has("velocity")) velocity = tensors(j["velocity"].text, "an optimizer buffer");
         if (j.has("adam_m")) adam_m = tensors(j["adam_m"].text, "an optimizer buffer");
@@ -293,6 +295,8 @@ class Recorder {
     void precision(const std::string& matmul) { precision_ = matmul; }
     // This port keeps every tensor in "bfloat16" or "float16" (recorded as float); before the first record.
     void storage(const std::string& format) { storage_ = format; }
+    // This port keeps its sums' running totals in "bfloat16" or "float16" too; before the first record.
+    void accumulate(const std::string& format) { accumulate_ = format; }
     // Records this port does not compute (a matmul fused with its bias add, no loss); before the first record.
     void missing(std::initializer_list<std::string> names) { missing_.insert(names.begin(), names.end()); }
 
@@ -316,7 +320,7 @@ class Recorder {
     std::string impl_, device_ = "cpu", step_;
     std::map<std::string, std::string> versions_{{"compiler", __VERSION__}};
     std::set<std::string> missing_;
-    std::string precision_, storage_;
+    std::string precision_, storage_, accumulate_;
     bool started_ = false, ended_ = false;
 
     static std::string quote(const std::string& s) {
@@ -362,12 +366,11 @@ class Recorder {
             bool first = true;
             for (const auto& kv : versions_) { h += (first ? "" : ", ") + quote(kv.first) + ": " + quote(kv.second); first = false; }
             h += "}";
-            if (!precision_.empty() || !storage_.empty()) {
-                h += ", \"precision\": {";
-                if (!precision_.empty()) h += "\"matmul\": " + quote(precision_) + (storage_.empty() ? "" : ", ");
-                if (!storage_.empty()) h += "\"storage\": " + quote(storage_);
-                h += "}";
-            }
+            std::string p;  // the precision declared: each field given, in order
+            for (const auto& kv : {std::make_pair("matmul", &precision_), std::make_pair("storage", &storage_),
+                                   std::make_pair("accumulate", &accumulate_)})
+                if (!kv.second->empty()) p += (p.empty() ? "" : ", ") + quote(kv.first) + ": " + quote(*kv.second);
+            if (!p.empty()) h += ", \"precision\": {" + p + "}";
             if (!missing_.empty()) {
                 h += ", \"missing\": [";
                 first = true;

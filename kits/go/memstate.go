@@ -70,24 +70,25 @@ type Dropout struct {
 
 // Job is the job directory, checked: every file present and of the size job.json says.
 type Job struct {
-	Dir       string
-	Config    Config
-	FirstStep int               // the first step to run (a replay's checkpoint + 1; 0 for a whole run)
-	Steps     int               // how many steps to run: FirstStep .. FirstStep+Steps-1
-	BatchSize int               // m
-	Pixels    int               // inputs per sample (784 for MNIST)
-	Widths    []int             // hidden widths, input side first
-	Names     []string          // layer record prefixes: "hidden" (or "hidden1".."hiddenL"), then "output"
-	Params    map[string]Tensor // "W1", "b1", ..., "W(L+1)", "b(L+1)"
-	Velocity  map[string]Tensor // a momentum replay's starting velocities, keyed as Params; nil otherwise
-	AdamM     map[string]Tensor // an Adam replay's starting moments; nil otherwise
-	AdamV     map[string]Tensor
-	Dropout   map[int]*Dropout // by hidden layer (from 1); a layer not in it has no dropout
-	Precision string           // the matmul precision the harness asks for: "float32", "tf32", "bfloat16", "float16"
-	Storage   string           // the format it asks every tensor to be kept in: "float32", "bfloat16", "float16"
-	images    []byte
-	labels    []byte
-	batches   []uint32 // an indexed job: sample i of step s is pool image batches[s*m+i]
+	Dir        string
+	Config     Config
+	FirstStep  int               // the first step to run (a replay's checkpoint + 1; 0 for a whole run)
+	Steps      int               // how many steps to run: FirstStep .. FirstStep+Steps-1
+	BatchSize  int               // m
+	Pixels     int               // inputs per sample (784 for MNIST)
+	Widths     []int             // hidden widths, input side first
+	Names      []string          // layer record prefixes: "hidden" (or "hidden1".."hiddenL"), then "output"
+	Params     map[string]Tensor // "W1", "b1", ..., "W(L+1)", "b(L+1)"
+	Velocity   map[string]Tensor // a momentum replay's starting velocities, keyed as Params; nil otherwise
+	AdamM      map[string]Tensor // an Adam replay's starting moments; nil otherwise
+	AdamV      map[string]Tensor
+	Dropout    map[int]*Dropout // by hidden layer (from 1); a layer not in it has no dropout
+	Precision  string           // the matmul precision the harness asks for: "float32", "tf32", "bfloat16", "float16"
+	Storage    string           // the format it asks every tensor to be kept in: "float32", "bfloat16", "float16"
+	Accumulate string           // the format it asks sums' running totals to be kept in: "float32", "bfloat16", "float16"
+	images     []byte
+	labels     []byte
+	batches    []uint32 // an indexed job: sample i of step s is pool image batches[s*m+i]
 }
 
 type jobFile struct {
@@ -109,8 +110,9 @@ type jobFile struct {
 	AdamM     string          `json:"adam_m"`
 	AdamV     string          `json:"adam_v"`
 	Precision struct {
-		Matmul  string `json:"matmul"`
-		Storage string `json:"storage"`
+		Matmul     string `json:"matmul"`
+		Storage    string `json:"storage"`
+		Accumulate string `json:"accumulate"`
 	} `json:"precision"`
 	Dropout []struct {
 		Layer int     `json:"layer"`
@@ -130,12 +132,15 @@ func Open(dir string) (*Job, error) {
 		return nil, fmt.Errorf("%s: field 'format' must be \"memstate-job/1\", got %q", path, f.Format)
 	}
 	j := &Job{Dir: dir, FirstStep: f.FirstStep, Steps: f.Steps, BatchSize: f.BatchSize, Pixels: f.Pixels,
-		Precision: f.Precision.Matmul, Storage: f.Precision.Storage}
+		Precision: f.Precision.Matmul, Storage: f.Precision.Storage, Accumulate: f.Precision.Accumulate}
 	if j.Precision == "" {
 		j.Precision = "float32"
 	}
 	if j.Storage == "" {
 		j.Storage = "float32"
+	}
+	if j.Accumulate == "" {
+		j.Accumulate = "float32"
 	}
 	j.Config = Config{SquaredError: "mean", BatchReduction: "mean", LRDecay: 1, InputMax: 1, TargetMax: 1}
 	if err := json.Unmarshal(f.Config, &j.Config); err != nil || len(f.Config) == 0 {
@@ -410,6 +415,12 @@ func (r *Recorder) Precision(matmul string) {
 // float32 from the stored values (record them as float32); before the first record.
 func (r *Recorder) Storage(format string) {
 	r.precision("storage", format)
+}
+
+// Accumulate declares that this port keeps its sums' running totals (matmuls, sums over the batch) in
+// "bfloat16" or "float16" as well, rounding each addition; before the first record.
+func (r *Recorder) Accumulate(format string) {
+	r.precision("accumulate", format)
 }
 
 func (r *Recorder) precision(key, value string) {

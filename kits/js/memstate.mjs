@@ -78,7 +78,9 @@ export function openJob(dir) {
   };
   const precision = (job.precision && job.precision.matmul) || "float32"; // the matmul precision asked for
   const storage = (job.precision && job.precision.storage) || "float32"; // the format asked for every tensor
-  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names, precision, storage };
+  const accumulate = (job.precision && job.precision.accumulate) || "float32"; // ... for sums' running totals
+  const out = { dir, config, firstStep, steps, batchSize: m, pixels, widths, sizes, names, precision, storage,
+                accumulate };
   out.params = tensors(job.params, "params");
   for (const [key, field] of [["velocity", "velocity"], ["adamM", "adam_m"], ["adamV", "adam_v"]])
     out[key] = job[field] ? tensors(job[field], "an optimizer buffer") : null;
@@ -164,6 +166,11 @@ export class Recorder {
   /** This port keeps every tensor in "bfloat16" or "float16" (recorded as float32); before the first record. */
   storage(format) {
     this.header.precision = { ...this.header.precision, storage: format };
+  }
+
+  /** This port keeps its sums' running totals in "bfloat16" or "float16" too; before the first record. */
+  accumulate(format) {
+    this.header.precision = { ...this.header.precision, accumulate: format };
   }
 
   load(name, shape, data, dtype) {

@@ -56,6 +56,7 @@ class Inputs:
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
     operand: tuple[float, float] = (0.0, 0.0)  # how this side rounds a matmul's operands (spec/precision.py)
     store: tuple[float, float] = (0.0, 0.0)  # how the format this side keeps its tensors in rounds them
+    accumulate: float = 0.0  # the unit roundoff of each addition of this side's sums, beyond its dtype's
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:

@@ -59,10 +59,12 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     """The model of the record's own op, from the side's inputs as recorded (or stood in for). A side that
     keeps its tensors in a shorter format (`inp.store`) rounds each elementwise op at that unit roundoff
     (`ue`), and each sum, accumulated in float32, once more when it is stored: at most 2 units of it, which
-    a conversion that truncates (keeping float32's top 16 bits) reaches as well as one that rounds."""
+    a conversion that truncates (keeping float32's top 16 bits) reaches as well as one that rounds. A side
+    that accumulates in that format as well (`inp.accumulate`) rounds each addition of a sum at its unit."""
     spec = graph(cfg)[name]
     op = spec.op
     ue, us = max(u, inp.store[0]), u + 2 * inp.store[0]
+    u = max(u, inp.accumulate)  # every sum below: its additions' unit roundoff
     if op == "source":
         if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
             return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * ue * np.abs(inp.cur(name)))
@@ -85,7 +87,9 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         kind = network(cfg).layer(spec.layer).activation
         z = inp.cur(spec.inputs[0])
         value = activation_value(kind, z)
-        return Expected(value, 0.0, activation_rounding(kind, z, value, ue))
+        # a stored result is rounded to the side's format, which (as for a sum's) may truncate: 2 units of it;
+        # its Z may hold more (XLA keeps excess precision where it fuses ops), so even relu is off by that
+        return Expected(value, 0.0, activation_rounding(kind, z, value, ue) + inp.store[0] * np.abs(value))
     if op == "dropout":  # x * mask / (1 - p), forward on the activation and backward on its gradient
         value = inp.cur(spec.inputs[0]) * inp.cur(spec.inputs[1]) * network(cfg).layer(spec.layer).keep_scale
         return Expected(value, 0.0, C_ELEM * ue * np.abs(value))
