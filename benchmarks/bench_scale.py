@@ -6,9 +6,11 @@ Every figure is a ratio against a baseline measured in the same run:
 - compare: bytes of one side per second for two large float32 records judged against a per-element
   noise bound (every metric), against numpy.allclose, torch.testing.assert_close and deepdiff on the
   same tensors; and a whole memstate's comparison (the noise model evaluated too).
-- record: the numpy implementation's step with full capture and with summaries, against the same
-  step with a recorder that keeps nothing, at H=128, batch 64; and the floor under each: what
-  reading, copying and writing one step's records cost on their own (--work picks the filesystem).
+- record: the numpy implementation's step with full capture and with summaries, each with its writes
+  overlapping the next step (the writer thread) and written on the recording thread, against the same
+  step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; and the floor
+  under each: what reading, copying and writing one step's records cost on their own (--work picks
+  the filesystem).
 - bisect: --bisect of numpy against numpy with a bug that waits for --bug-step, against comparing
   a full capture of both sides: wall time and bytes written.
 """
@@ -128,18 +130,18 @@ class Keep(Null):
         self.records[name] = np.array(value, dtype=dtype)
 
 
-def bench_record(mnist, work: Path, steps: int = 400) -> None:
+def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: int = 400) -> None:
     spec = importlib.util.spec_from_file_location("bench_numpy_impl", ROOT / "impls" / "numpy" / "mlp.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    cfg = Config(steps=steps, hidden=128, batch_size=64)
-    job = prepare_job(work / "rjob", cfg, initial_params(cfg), mnist)
+    cfg = Config(steps=steps, hidden=hidden, batch_size=batch)
+    job = prepare_job(work / f"rjob-{hidden}", cfg, initial_params(cfg), mnist)
     n = [0]
 
-    def writer(capture: Capture):
+    def writer(capture: Capture, overlap: bool):
         def make():
             n[0] += 1
-            return MemstateWriter(work / f"rec-{n[0]}", {"capture": capture.to_dict()})
+            return MemstateWriter(work / f"rec-{hidden}-{n[0]}", {"capture": capture.to_dict()}, overlap=overlap)
         return make
 
     def timed(make) -> float:
@@ -150,11 +152,14 @@ def bench_record(mnist, work: Path, steps: int = 400) -> None:
         return best(once, repeat=3) / steps
 
     bare = timed(Null)
-    full = timed(writer(Capture()))
-    summary = timed(writer(Capture(SUMMARY, (), 100)))
-    print(f"record: numpy, H=128, batch 64, {steps} steps, per step: bare {bare * 1e3:.3f} ms; full capture "
-          f"{full * 1e3:.3f} ms ({full / bare:.2f}x); summaries + a checkpoint every 100 {summary * 1e3:.3f} ms "
-          f"({summary / bare:.2f}x)")
+    times = {(kind, overlap): timed(writer(capture, overlap)) for kind, capture in
+             (("full capture", Capture()), ("summaries + a checkpoint every 100", Capture(SUMMARY, (), 100)))
+             for overlap in (True, False)}
+    print(f"record: numpy, H={hidden}, batch {batch}, {steps} steps, per step: bare {bare * 1e3:.3f} ms; "
+          + "; ".join(f"{kind} {t * 1e3:.3f} ms ({t / bare:.2f}x; written on the recording thread "
+                      f"{times[kind, False] * 1e3:.3f} ms, {times[kind, False] / bare:.2f}x)"
+                      for (kind, overlap), t in times.items() if overlap)
+          + " (targets: full capture 1.5x, summaries 1.15x)")
     # the floor: what touching each of a step's records once costs, whatever the recorder does with it
     one = Keep()
     module.run(job.dir, one)
@@ -230,6 +235,7 @@ def main() -> None:
             bench_memstate_compare(mnist, work, 50, 800)
         if args.only in (None, "record"):
             bench_record(mnist, work)
+            bench_record(mnist, work, hidden=800, batch=100, steps=100)  # mnist-from-scratch's size
         if args.only in (None, "bisect"):
             bench_bisect(mnist, work, args.steps, args.bug_step, args.checkpoint_every)
 

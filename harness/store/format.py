@@ -86,19 +86,18 @@ _ST_RANK = {t: i for i, t in enumerate(("U64", "I64", "F64", "F32", "U32", "I32"
                                         "BOOL"))}
 
 
-def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]], data: bytearray,
+def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]],
                      metadata: dict[str, str]) -> list[bytes | memoryview]:
     """A safetensors file as parts to write: the 8-byte length and JSON header (keys sorted, padded so the
-    data stays 8-byte aligned), then views of `data` holding `entries` (name, dtype, shape, first and end
-    byte in `data`) in safetensors' order."""
-    view = memoryview(data)
+    data stays 8-byte aligned), then each entry's bytes (name, dtype, shape, its little-endian bytes) in
+    safetensors' order."""
     header: dict[str, object] = {"__metadata__": metadata}
     parts: list[bytes | memoryview] = []
     at = 0
-    for name, dtype, shape, a, b in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
-        header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + b - a]}
-        parts.append(view[a:b])
-        at += b - a
+    for name, dtype, shape, blob in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
+        header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + blob.nbytes]}
+        parts.append(blob)
+        at += blob.nbytes
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
     return [len(text).to_bytes(8, "little") + text, *parts]

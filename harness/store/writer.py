@@ -1,6 +1,7 @@
 """Writing a memstate, one record at a time (`record(step, name, value)`, what an implementation is
-handed): a step's records are gathered and written as one safetensors file when the next step begins,
-summaries and checkpoints as its capture mode says, and the manifest at start and close."""
+handed): a step's records are gathered and, when the next step begins, handed to a writer thread that
+writes them as one safetensors file while the next step computes (store/background.py); summaries and
+checkpoints as its capture mode says, and the manifest at start and close."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
 from harness.spec.config import Config
 from harness.spec.precision import check_precision
 from harness.spec.records import LOAD, Step, check_missing, step_label
+from harness.store.background import BackgroundWriter
 
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
 class MemstateWriter:
-    """Builds a memstate one record at a time; each step is flushed when the next begins.
+    """Builds a memstate one record at a time; each step is handed to the writer thread when the next begins
+    (`overlap=False`: written there and then, on the recording thread).
 
     `manifest` holds what the caller knows up front (implementation, config, params
     checksum); `close()` adds how the run ended.
     """
 
-    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
+    def __init__(self, directory: str | Path, manifest: dict[str, Any], overlap: bool = True):
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -35,15 +38,16 @@ class MemstateWriter:
         self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
         self.manifest.setdefault("runtime", {})
         self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
-        self._units: list[Step] = []
+        self._handed: list[Step] = []  # the steps handed to the writer thread, in order
+        self._background = BackgroundWriter(threaded=overlap)  # overlap=False: each step written as it ends
         self._step: Step | None = None
-        self._data = bytearray()  # the current step's full tensors, back to back
-        self._entries: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
+        self._entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]] = []  # the step's kept records
         self._names: set[str] = set()  # the current step's record names
         self._rows: list[list[float]] = []  # the current step's summary rows
         self._summary_ids: dict[str, int] = {}
         self._summary_file: Any = None
         self.unsupported_reason: str | None = None  # set by unsupported(): the run refuses its config
+        self._failure_raised = False
         self._write_manifest()
 
     def describe(self, device: str | None = None, **versions: str) -> None:
@@ -85,7 +89,7 @@ class MemstateWriter:
         step = step if step == LOAD else int(step)
         if step != self._step:
             self.flush()
-            done = self._units
+            done = self._handed
             ints = [u for u in done if u != LOAD]
             if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
                 raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
@@ -98,7 +102,7 @@ class MemstateWriter:
         if step != LOAD and name in self.manifest.get("missing", ()):
             raise ValueError(f"{step_label(step)}: record {name!r} was declared missing (not computed); a run "
                              f"must not both declare and record it")
-        array = np.asarray(value, dtype=dtype)  # no copy yet: kept records are copied once, into the step's buffer
+        array = np.asarray(value, dtype=dtype)  # no copy yet: a kept record is copied once, into its own buffer
         native = array.dtype if array.dtype.byteorder != ">" else array.dtype.newbyteorder("=")
         if native not in _RECORD_NP:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
@@ -107,12 +111,10 @@ class MemstateWriter:
         if self.capture.summarizes(step, name):
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
         if self.capture.keeps(step, name):
-            start = len(self._data)
-            if array.dtype.byteorder == ">":
-                self._data += np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-            elif array.size:  # memoryview cannot cast a view with a zero in its shape: an empty record adds nothing
-                self._data += memoryview(np.ascontiguousarray(array)).cast("B")
-            self._entries.append((name, native, array.shape, start, len(self._data)))
+            # a copy of its own (the implementation may change the array once the call returns), little-endian
+            copy = np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)
+            blob = memoryview(copy.reshape(-1)).cast("B") if copy.size else memoryview(b"")  # no cast of a 0 in a shape
+            self._entries.append((name, native, array.shape, blob))
 
     def _summary_id(self, name: str) -> int:
         """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
@@ -124,43 +126,60 @@ class MemstateWriter:
         return i
 
     def flush(self) -> None:
-        """Write the current step's unit atomically. The manifest is written only at the start
+        """Hand the current step to the writer thread, which writes its unit atomically; raises the first
+        write that failed (a full disk), naming its file, once. The manifest is written only at the start
         and at close(); a reader of a run that never closed finds its steps from the files."""
         if self._step is None or not self._names:
             return
-        path = self.dir / unit_file(self._step)
-        try:
-            if self._rows:
+        self._raise_failure()
+        if self._rows and not self._failure_raised:  # a step's summary rows: one small append, written here
+            try:
                 if self._summary_file is None:
                     self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
-                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())  # one write per step
+                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())
                 self._summary_file.flush()
-            if self._entries:
-                kept = [n for n, *_ in self._entries]
-                meta = {"step": str(self._step), "order": json.dumps(kept)}
-                _write_then_rename(path, safetensors_file(self._entries, self._data, meta))
-        except OSError as e:
-            self._clear()  # this step is lost; close() must not try it again
-            raise WriteError(e.errno, e.strerror, str(path)) from None
-        if self._entries:
-            self._units.append(self._step)
+            except OSError as e:
+                self._clear()  # this step is lost; close() must not try it again
+                self._failure_raised = True
+                raise WriteError(e.errno, e.strerror, str(self.dir / SUMMARIES)) from None
+        if self._entries and self._background.failure is None:  # the unit, on the writer thread
+            path = self.dir / unit_file(self._step)
+            meta = {"step": str(self._step), "order": json.dumps([n for n, *_ in self._entries])}
+            parts = safetensors_file(self._entries, meta)  # the step's own copies
+            self._background.put(self._step, str(path), lambda: _write_then_rename(path, parts))
+            self._handed.append(self._step)
         self._clear()
+        if not self._background.threaded:
+            self._raise_failure()  # written already: its failure is this step's
+
+    def _raise_failure(self) -> None:
+        """The writer thread's first failure, as a WriteError naming its file; raised once."""
+        failure = self._background.failure
+        if failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            self._clear()
+            raise WriteError(failure[1].errno, failure[1].strerror, failure[0])
 
     def _clear(self) -> None:
-        self._data, self._entries, self._names, self._rows = bytearray(), [], set(), []
+        self._entries, self._names, self._rows = [], set(), []
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped, interrupted or unsupported."""
         pending = self._step if self._names else None
         try:
-            self.flush()
+            try:
+                self.flush()
+            finally:
+                self._background.stop()  # every step handed over is written, or failed
+            self._raise_failure()
             if self._summary_file is not None:
                 self._summary_file.close()
-        except OSError as e:  # the last step cannot be written (a full disk): the run did not complete
-            status, error = "stopped", f"cannot write {unit_file(pending)}: {e.strerror or e}" + (
+        except OSError as e:  # a step cannot be written (a full disk): the run did not complete
+            where = Path(e.filename).name if e.filename else unit_file(pending)
+            status, error = "stopped", f"cannot write {where}: {e.strerror or e}" + (
                 f"; before that: {error}" if error else "")
         self.manifest["status"] = status
-        self.manifest["units"] = self._units
+        self.manifest["units"] = list(self._background.written)
         if self.capture.mode != FULL:
             self.manifest["summaries"] = {"file": SUMMARIES, "names": SUMMARY_NAMES, "fields": list(SUMMARY_FIELDS)}
         if status != "complete":
