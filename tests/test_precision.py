@@ -21,9 +21,11 @@ from harness.run.runner import load_implementation, run_implementation
 from harness.spec.config import Config
 from harness.spec.precision import MODES
 from harness.spec.presets import get_preset
+from harness.run.capture import SUMMARY, Capture
 from harness.spec.records import LOSS_SCALE
 from harness.store.jsonl import write_jsonl
 from harness.store.memstate import Memstate
+from harness.store.writer import MemstateWriter
 
 
 def run_in(runs, tmp_path: Path, impl: Path, config: Config, mode: str) -> Memstate:
@@ -152,6 +154,23 @@ def test_a_scaled_gradient_that_overflows_float16_is_named_as_the_scaler_skippin
     assert c.first.diagnosis is None
 
 
+def test_a_summary_capture_summarises_scaled_gradients_as_they_are_read(tmp_path):
+    """bisect screens summaries: a scaled side's gradient rows are of its gradients divided by its scale,
+    as the comparator reads them, so the screen sees no 65536x difference that is not there."""
+    g = np.random.default_rng(0).standard_normal((10, 32)).astype(np.float32) * np.float32(1e-3)  # (10, 32)
+    rows = []
+    for scale in (None, 2.0 ** 16):
+        w = MemstateWriter(tmp_path / f"m{scale}", {"capture": Capture(SUMMARY, (), 0).to_dict()})
+        for step in range(2):
+            if scale is not None:
+                w(step, LOSS_SCALE, np.float32(scale))
+            w(step, "output/grad_weight", g * np.float32(scale or 1))
+        w.close()
+        names, table = Memstate(tmp_path / f"m{scale}").summary_table()
+        rows.append(table[table[:, 1] == names.index("output/grad_weight")])
+    assert np.array_equal(rows[0][:, 2:], rows[1][:, 2:]) and rows[0].shape == (2, rows[0].shape[1])
+
+
 @pytest.mark.parametrize("value", [0, -1024, "NaN"])
 def test_a_loss_scale_that_is_no_positive_number_is_refused_with_the_record(runs, tmp_path, capsys, value):
     config = Config(hidden=16, batch_size=8, steps=2)
@@ -181,7 +200,8 @@ def on_gpu(impl: str) -> None:
 @pytest.mark.parametrize("impl, mode", [("torch", "float32"), ("torch", "tf32"), ("torch", "bfloat16-autocast"),
                                         ("torch", "float16-autocast"), ("jax", "float32"), ("jax", "tf32"),
                                         ("jax", "bfloat16")])
-@pytest.mark.parametrize("config", [Config(steps=20), get_preset("born").config(steps=20)], ids=["default-20", "born-20"])
+@pytest.mark.parametrize("config", [Config(steps=20), get_preset("born").config(steps=20)],
+                         ids=["default-20", "born-20"])
 def test_on_a_gpu_each_precision_drifts_with_no_origin(runs, tmp_path, impl, mode, config):
     """The runs the mission is about: torch on CUDA with TF32 off and on and under autocast, JAX on a GPU at
     its highest and its default (TF32) precision, each against numpy on the CPU; the manifest names the GPU."""

@@ -1,8 +1,8 @@
-"""What a side states beyond the config, and what the command line states about it: its precision (`--precision-b tf32`,
-`--precision-b bfloat16-storage`). An implementation is asked for it through its own copy of the job
-(`"precision"` in job.json, which an implementation that can honour it does, and declares in its
-memstate); a side that does not declare it is judged as stated, and one that declares otherwise is
-judged as stated, with a note."""
+"""What a side states beyond the config (a precision, a loss scale, records it does not compute), and what the
+command line states about it: its precision (`--precision-b tf32`, `--precision-b bfloat16-storage`). An
+implementation is asked for it through its own copy of the job (`"precision"` in job.json, which an
+implementation that can honour it does, and declares in its memstate); a side that does not declare it is
+judged as stated, and one that declares otherwise is judged as stated, with a note."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 or float16 and accumulate in float32 (a GPU's tensor cores under JAX's default precision, PyTorch's
 allow_tf32); it may store every tensor in bfloat16 or float16, computing each op in float32 from the
 stored values and rounding the result (a network kept in half precision); and it may keep its sums' running
-totals in that format too (`accumulate`: JAX's bfloat16 arrays reduced by XLA on the CPU). A side declares it in its
-memstate (`"precision": {"matmul": "tf32"}`, `{"storage": "bfloat16"}`) or the command line states it
+totals in that format too (`accumulate`: JAX's bfloat16 arrays reduced by XLA on the CPU). A side declares it
+in its memstate (`"precision": {"matmul": "tf32"}`, `{"storage": "bfloat16"}`) or the command line states it
 (`--precision-b tf32`, `--precision-b bfloat16-storage`); the noise model then bounds that side by its
 own rounding (docs/comparing.md, "Reduced precision")."""
 

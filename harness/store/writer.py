@@ -15,7 +15,7 @@ from harness.errors import InputError
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
 from harness.spec.config import Config
 from harness.spec.precision import check_precision
-from harness.spec.records import LOAD, Step, check_missing, step_label
+from harness.spec.records import LOAD, LOSS_SCALE, Step, check_missing, is_gradient, step_label
 from harness.store.background import BackgroundWriter
 
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
@@ -48,6 +48,7 @@ class MemstateWriter:
         self._summary_file: Any = None
         self.unsupported_reason: str | None = None  # set by unsupported(): the run refuses its config
         self._failure_raised = False
+        self._scale = 0.0  # the current step's loss scale, if it records one
         self._write_manifest()
 
     def describe(self, device: str | None = None, **versions: str) -> None:
@@ -108,8 +109,12 @@ class MemstateWriter:
             raise ValueError(f"{step_label(step)}: record {name!r} has dtype {array.dtype}, "
                              f"expected one of {', '.join(RECORD_DTYPES)}")
         self._names.add(name)
+        if name == LOSS_SCALE and array.size == 1 and array.dtype.kind == "f":
+            self._scale = float(array.reshape(-1)[0])  # this step's gradients are of the loss times it
         if self.capture.summarizes(step, name):
-            self._rows.append([float(step), float(self._summary_id(name)), *summarize(array)])
+            scaled = is_gradient(name) and LOSS_SCALE in self._names and self._scale > 0 and array.dtype.kind == "f"
+            seen = array / array.dtype.type(self._scale) if scaled else array  # summarised as the comparator reads it
+            self._rows.append([float(step), float(self._summary_id(name)), *summarize(seen)])
         if self.capture.keeps(step, name):
             # a copy of its own (the implementation may change the array once the call returns), little-endian
             copy = np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)
