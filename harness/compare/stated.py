@@ -16,8 +16,9 @@ import numpy as np
 
 from harness.judge.noise import Z_SIGMA
 from harness.run.job import Job
+from harness.spec.config import Config
 from harness.spec.precision import MODES
-from harness.spec.records import LOAD, LOSS_SCALE, Step, is_gradient, step_label
+from harness.spec.records import LOAD, LOSS_SCALE, Step, graph, is_gradient, step_label
 from harness.store.memstate import Memstate
 
 
@@ -35,6 +36,17 @@ def side_notes(label: str, ms: Memstate) -> list[str]:
                      f"{label} computes from one is judged against the op applied to {label}'s own recorded inputs, "
                      f"with the missing op's rounding added to its own")
     return notes
+
+
+def origin_notes(cfg: Config | None, step: Step, name: str, sides: dict[str, Memstate],
+                 values: tuple[np.ndarray, np.ndarray]) -> tuple[list[str], bool]:
+    """What an origin owes to what a side declared: inputs it does not compute, a loss scale that overflowed
+    (True: then the overflow is the reason, and no other diagnosis is sought)."""
+    inputs = graph(cfg)[name].inputs if cfg is not None and step != LOAD and name in graph(cfg) else ()
+    absent = ", ".join(f"{lab}'s {i}" for i in inputs for lab, ms in sides.items() if i in ms.missing)
+    notes = [f"it reads {absent}, which that side does not compute: the difference may start there"] if absent else []
+    overflow = overflow_note(sides, step, name, values)
+    return notes + ([overflow] if overflow else []), bool(overflow)
 
 
 def overflow_note(sides: dict[str, Memstate], step: Step, name: str, values: tuple[np.ndarray, np.ndarray]) -> str:

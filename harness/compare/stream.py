@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.compare.comparison import Comparison, Side
 from harness.compare.diagnosis import MAX_DIAGNOSED, diagnose_origin, moved_factors
-from harness.compare.stated import overflow_note, side_notes
+from harness.compare.stated import origin_notes, side_notes
 from harness.judge.noise import Expected, Inputs, MissingInput, carried, expected
 from harness.judge.origin import (
     _deviation,
@@ -44,7 +44,6 @@ from harness.spec.records import (
     LOSS_SCALE,
     Step,
     expected_order,
-    graph as spec_graph,
     step_label,
     step_records,
 )
@@ -285,13 +284,8 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
             if not diff.role:  # an origin by consistency (check_vacuous) is classified already
                 classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
-            absent = _absent_inputs(cfg, step, name, sides)
-            if diff.is_origin and absent:
-                diff.note = ((diff.note + "; " if diff.note else "") + f"it reads {absent}, which that side does not "
-                             f"compute: the difference may start there")
-            overflow = overflow_note(sides, step, name, (x, y)) if diff.is_origin else ""
-            if overflow:
-                diff.note = (diff.note + "; " if diff.note else "") + overflow
+            why, overflow = origin_notes(cfg, step, name, sides, (x, y)) if diff.is_origin else ([], False)
+            diff.note = "; ".join(([diff.note] if diff.note else []) + why)
             if diagnose and diff.is_origin and diff.kind in (VALUES, LABELS, SHAPE) and name not in diagnosed \
                     and len(diagnosed) < MAX_DIAGNOSED and not overflow:  # an overflow is its own reason
                 diagnosed.add(name)
@@ -335,14 +329,6 @@ def _not_computed(models: _Models, step: Step, name: str, tol: Tolerance, bounds
         bounds[name] = np.broadcast_to(allowed, np.shape(pair[0].value))
     if any(k in diverged for k in _graph_inputs(models.cfg, step, name, first) or []):
         diverged.add((step, name))
-
-
-def _absent_inputs(cfg: Config | None, step: Step, name: str, sides: dict[str, Memstate]) -> str:
-    """The inputs of a record that a side declared it does not compute, as "B's hidden/matmul"."""
-    if cfg is None or step == LOAD or name not in spec_graph(cfg):
-        return ""
-    return ", ".join(f"{lab}'s {i}" for i in spec_graph(cfg)[name].inputs for lab, ms in sides.items()
-                     if i in ms.missing)
 
 
 def _finish(result: Comparison, unknown: set[str]) -> Comparison:
