@@ -28,9 +28,8 @@ def side_notes(label: str, ms: Memstate) -> list[str]:
     notes = [ms.precision.describe(label, Z_SIGMA)] if ms.precision.reduced else []
     scaled = next((u for u in ms.units if u != LOAD and LOSS_SCALE in ms.names(u)), None)
     if scaled is not None:
-        notes.append(f"{label} scales its loss before the backward pass ({LOSS_SCALE}: "
-                     f"{float(ms.unit(scaled)[LOSS_SCALE].reshape(-1)[0]):g} at {step_label(scaled)}): its gradient "
-                     f"records are read divided by each step's scale")
+        notes.append(f"{label} scales its loss before the backward pass ({LOSS_SCALE}: {ms.loss_scale(scaled):g} "
+                     f"at {step_label(scaled)}): its gradient records are read divided by each step's scale")
     if ms.missing:
         notes.append(f"{label} does not compute {', '.join(sorted(ms.missing))} (declared): not compared; each record "
                      f"{label} computes from one is judged against the op applied to {label}'s own recorded inputs, "
@@ -53,10 +52,8 @@ def overflow_note(sides: dict[str, Memstate], step: Step, name: str, values: tup
     """Why a side's gradient is inf or NaN where the other's is not, when that side scales its loss: the
     scaled gradient overflowed its format, and a loss scaler then skips the step's update."""
     for (label, ms), own, other in zip(sides.items(), values, values[::-1]):
-        if step == LOAD or not is_gradient(name) or LOSS_SCALE not in ms.names(step) or own.dtype.kind != "f":
-            continue
-        if not np.isfinite(own).all() and (other.dtype.kind != "f" or np.isfinite(other).all()):
-            scale = float(ms.unit(step)[LOSS_SCALE].reshape(-1)[0])
+        scale = ms.loss_scale(step) if is_gradient(name) and own.dtype.kind == "f" else None
+        if scale is not None and not np.isfinite(own).all() and (other.dtype.kind != "f" or np.isfinite(other).all()):
             return (f"{label}'s gradient times its loss scale ({scale:g}) overflows {ms.precision.storage} here: a "
                     f"loss scaler skips this step's update and lowers its scale, which the other side never does, "
                     f"so what follows differs for that reason")

@@ -137,11 +137,10 @@ class _Models:
         if self.cfg is None or step == LOAD:
             return None
         inp = self.inputs.get(label)
-        side = self.sides[label]
         if inp is None or inp.step != step:
+            side = self.sides[label]
             inp = self.inputs[label] = Inputs(side.get, int(step), side.first_step, absent=side.missing,
-                                              operand=side.precision.operand, store=side.precision.stored,
-                                              accumulate=side.precision.summed)
+                                              precision=side.precision)
             if side.missing:
                 cfg, u, own = self.cfg, self.u, inp
                 inp.model = lambda n, rounding: expected(n, cfg, own, u, rounding)

@@ -249,11 +249,15 @@ class Memstate:
         value = self.unit(step).get(name)
         if value is None or step == LOAD or not is_gradient(name) or value.dtype.kind != "f":
             return value
-        scale = self.unit(step).get(LOSS_SCALE)
-        return value if scale is None else (value / value.dtype.type(self._scale(step, scale))).astype(value.dtype)
+        scale = self.loss_scale(step)
+        return value if scale is None else (value / value.dtype.type(scale)).astype(value.dtype)
 
-    def _scale(self, step: Step, scale: np.ndarray) -> float:
-        """A step's loss scale, checked: one positive finite number."""
+    def loss_scale(self, step: Step) -> float | None:
+        """The factor this step's loss was multiplied by before its backward pass (LOSS_SCALE), checked: one
+        positive finite number; None where the step records none."""
+        scale = self.unit(step).get(LOSS_SCALE) if step != LOAD else None
+        if scale is None:
+            return None
         s = float(scale.reshape(-1)[0]) if scale.size == 1 and scale.dtype.kind in "fiu" else float("nan")
         if not (math.isfinite(s) and s > 0):
             raise InputError(f"{self.dir / unit_file(step)}: record {LOSS_SCALE} must hold one positive finite "

@@ -48,7 +48,7 @@ class MemstateWriter:
         self._summary_file: Any = None
         self.unsupported_reason: str | None = None  # set by unsupported(): the run refuses its config
         self._failure_raised = False
-        self._scale = 0.0  # the current step's loss scale, if it records one
+        self._scale = 0.0  # the current step's loss scale, if it records one (0: none)
         self._write_manifest()
 
     def describe(self, device: str | None = None, **versions: str) -> None:
@@ -112,7 +112,7 @@ class MemstateWriter:
         if name == LOSS_SCALE and array.size == 1 and array.dtype.kind == "f":
             self._scale = float(array.reshape(-1)[0])  # this step's gradients are of the loss times it
         if self.capture.summarizes(step, name):
-            scaled = is_gradient(name) and LOSS_SCALE in self._names and self._scale > 0 and array.dtype.kind == "f"
+            scaled = is_gradient(name) and self._scale > 0 and array.dtype.kind == "f"
             seen = array / array.dtype.type(self._scale) if scaled else array  # summarised as the comparator reads it
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(seen)])
         if self.capture.keeps(step, name):
@@ -166,7 +166,7 @@ class MemstateWriter:
             raise WriteError(failure[1].errno, failure[1].strerror, failure[0])
 
     def _clear(self) -> None:
-        self._entries, self._names, self._rows = [], set(), []
+        self._entries, self._names, self._rows, self._scale = [], set(), [], 0.0
 
     def close(self, status: str = "complete", error: str | None = None, **stopped: Any) -> None:
         """Flush the last step and record how the run ended: complete, stopped, interrupted or unsupported."""

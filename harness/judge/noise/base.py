@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
+from harness.spec.precision import Precision
 from harness.spec.records import LOAD, STATE_SUFFIXES, Step
 
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
@@ -54,9 +55,7 @@ class Inputs:
     absent: frozenset[str] = frozenset()  # records this side declared it does not compute
     model: Callable[[str, bool], Expected] | None = None  # this side's model of a record (bool: with its
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
-    operand: tuple[float, float] = (0.0, 0.0)  # how this side rounds a matmul's operands (spec/precision.py)
-    store: tuple[float, float] = (0.0, 0.0)  # how the format this side keeps its tensors in rounds them
-    accumulate: float = 0.0  # the unit roundoff of each addition of this side's sums, beyond its dtype's
+    precision: Precision = field(default_factory=Precision)  # what it computed in beyond its dtype (spec/precision.py)
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:

@@ -21,7 +21,7 @@ def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np
     it); the first layer sums over pixels, in image order."""
     if (x_name, w_name) not in inp.memo:
         inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT,
-                                       operand=inp.operand)
+                                       operand=inp.precision.operand)
     return inp.memo[x_name, w_name]
 
 
@@ -31,8 +31,8 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float, absent_rounding: boo
     (`inp.absent`) is its own model from the side's inputs, and (`absent_rounding`) its rounding joins
     this op's own."""
     model = _op(name, cfg, inp, u)
-    if inp.store[1]:  # float16 storage's underflow: an absolute error wherever a value is tiny
-        model.fixed = np.asarray(model.fixed) + C_ELEM * inp.store[1]
+    if inp.precision.stored[1]:  # float16 storage's underflow: an absolute error wherever a value is tiny
+        model.fixed = np.asarray(model.fixed) + C_ELEM * inp.precision.stored[1]
     absent = [i for i in graph(cfg)[name].inputs if i in inp.absent] if absent_rounding else []
     return _with_absent(model, name, cfg, inp, absent) if absent else model
 
@@ -57,14 +57,15 @@ def _with_absent(model: Expected, name: str, cfg: Config, inp: Inputs, absent: l
 
 def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     """The model of the record's own op, from the side's inputs as recorded (or stood in for). A side that
-    keeps its tensors in a shorter format (`inp.store`) rounds each elementwise op at that unit roundoff
+    keeps its tensors in a shorter format (`inp.precision.stored`) rounds each elementwise op at that unit roundoff
     (`ue`), and each sum, accumulated in float32, once more when it is stored: at most 2 units of it, which
     a conversion that truncates (keeping float32's top 16 bits) reaches as well as one that rounds. A side
-    that accumulates in that format as well (`inp.accumulate`) rounds each addition of a sum at its unit."""
+    that accumulates in that format as well (`inp.precision.summed`) rounds each addition of a sum at its unit."""
     spec = graph(cfg)[name]
     op = spec.op
-    ue, us = max(u, inp.store[0]), u + 2 * inp.store[0]
-    u = max(u, inp.accumulate)  # every sum below: its additions' unit roundoff
+    store = inp.precision.stored[0]
+    ue, us = max(u, store), u + 2 * store
+    u = max(u, inp.precision.summed)  # every sum below: its additions' unit roundoff
     if op == "source":
         if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
             return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * ue * np.abs(inp.cur(name)))
@@ -89,7 +90,7 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         value = activation_value(kind, z)
         # a stored result is rounded to the side's format, which (as for a sum's) may truncate: 2 units of it;
         # its Z may hold more (XLA keeps excess precision where it fuses ops), so even relu is off by that
-        return Expected(value, 0.0, activation_rounding(kind, z, value, ue) + inp.store[0] * np.abs(value))
+        return Expected(value, 0.0, activation_rounding(kind, z, value, ue) + store * np.abs(value))
     if op == "dropout":  # x * mask / (1 - p), forward on the activation and backward on its gradient
         value = inp.cur(spec.inputs[0]) * inp.cur(spec.inputs[1]) * network(cfg).layer(spec.layer).keep_scale
         return Expected(value, 0.0, C_ELEM * ue * np.abs(value))
@@ -107,13 +108,13 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     if op == "grad_logits":
         return _grad_logits(cfg, inp, ue, m)
     if op == "grad_weight":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u, operand=inp.operand)
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u, operand=inp.precision.operand)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_bias":
         value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_activation":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.operand)
+        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.precision.operand)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_preactivation":
         return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, ue)
