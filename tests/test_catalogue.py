@@ -99,10 +99,11 @@ def test_benign_variant_agrees_or_drifts(evaluator, case):
         assert SUSPECTED[case.name] in {s.name for s in c.suspects}
 
 
-SUSPECTED = {  # the systematic orders that go beyond random rounding (measured 1.9x to 5x), and where
+SUSPECTED = {  # the systematic orders that go beyond random rounding (measured 1.9x to 5x), and where. Measured
+    # with one BLAS thread (tests/conftest.py): sums-by-value-adam, whose sorted batch sums reach 3.1x the random
+    # rounding from step 18 when numpy's matmuls run on two threads, stays within 0.23x of it on one.
     "dot-products-sorted": "hidden/matmul", "dot-products-sorted-down-adam": "hidden/matmul",
-    "sums-by-value-sigmoid-mse": "hidden/grad_bias", "sums-by-value-adam": "hidden/grad_bias",
-    "sorted-and-grouped-h800": "hidden/grad_bias",
+    "sums-by-value-sigmoid-mse": "hidden/grad_bias", "sorted-and-grouped-h800": "hidden/grad_bias",
 }
 
 
