@@ -10,7 +10,8 @@ Every figure is a ratio against a baseline measured in the same run:
   overlapping the next step (the writer thread) and written on the recording thread, against the same
   step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; and the floor
   under each: what reading, copying and writing one step's records cost on their own (--work picks
-  the filesystem).
+  the filesystem). The writer thread needs a core of its own: on 2 cores run it with
+  OPENBLAS_NUM_THREADS=1 as well, or numpy's second BLAS thread takes that core.
 - bisect: --bisect of numpy against numpy with a bug that waits for --bug-step, against comparing
   a full capture of both sides: wall time and bytes written.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import resource
 import shutil
 import sys
@@ -161,7 +163,9 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
     times = {(kind, overlap): timed(writer(capture, overlap)) for kind, capture in
              (("full capture", Capture()), ("summaries + a checkpoint every 100", Capture(SUMMARY, (), 100)))
              for overlap in (True, False)}
-    print(f"record: numpy, H={hidden}, batch {batch}, {steps} steps, per step: bare {bare * 1e3:.3f} ms; "
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or f"{os.cpu_count()} (every core)"
+    print(f"record: numpy (BLAS threads: {blas}), H={hidden}, batch {batch}, {steps} steps, per step: bare "
+          f"{bare * 1e3:.3f} ms; "
           + "; ".join(f"{kind} {t * 1e3:.3f} ms ({t / bare:.2f}x; written on the recording thread "
                       f"{times[kind, False] * 1e3:.3f} ms, {times[kind, False] / bare:.2f}x)"
                       for (kind, overlap), t in times.items() if overlap)
