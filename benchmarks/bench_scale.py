@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from harness.compare.bisect import bisect
 from harness.run.capture import SUMMARY, Capture, ramp
 from harness.compare.stream import compare_memstates
+from harness.judge import kernel
 from harness.judge.record import RecordDiff, Tolerance, compare_values
 from harness.spec.config import Config
 from harness.spec.data import load_mnist
@@ -62,6 +63,12 @@ def bench_compare(n: int) -> None:
     allowed = np.abs(a).astype(np.float64) * 1e-6  # a per-element bound, as the noise model hands over
     tol = Tolerance("float32")
     ours = best(lambda: compare_values(RecordDiff(0, "x"), a, b, tol, allowed))
+    with_kernel = kernel.supports(np.float32, np.float64)
+    supports, kernel.supports = kernel.supports, lambda *_: False  # the same comparison on numpy's fast path
+    try:
+        numpy_path = best(lambda: compare_values(RecordDiff(0, "x"), a, b, tol, allowed))
+    finally:
+        kernel.supports = supports
     base = {"numpy.allclose": best(lambda: np.allclose(a, b, rtol=1e-4, atol=1e-5))}
     try:
         import torch
@@ -75,14 +82,16 @@ def bench_compare(n: int) -> None:
     base["deepdiff (significant_digits=5, per byte)"] = dd
     mb = a.nbytes / 1e6
     print(f"compare: {n:,} float32 elements ({mb:.0f} MB a side), every metric against a per-element bound")
-    print(f"  memstate    {ours * 1e3:9.1f} ms  {mb / ours:8.0f} MB/s")
+    print(f"  memstate    {ours * 1e3:9.1f} ms  {mb / ours:8.0f} MB/s   "
+          + ("(the compiled kernel)" if with_kernel else f"(numpy's fast path: {kernel.build_error})"))
+    print(f"  memstate, numpy's fast path (no compiled kernel) {numpy_path * 1e3:9.1f} ms  {mb / numpy_path:8.0f} MB/s")
     for name, t in base.items():
         print(f"  {name:<44s} {t * 1e3:9.1f} ms  {mb / t:8.0f} MB/s   memstate is {t / ours:6.2f}x its throughput")
     # the ceiling: any comparator must read both sides and the bound at least once
     read = best(lambda: (np.vdot(a, a), np.vdot(b, b), np.vdot(allowed, allowed)))
     print(f"  floor: one read of both sides and the float64 bound {read * 1e3:.1f} ms, {mb / read:.0f} MB/s: "
           + ", ".join(f"{t / read:.2f}x {name.split(' ')[0]}" for name, t in base.items() if "deepdiff" not in name)
-          + f"; memstate takes {ours / read:.2f}x the floor")
+          + f"; memstate takes {ours / read:.2f}x the floor ({numpy_path / read:.2f}x on numpy's fast path)")
 
 
 def bench_memstate_compare(mnist, work: Path, steps: int, hidden: int) -> None:

@@ -1,0 +1,97 @@
+"""The comparator's fast path as one compiled pass (kernel.c), built on first use with the system's C
+compiler into memstate's cache and loaded with ctypes. It gives `_fast_chunk`'s figures bit for bit
+(tests/test_kernel.py), so whether it runs changes the speed and nothing else: without a compiler,
+with a build that fails, or with MEMSTATE_KERNEL=0, `chunk` is None and numpy does the work.
+
+ctypes lets go of the GIL during the call, so the comparator's threads run chunks side by side."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("kernel.c")
+FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared"]  # ISO C: no contraction into FMAs, IEEE rounding throughout
+_FUNCTIONS = {(np.dtype(np.float32), np.dtype(np.float64)): "chunk_f32_f64",
+              (np.dtype(np.float32), np.dtype(np.float32)): "chunk_f32_f32",
+              (np.dtype(np.float64), np.dtype(np.float64)): "chunk_f64_f64"}
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}  # "lib": the loaded library, or None once it could not be had
+build_error: str | None = None  # why the kernel is not in use, for the benchmark to say
+
+
+def _library_path() -> Path:
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join([*FLAGS, platform.machine(), platform.system()]).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
+    return root / "kernel" / f"metrics-{digest}.so"
+
+
+def _build(target: Path) -> None:
+    """Compile kernel.c to `target` (via a temporary name, so that a concurrent build never loads half a file)."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise OSError("no C compiler (cc, gcc or clang) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        proc = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True,
+                              timeout=120, check=False)
+        if proc.returncode != 0:
+            raise OSError(f"{compiler} exited with code {proc.returncode}: {proc.stderr.decode(errors='replace')[-400:]}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _library() -> object:
+    global build_error
+    with _lock:
+        if "lib" not in _loaded:
+            lib = None
+            if os.environ.get("MEMSTATE_KERNEL", "1") == "0":
+                build_error = "MEMSTATE_KERNEL=0"
+            else:
+                try:
+                    target = _library_path()
+                    if not target.is_file():
+                        _build(target)
+                    lib = ctypes.CDLL(str(target))
+                    for name in _FUNCTIONS.values():
+                        fn = getattr(lib, name)
+                        fn.restype = ctypes.c_int
+                        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
+                                       ctypes.c_void_p, ctypes.c_void_p]
+                except (OSError, subprocess.SubprocessError, AttributeError) as e:
+                    lib, build_error = None, f"the compiled kernel is not in use: {e}"
+            _loaded["lib"] = lib
+        return _loaded["lib"]
+
+
+def supports(cmp: np.dtype, allowed: np.dtype) -> bool:
+    """Whether the compiled kernel runs chunks of `cmp` values against a bound of dtype `allowed`
+    (building it now if need be)."""
+    return (np.dtype(cmp), np.dtype(allowed)) in _FUNCTIONS and _library() is not None
+
+
+def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float, float, float, float, int] | None:
+    """(n_over, max_abs, max_rel, max_ulp, worst_ratio, worst) of one chunk, as `_fast_chunk` computes them,
+    or None where it returns None (the chunk needs the exact path). Only where `supports` says so.
+    x, y: (k,) in the comparison dtype; allowed: (k,), each contiguous."""
+    if not x.size == y.size == allowed.size:  # the kernel reads x.size of each
+        raise ValueError(f"chunk of {x.size}, {y.size} and {allowed.size} elements: expected one size")
+    fn = getattr(_library(), _FUNCTIONS[x.dtype, allowed.dtype])
+    x, y, allowed = (np.ascontiguousarray(a) for a in (x, y, allowed))  # views already, as the comparator slices
+    out = np.empty(5, np.float64)
+    worst = ctypes.c_long(0)
+    if fn(x.ctypes.data, y.ctypes.data, allowed.ctypes.data, x.size, out.ctypes.data, ctypes.byref(worst)):
+        return None
+    return int(out[0]), float(out[1]), float(out[2]), float(out[3]), float(out[4]), worst.value

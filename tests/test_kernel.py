@@ -1,0 +1,110 @@
+"""The compiled fast path (harness/judge/kernel.c) against numpy's (`_fast_chunk`): the same figures bit
+for bit, and the same chunks sent to the exact path, on values chosen to reach every branch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from harness.judge import kernel
+from harness.judge.metrics import Metrics, _fast_chunk, element_metrics
+
+needs_compiler = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
+                                    reason="no C compiler: the comparator runs numpy's fast path instead")
+
+
+def awkward(rng: np.random.Generator, n: int, dtype: type, mix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y and a bound of n elements: close values, with a sprinkling of what each branch looks for."""
+    x = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 3, n)).astype(dtype)
+    y = (x * (1 + rng.standard_normal(n) * 1e-6)).astype(dtype)
+    bound = np.abs(x).astype(np.float64) * 1e-6 * rng.uniform(0.2, 3, n)
+    k = max(1, n // 50)
+    at = rng.integers(0, n, k)
+    if mix == "zeros":  # both zero, a signed zero against the other, a zero against a number
+        x[at[: k // 2]], y[at[: k // 2]] = 0, -0.0
+        y[at[k // 2:]] = 0
+    elif mix == "specials":  # NaN, Inf, overflowing differences
+        x[at[0]] = np.nan if rng.random() < 0.5 else np.inf
+    elif mix == "signs":  # opposite signs
+        y[at] = -y[at]
+    elif mix == "bounds":  # zero, negative, NaN and infinite bounds
+        bound[at] = rng.choice([0.0, -1e-3, np.nan, np.inf, 1e300], k)
+    elif mix == "equal":
+        y = x.copy()
+        bound[at] = 0.0
+    elif mix == "ties":  # the largest ratio at several elements, blocks apart: the first is the worst
+        x[at], y[at], bound[at] = 1.0, 1.5, 0.5e-6
+    elif mix == "tiny":  # subnormals and values far below the bound
+        x[at] = np.finfo(dtype).smallest_subnormal * rng.integers(1, 5, k)
+        y[at] = np.finfo(dtype).smallest_subnormal * rng.integers(1, 5, k)
+    return x, y, bound
+
+
+@needs_compiler
+def test_the_kernel_is_built_where_a_compiler_is():
+    assert kernel.supports(np.float32, np.float64), kernel.build_error
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype,bound_dtype", [(np.float32, np.float64), (np.float32, np.float32),
+                                               (np.float64, np.float64)])
+@pytest.mark.parametrize("mix", ["plain", "zeros", "specials", "signs", "bounds", "equal", "ties", "tiny"])
+def test_the_kernel_gives_numpys_figures_bit_for_bit(dtype, bound_dtype, mix):
+    rng = np.random.default_rng(zlib.crc32(f"{mix} {np.dtype(dtype)} {np.dtype(bound_dtype)}".encode()))
+    sent_exact = agreed = 0
+    for trial in range(60):
+        n = int(rng.choice([1, 2, 7, 1000, 4096, 20_000]))  # the kernel looks at blocks of 2,048
+        x, y, bound = awkward(rng, n, dtype, mix)
+        with np.errstate(all="ignore"):
+            al = bound.astype(bound_dtype)  # 1e300 overflows float32 to infinity, as a bound may
+            ours = kernel.chunk(x, y, al)
+            theirs = _fast_chunk(x, y, al.astype(dtype), 0)
+        if theirs is None:
+            assert ours is None, (mix, trial, ours)
+            sent_exact += 1
+            continue
+        assert ours is not None, (mix, trial, theirs)
+        assert Metrics(*ours) == theirs, (mix, trial)
+        agreed += 1
+    assert agreed + sent_exact == 60
+    if mix in ("plain", "ties", "tiny"):
+        assert agreed > 0
+    if mix in ("specials", "signs", "bounds"):
+        assert sent_exact > 0  # the branches that send a chunk to the exact path were reached
+
+
+@needs_compiler
+def test_a_whole_record_compares_the_same_with_and_without_the_kernel(monkeypatch):
+    rng = np.random.default_rng(7)
+    x, y, bound = awkward(rng, 1_000_003, np.float32, "plain")
+    x[12345], y[999_000], bound[999_000] = 0.0, x[999_000] + 1, 0.0  # a zero against a number; a zero bound
+    compiled = element_metrics(x, y, np.float32, allowed=bound)
+    monkeypatch.setattr(kernel, "supports", lambda *_: False)
+    assert element_metrics(x, y, np.float32, allowed=bound) == compiled
+    assert compiled.n_over > 0 and compiled.worst == 999_000  # a difference over a zero bound is the worst
+
+
+def test_without_a_working_compiler_the_comparator_says_so_and_uses_numpy(tmp_path):
+    env = {**os.environ, "CC": "false", "MEMSTATE_CACHE": str(tmp_path)}
+    code = ("from harness.judge import kernel; import numpy as np; from harness.judge.metrics import element_metrics;"
+            "x = np.ones(300000, np.float32); m = element_metrics(x, x * np.float32(1.5), np.float32, allowed=x * 0.25);"
+            "print(kernel.supports(np.float32, np.float64), m.n_over, m.worst_ratio); print(kernel.build_error)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    first, why = r.stdout.splitlines()
+    assert first == "False 300000 2.0"
+    assert why.startswith("the compiled kernel is not in use: false exited with code 1")
+
+
+def test_memstate_kernel_0_turns_it_off(tmp_path):
+    env = {**os.environ, "MEMSTATE_KERNEL": "0", "MEMSTATE_CACHE": str(tmp_path)}
+    code = "from harness.judge import kernel; print(kernel.supports('float32', 'float64'), kernel.build_error)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert r.stdout.strip() == "False MEMSTATE_KERNEL=0" and not list(tmp_path.iterdir())
