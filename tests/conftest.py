@@ -25,8 +25,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # The suite runs on every core (pytest-xdist, `-n auto` in pyproject.toml), and every worker and every
 # implementation it starts gets one thread: BLAS, XLA and the comparator's pool would otherwise each start
 # a thread per core and spin against the other workers' (measured: half the CPU time in the kernel). One
-# thread everywhere also makes each run's sums the same on any machine: a matmul split over another
-# number of threads rounds differently, and the catalogue's suspects are measured figures.
+# thread everywhere also keeps each run's sums from depending on the machine's core count: a matmul split
+# over another number of threads rounds differently, and the catalogue's suspects are measured figures.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEMSTATE_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 
