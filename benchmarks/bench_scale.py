@@ -172,7 +172,8 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
     times = {(kind, overlap): timed(writer(capture, overlap)) for kind, capture in
              (("full capture", Capture()), ("summaries + a checkpoint every 100", Capture(SUMMARY, (), 100)))
              for overlap in (True, False)}
-    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or f"{os.cpu_count()} (every core)"
+    blas = (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+            or f"{os.cpu_count()} (every core)")
     print(f"record: numpy (BLAS threads: {blas}), H={hidden}, batch {batch}, {steps} steps, per step: bare "
           f"{bare * 1e3:.3f} ms; "
           + "; ".join(f"{kind} {t * 1e3:.3f} ms ({t / bare:.2f}x; written on the recording thread "

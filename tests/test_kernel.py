@@ -94,7 +94,8 @@ def test_a_whole_record_compares_the_same_with_and_without_the_kernel(monkeypatc
 def test_without_a_working_compiler_the_comparator_says_so_and_uses_numpy(tmp_path):
     env = {**os.environ, "CC": "false", "MEMSTATE_CACHE": str(tmp_path)}
     code = ("from harness.judge import kernel; import numpy as np; from harness.judge.metrics import element_metrics;"
-            "x = np.ones(300000, np.float32); m = element_metrics(x, x * np.float32(1.5), np.float32, allowed=x * 0.25);"
+            "x = np.ones(300000, np.float32);"
+            "m = element_metrics(x, x * np.float32(1.5), np.float32, allowed=x * 0.25);"
             "print(kernel.supports(np.float32, np.float64), m.n_over, m.worst_ratio); print(kernel.build_error)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert r.returncode == 0, r.stderr

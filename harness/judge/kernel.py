@@ -1,7 +1,8 @@
 """The comparator's fast path as one compiled pass (kernel.c), built on first use with the system's C
 compiler into memstate's cache and loaded with ctypes. It gives `_fast_chunk`'s figures bit for bit
 (tests/test_kernel.py), so whether it runs changes the speed and nothing else: without a compiler,
-with a build that fails, or with MEMSTATE_KERNEL=0, `chunk` is None and numpy does the work.
+with a build that fails, or with MEMSTATE_KERNEL=0, `supports` says False (and `build_error` why) and
+numpy does the work.
 
 ctypes lets go of the GIL during the call, so the comparator's threads run chunks side by side."""
 
@@ -11,6 +12,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import threading
@@ -30,23 +32,26 @@ build_error: str | None = None  # why the kernel is not in use, for the benchmar
 
 def _library_path() -> Path:
     source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join([*FLAGS, platform.machine(), platform.system()]).encode()).hexdigest()[:16]
+    built_for = " ".join([*FLAGS, platform.machine(), platform.system()]).encode()
+    digest = hashlib.sha256(source + built_for).hexdigest()[:16]
     root = Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
     return root / "kernel" / f"metrics-{digest}.so"
 
 
 def _build(target: Path) -> None:
     """Compile kernel.c to `target` (via a temporary name, so that a concurrent build never loads half a file)."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
+    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc")
+                                                         or shutil.which("clang") or ""]
+    if not compiler[0]:
         raise OSError("no C compiler (cc, gcc or clang) on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        proc = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True,
-                              timeout=120, check=False)
+        proc = subprocess.run([*compiler, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, timeout=120,
+                              check=False)
         if proc.returncode != 0:
-            raise OSError(f"{compiler} exited with code {proc.returncode}: {proc.stderr.decode(errors='replace')[-400:]}")
+            said = proc.stderr.decode(errors="replace")[-400:]
+            raise OSError(f"{compiler[0]} exited with code {proc.returncode}: {said}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
