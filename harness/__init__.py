@@ -8,9 +8,17 @@ The packages follow the data: spec/ (what a run is) -> run/ (running implementat
 import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
+from pathlib import Path
 
 __version__ = "0.1.0"
+
+
+def cache_root() -> Path:
+    """memstate's cache on this machine (`$MEMSTATE_CACHE`, default ~/.cache/memstate): built ports, the
+    comparator's compiled kernel."""
+    return Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
 
 # Where the modules of the flat layout (before 0.2) live now: `from harness.memstate import Memstate` and the
 # other documented imports keep working, and give the very same module objects as the new paths.

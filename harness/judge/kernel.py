@@ -16,9 +16,12 @@ import shlex
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from harness import cache_root
 
 SOURCE = Path(__file__).with_name("kernel.c")
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared"]  # ISO C: no contraction into FMAs, IEEE rounding throughout
@@ -26,7 +29,8 @@ _FUNCTIONS = {(np.dtype(np.float32), np.dtype(np.float64)): "chunk_f32_f64",
               (np.dtype(np.float32), np.dtype(np.float32)): "chunk_f32_f32",
               (np.dtype(np.float64), np.dtype(np.float64)): "chunk_f64_f64"}
 _lock = threading.Lock()
-_loaded: dict[str, object] = {}  # "lib": the loaded library, or None once it could not be had
+_tried = False  # whether loading was tried: once a process
+_loaded: dict[tuple[np.dtype, np.dtype], Callable[..., int]] = {}  # (cmp, bound dtype) -> its compiled function
 build_error: str | None = None  # why the kernel is not in use, for the benchmark to say
 
 
@@ -34,8 +38,7 @@ def _library_path() -> Path:
     source = SOURCE.read_bytes()
     built_for = " ".join([*FLAGS, platform.machine(), platform.system()]).encode()
     digest = hashlib.sha256(source + built_for).hexdigest()[:16]
-    root = Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
-    return root / "kernel" / f"metrics-{digest}.so"
+    return cache_root() / "kernel" / f"metrics-{digest}.so"
 
 
 def _build(target: Path) -> None:
@@ -57,34 +60,37 @@ def _build(target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _library() -> object:
-    global build_error
+def _load() -> None:
+    """Build (unless built) and load the kernel into `_loaded`, once; on any failure say why in `build_error`."""
+    global build_error, _tried
     with _lock:
-        if "lib" not in _loaded:
-            lib = None
-            if os.environ.get("MEMSTATE_KERNEL", "1") == "0":
-                build_error = "MEMSTATE_KERNEL=0"
-            else:
-                try:
-                    target = _library_path()
-                    if not target.is_file():
-                        _build(target)
-                    lib = ctypes.CDLL(str(target))
-                    for name in _FUNCTIONS.values():
-                        fn = getattr(lib, name)
-                        fn.restype = ctypes.c_int
-                        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
-                                       ctypes.c_void_p, ctypes.c_void_p]
-                except (OSError, subprocess.SubprocessError, AttributeError) as e:
-                    lib, build_error = None, f"the compiled kernel is not in use: {e}"
-            _loaded["lib"] = lib
-        return _loaded["lib"]
+        if _tried:
+            return
+        _tried = True
+        if os.environ.get("MEMSTATE_KERNEL", "1") == "0":
+            build_error = "MEMSTATE_KERNEL=0"
+            return
+        try:
+            target = _library_path()
+            if not target.is_file():
+                _build(target)
+            lib = ctypes.CDLL(str(target))
+            for dtypes, name in _FUNCTIONS.items():
+                fn = getattr(lib, name)
+                fn.restype = ctypes.c_int
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                               ctypes.c_void_p]
+                _loaded[dtypes] = fn
+        except (OSError, subprocess.SubprocessError, AttributeError) as e:
+            _loaded.clear()
+            build_error = f"the compiled kernel is not in use: {e}"
 
 
 def supports(cmp: np.dtype, allowed: np.dtype) -> bool:
     """Whether the compiled kernel runs chunks of `cmp` values against a bound of dtype `allowed`
     (building it now if need be)."""
-    return (np.dtype(cmp), np.dtype(allowed)) in _FUNCTIONS and _library() is not None
+    _load()
+    return (np.dtype(cmp), np.dtype(allowed)) in _loaded
 
 
 def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float, float, float, float, int] | None:
@@ -93,7 +99,7 @@ def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float
     x, y: (k,) in the comparison dtype; allowed: (k,), each contiguous."""
     if not x.size == y.size == allowed.size:  # the kernel reads x.size of each
         raise ValueError(f"chunk of {x.size}, {y.size} and {allowed.size} elements: expected one size")
-    fn = getattr(_library(), _FUNCTIONS[x.dtype, allowed.dtype])
+    fn = _loaded[x.dtype, allowed.dtype]
     x, y, allowed = (np.ascontiguousarray(a) for a in (x, y, allowed))  # views already, as the comparator slices
     out = np.empty(5, np.float64)
     worst = ctypes.c_long(0)

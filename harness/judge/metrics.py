@@ -146,7 +146,7 @@ def _run_range(a: np.ndarray, b: np.ndarray, allowed: np.ndarray | None, cmp: np
     """Metrics of flat elements lo..hi, chunk by chunk."""
     total = Metrics()
     fast = allowed is not None and not exact
-    compiled = fast and allowed is not None and kernel.supports(cmp, allowed.dtype)  # one pass, not fifteen
+    compiled = fast and kernel.supports(cmp, allowed.dtype)  # one pass, not fifteen
     for i in range(lo, hi, CHUNK):
         j = min(i + CHUNK, hi)
         x, y = a[i:j], b[i:j]
@@ -156,9 +156,9 @@ def _run_range(a: np.ndarray, b: np.ndarray, allowed: np.ndarray | None, cmp: np
                 x, y = x.astype(cmp), y.astype(cmp)
             if fast and not compiled and al is not None and al.dtype != cmp:
                 al = al.astype(cmp)  # the kernel rounds the bound to cmp element by element, as this does
-        if compiled and al is not None:
+        if compiled:
             got = kernel.chunk(x, y, al)
-            part = Metrics(got[0], got[1], got[2], got[3], got[4], i + got[5]) if got else None
+            part = Metrics(*got[:5], i + got[5]) if got else None
         else:
             part = _fast_chunk(x, y, al, i) if fast else None
         if part is None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import cache_root
 from harness.spec.config import Config
 from harness.spec.data import Mnist
 from harness.errors import InputError, OutputError, read_json
@@ -123,8 +124,7 @@ def build_directory(impl: Implementation) -> Path:
     digest = hashlib.sha256(json.dumps(impl.build).encode())
     for src in sorted(impl.sources):
         digest.update(src.encode() + b"\0" + (impl.dir / src).read_bytes() + b"\0")
-    root = Path(os.environ.get("MEMSTATE_CACHE") or Path.home() / ".cache" / "memstate")
-    return root / "build" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', impl.name)}-{digest.hexdigest()[:16]}"
+    return cache_root() / "build" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', impl.name)}-{digest.hexdigest()[:16]}"
 
 
 def ensure_built(impl: Implementation) -> tuple[Path | None, str | None, str]:
