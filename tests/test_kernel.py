@@ -1,5 +1,6 @@
-"""The compiled fast path (harness/judge/kernel.c) against numpy's (`_fast_chunk`): the same figures bit
-for bit, and the same chunks sent to the exact path, on values chosen to reach every branch."""
+"""The compiled passes (harness/judge/kernel.c) against numpy's: the comparator's fast path (`_fast_chunk`),
+the same figures bit for bit and the same chunks sent to the exact path, on values chosen to reach every
+branch; and the noise model's index-order pass (`ordered_partial_sums`), the same estimate bit for bit."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from conftest import ROOT
 
 from harness.judge import kernel
 from harness.judge.metrics import Metrics, _fast_chunk, element_metrics
+from harness.judge.noise.sums import _ordered_pass, ordered_partial_sums
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
                                     reason="no C compiler: the comparator runs numpy's fast path instead")
@@ -90,16 +92,65 @@ def test_a_whole_record_compares_the_same_with_and_without_the_kernel(monkeypatc
     assert compiled.n_over > 0 and compiled.worst == 999_000  # a difference over a zero bound is the worst
 
 
+@needs_compiler
+@pytest.mark.parametrize("mix", ["plain", "per-column", "specials", "zeros", "strided"])
+def test_the_ordered_pass_gives_numpys_estimate_bit_for_bit(mix):
+    rng = np.random.default_rng(zlib.crc32(mix.encode()))
+    assert kernel.has_ordered(), kernel.build_error
+    for trial in range(20):
+        nb, p, q = (int(v) for v in rng.integers(1, [40, 60, kernel.QMAX + 1]))
+        blocks = rng.standard_normal((nb, p, q)) * 10.0 ** rng.integers(-30, 30, (nb, p, q))
+        counts = rng.integers(0, 50, (nb, p, q) if mix == "per-column" else (nb, p)).astype(np.float32)
+        if mix == "specials":
+            blocks.flat[rng.integers(0, blocks.size, 5)] = rng.choice([np.nan, np.inf, -np.inf, 1e300], 5)
+        if mix == "zeros":
+            blocks[rng.random(blocks.shape) < 0.5] = -0.0
+        wide = rng.standard_normal((p, q + 7))  # a slice of a wider result: rows q + 7 apart
+        total = wide[:, 3:3 + q] if mix == "strided" else blocks.sum(axis=0)
+        ours, theirs = np.full((p, q), 7.0), np.full((p, q), 7.0)
+        with np.errstate(all="ignore"):
+            kernel.ordered(blocks, counts, total, ours)
+            _ordered_pass(blocks, counts, total, theirs)
+        assert np.array_equal(ours, theirs, equal_nan=True), (mix, trial)
+        assert ours.tobytes() == theirs.tobytes() or mix == "specials", (mix, trial)  # NaNs' payloads aside
+
+
+@needs_compiler
+def test_ordered_partial_sums_is_the_same_with_and_without_the_kernel(monkeypatch):
+    rng = np.random.default_rng(11)
+    a = rng.random((1500, 200)) * (rng.random((1500, 200)) < 0.3)  # more rows and columns than one tile
+    for b in (rng.standard_normal((200, 70)), rng.standard_normal((200, 70)) * (rng.random((200, 70)) < 0.5)):
+        value = a @ b
+        compiled = ordered_partial_sums(a, b, value)
+        monkeypatch.setattr(kernel, "has_ordered", lambda: False)
+        assert ordered_partial_sums(a, b, value).tobytes() == compiled.tobytes()
+        monkeypatch.undo()
+
+
+def test_the_ordered_pass_refuses_what_it_cannot_read():
+    blocks, counts, out = np.zeros((2, 3, 4)), np.zeros((2, 3), np.float32), np.zeros((3, 4))
+    with pytest.raises(ValueError, match="blocks"):
+        kernel.ordered(blocks.astype(np.float32), counts, out, out)
+    with pytest.raises(ValueError, match="counts"):
+        kernel.ordered(blocks, counts.astype(np.float64), out, out)
+    with pytest.raises(ValueError, match=r"expected \(3, 4\) float64"):
+        kernel.ordered(blocks, counts, np.zeros((4, 3)), out)
+    wide = np.zeros((2, 1, kernel.QMAX + 1))
+    with pytest.raises(ValueError, match="blocks"):
+        kernel.ordered(wide, np.zeros((2, 1), np.float32), wide[0], wide[0])
+
+
 def test_without_a_working_compiler_the_comparator_says_so_and_uses_numpy(tmp_path):
     env = {**os.environ, "CC": "false", "MEMSTATE_CACHE": str(tmp_path)}
     code = ("from harness.judge import kernel; import numpy as np; from harness.judge.metrics import element_metrics;"
             "x = np.ones(300000, np.float32);"
             "m = element_metrics(x, x * np.float32(1.5), np.float32, allowed=x * 0.25);"
-            "print(kernel.supports(np.float32, np.float64), m.n_over, m.worst_ratio); print(kernel.build_error)")
+            "print(kernel.supports(np.float32, np.float64), kernel.has_ordered(), m.n_over, m.worst_ratio);"
+            "print(kernel.build_error)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert r.returncode == 0, r.stderr
     first, why = r.stdout.splitlines()
-    assert first == "False 300000 2.0"
+    assert first == "False False 300000 2.0"
     assert why.startswith("the compiled kernel is not in use: false exited with code 1")
 
 

@@ -111,7 +111,8 @@ def test_noise_bound_is_what_the_comparison_uses(pair):
     c = compare_memstates(a, b)
     r = next(r for r in c.records if (r.step, r.name) == (0, "hidden/matmul"))
     diff = np.abs(np.array(a.get(0, "hidden/matmul"), np.float64) - np.array(b.get(0, "hidden/matmul"), np.float64))
-    assert r.worst_ratio == pytest.approx(float(np.max(diff / bounds["hidden/matmul"])), rel=1e-9)
+    # float32 records are compared in float32 (metrics.py): the ratio agrees up to a few roundings there
+    assert r.worst_ratio == pytest.approx(float(np.max(diff / bounds["hidden/matmul"])), rel=2.0**-21)
     assert 0 < r.worst_ratio < 1
 
 

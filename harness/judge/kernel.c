@@ -80,3 +80,40 @@
 KERNEL(chunk_f32_f64, float, double, int32_t, uint32_t, 3.40282346638528859812e+38F, __builtin_fabsf)
 KERNEL(chunk_f32_f32, float, float, int32_t, uint32_t, 3.40282346638528859812e+38F, __builtin_fabsf)
 KERNEL(chunk_f64_f64, double, double, int64_t, uint64_t, 1.79769313486231570815e+308, __builtin_fabs)
+
+/* The noise model's estimate of sum_k s_k^2 for sums taken in index order (noise/sums.py
+ * `ordered_partial_sums`, whose numpy pass this is, bit for bit): for each of p x q sums, given each
+ * block's partial sum blocks[j] (nb, p, q) and its count of nonzero terms counts[j] ((nb, p, q), or
+ * (nb, p) where count_q is 1), the larger of the forward and backward sums over blocks of
+ * count * max(|running total on either side of the block|)^2. total and out are (p, q) with rows
+ * row_total and row_out apart. Each row's q running totals stay in cache while all nb blocks pass. */
+
+#define QMAX 512 /* the widest strip of columns the caller sends */
+
+static inline double larger(double a, double b) { return (a > b || a != a) ? a : b; } /* numpy's maximum */
+
+#define ORDERED_STEP(COUNT)                                                                         \
+    for (long e = 0; e < q; e++) {                                                                \
+        double cnt = (double)(COUNT), before = run[e], after = before + s[e];                     \
+        double top = larger(__builtin_fabs(before), __builtin_fabs(after));                       \
+        fw[e] += cnt * top * top;                                                                 \
+        top = larger(__builtin_fabs(tot[e] - before), __builtin_fabs(tot[e] - after));            \
+        bw[e] += cnt * top * top;                                                                 \
+        run[e] = after;                                                                           \
+    }
+
+WIDE void ordered_sums(long nb, long p, long q, const double *blocks, const float *counts, long count_q,
+                       const double *total, long row_total, double *out, long row_out) {
+    double run[QMAX], fw[QMAX], bw[QMAX];
+    for (long i = 0; i < p; i++) {
+        const double *tot = total + i * row_total;
+        for (long e = 0; e < q; e++) run[e] = fw[e] = bw[e] = 0.0;
+        for (long j = 0; j < nb; j++) {
+            const double *s = blocks + (j * p + i) * q;
+            const float *c = counts + (j * p + i) * count_q;
+            if (count_q == 1) { ORDERED_STEP(c[0]) } /* one count for the whole row */
+            else { ORDERED_STEP(c[e]) }
+        }
+        for (long e = 0; e < q; e++) out[i * row_out + e] = larger(fw[e], bw[e]);
+    }
+}

@@ -1,8 +1,9 @@
-"""The comparator's fast path as one compiled pass (kernel.c), built on first use with the system's C
-compiler into memstate's cache and loaded with ctypes. It gives `_fast_chunk`'s figures bit for bit
-(tests/test_kernel.py), so whether it runs changes the speed and nothing else: without a compiler,
-with a build that fails, or with MEMSTATE_KERNEL=0, `supports` says False (and `build_error` why) and
-numpy does the work.
+"""The comparator's fast path, and the noise model's index-order pass, each as one compiled pass
+(kernel.c), built on first use with the system's C compiler into memstate's cache and loaded with
+ctypes. They give numpy's figures bit for bit (`_fast_chunk`'s and `ordered_partial_sums`';
+tests/test_kernel.py), so whether they run changes the speed and nothing else: without a compiler,
+with a build that fails, or with MEMSTATE_KERNEL=0, `supports` and `has_ordered` say False (and
+`build_error` why) and numpy does the work.
 
 ctypes lets go of the GIL during the call, so the comparator's threads run chunks side by side."""
 
@@ -24,13 +25,15 @@ import numpy as np
 from harness import cache_root
 
 SOURCE = Path(__file__).with_name("kernel.c")
-FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared"]  # ISO C: no contraction into FMAs, IEEE rounding throughout
+FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]  # no FMAs: IEEE rounding of each operation
 _FUNCTIONS = {(np.dtype(np.float32), np.dtype(np.float64)): "chunk_f32_f64",
               (np.dtype(np.float32), np.dtype(np.float32)): "chunk_f32_f32",
               (np.dtype(np.float64), np.dtype(np.float64)): "chunk_f64_f64"}
 _lock = threading.Lock()
 _tried = False  # whether loading was tried: once a process
 _loaded: dict[tuple[np.dtype, np.dtype], Callable[..., int]] = {}  # (cmp, bound dtype) -> its compiled function
+_ordered: list[Callable[..., None]] = []  # ordered_sums, once loaded
+QMAX = 512  # kernel.c's widest strip of columns for ordered_sums
 build_error: str | None = None  # why the kernel is not in use, for the benchmark to say
 
 
@@ -81,8 +84,14 @@ def _load() -> None:
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
                                ctypes.c_void_p]
                 _loaded[dtypes] = fn
+            fn = lib.ordered_sums
+            fn.restype = None
+            fn.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
+                                                                         ctypes.c_void_p, ctypes.c_long]
+            _ordered.append(fn)
         except (OSError, subprocess.SubprocessError, AttributeError) as e:
             _loaded.clear()
+            _ordered.clear()
             build_error = f"the compiled kernel is not in use: {e}"
 
 
@@ -106,3 +115,24 @@ def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float
     if fn(x.ctypes.data, y.ctypes.data, allowed.ctypes.data, x.size, out.ctypes.data, ctypes.byref(worst)):
         return None
     return int(out[0]), float(out[1]), float(out[2]), float(out[3]), float(out[4]), worst.value
+
+
+def has_ordered() -> bool:
+    """Whether the compiled `ordered_sums` runs (building the kernel now if need be)."""
+    _load()
+    return bool(_ordered)
+
+
+def ordered(blocks: np.ndarray, counts: np.ndarray, total: np.ndarray, out: np.ndarray) -> None:
+    """`ordered_partial_sums`' pass over one tile, into `out`: blocks (nb, p, q) float64 and counts (nb, p, q)
+    or (nb, p) float32, each contiguous; total and out (p, q) float64 with contiguous rows. Only where
+    `has_ordered` says so."""
+    nb, p, q = blocks.shape
+    if (not blocks.flags.c_contiguous or blocks.dtype != np.float64 or q > QMAX or counts.dtype != np.float32
+            or not counts.flags.c_contiguous or counts.shape not in ((nb, p, q), (nb, p))):
+        raise ValueError(f"ordered: blocks {blocks.shape} {blocks.dtype}, counts {counts.shape} {counts.dtype}")
+    for a in (total, out):
+        if a.shape != (p, q) or a.dtype != np.float64 or a.strides[1] != 8:
+            raise ValueError(f"ordered: expected ({p}, {q}) float64 with contiguous rows, got {a.shape} {a.dtype}")
+    _ordered[0](nb, p, q, blocks.ctypes.data, counts.ctypes.data, 1 if counts.ndim == 2 else q,
+                total.ctypes.data, total.strides[0] // 8, out.ctypes.data, out.strides[0] // 8)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from harness.judge import kernel
+
 def sum_sigma(n: np.ndarray, total: np.ndarray, squares: np.ndarray, u: float,
               ordered: np.ndarray | float = 0.0) -> np.ndarray:
     """Standard deviation of the rounding of a sum of n nonzero terms added one at a time.
@@ -35,29 +37,52 @@ def sum_worst(n: np.ndarray, value: np.ndarray, magnitude: np.ndarray, u: float)
     return u * (np.maximum(n - 1, 0.0) * top + magnitude)
 
 
+TILE = (1024, 32)  # rows and columns of a @ b estimated at a time: their blocks' sums, (nb, 1024, 32), stay small
+
+
 def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.ndarray:
     """An estimate of sum_k s_k^2 for the sums of a @ b taken in index order, forwards or backwards
     (the larger), from the running totals at block boundaries: each block's nonzero terms are
     counted at the larger of the running totals on either side of it. Blocks of about sqrt(n) terms
-    keep this at the cost of one more matmul, one block at a time (memory of a few (p, q) results). Each
-    block's sum is kept in float32, plenty for an estimate, and the same whatever BLAS kernel ran."""
-    n = a.shape[1]
+    keep this at the cost of one more matmul, one tile of the result at a time (memory of a few MB).
+    The pass over the blocks runs compiled where it can (kernel.c `ordered_sums`), else in numpy: the
+    same figures, bit for bit."""
+    (p, n), q = a.shape, b.shape[1]
     k = max(1, int(np.ceil(np.sqrt(n))))
-    total = value.astype(np.float32)  # (p, q)
+    starts = range(0, n, k)
     dense = bool(np.all(b != 0))  # weights: a block's count of nonzero terms is a's alone
-    running = np.zeros_like(total)
+    out = np.empty((p, q))
+    rows, cols = TILE
+    for p0 in range(0, p, rows):
+        pieces = [np.ascontiguousarray(a[p0:p0 + rows, j:j + k]) for j in starts]  # (r, k) each
+        counts = np.stack([np.count_nonzero(x, axis=1) for x in pieces]).astype(np.float32)  # (nb, r)
+        for q0 in range(0, q, cols):
+            sides = [b[j:j + k, q0:q0 + cols] for j in starts]  # (k, c) each
+            blocks = np.empty((len(pieces), len(pieces[0]), sides[0].shape[1]))  # (nb, r, c): each block's sum
+            for x, y, into in zip(pieces, sides, blocks):
+                np.matmul(x, y, out=into)
+            if not dense:
+                counts = np.stack([(x != 0).astype(np.float32) @ (y != 0).astype(np.float32)
+                                   for x, y in zip(pieces, sides)])  # (nb, r, c)
+            tile = (slice(p0, p0 + rows), slice(q0, q0 + cols))
+            total = np.asarray(value[tile], dtype=np.float64)  # (r, c)
+            (kernel.ordered if kernel.has_ordered() else _ordered_pass)(blocks, counts, total, out[tile])
+    return out  # (p, q)
+
+
+def _ordered_pass(blocks: np.ndarray, counts: np.ndarray, total: np.ndarray, out: np.ndarray) -> None:
+    """kernel.c's `ordered_sums` in numpy, the same operations in the same order."""
+    running = np.zeros_like(total)  # (r, c)
     forwards, backwards = np.zeros_like(total), np.zeros_like(total)
-    for j in range(0, n, k):
-        aj, bj = a[:, j:j + k], b[j:j + k]  # (p, k), (k, q)
-        counts = (np.count_nonzero(aj, axis=1).astype(np.float32)[:, None] if dense
-                  else (aj != 0).astype(np.float32) @ (bj != 0).astype(np.float32))  # (p, 1) or (p, q)
-        after = running + (aj @ bj).astype(np.float32)  # the running total after this block
+    for block, count in zip(blocks, counts):
+        count = count if count.ndim == 2 else count[:, None]  # (r, c) or (r, 1)
+        after = running + block  # the running total after this block
         top = np.maximum(np.abs(running), np.abs(after))
-        forwards += counts * top * top
+        forwards += count * top * top
         top = np.maximum(np.abs(total - running), np.abs(total - after))  # the same, summed from the end
-        backwards += counts * top * top
+        backwards += count * top * top
         running = after
-    return np.maximum(forwards, backwards).astype(np.float64)  # (p, q)
+    out[...] = np.maximum(forwards, backwards)
 
 
 Worst = Callable[..., np.ndarray]  # a sum's worst case, computed only when a residual asks for it
