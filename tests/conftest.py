@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,12 +60,35 @@ def shared_mnist_dir() -> Path:
     return path
 
 
-class Runs:
-    """Runs implementations on jobs, once per (impl, config), under one temporary root; the jobs
-    are the Evaluator's (one per config)."""
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A directory every worker of this session sees (their temporary roots' parent), or, without
+    workers, one of this session's own."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    root.mkdir(exist_ok=True)
+    return root
 
-    def __init__(self, root: Path, mnist: Mnist):
-        self.root = root
+
+def run_once(root: Path, what: list[str], run: Callable[[Path], object]) -> Memstate:
+    """The memstate `run(out)` writes for `what` (an implementation and its job's config), made once
+    for every worker: the first to ask runs it under a lock while the others wait, then all read it."""
+    out = root / hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        manifest = out / "manifest.json"
+        if not (manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"):
+            shutil.rmtree(out, ignore_errors=True)  # a run that failed in another worker is run again
+            result = run(out)
+            assert result, f"{what[0]} did not complete on {what[1]}: {getattr(result, 'error', '')}"
+    return Memstate(out)
+
+
+class Runs:
+    """Runs implementations on jobs, once per (impl, config) for every worker (`run_once`); the jobs are
+    the Evaluator's (one per config and worker)."""
+
+    def __init__(self, root: Path, mnist: Mnist, shared: Path):
+        self.root, self.shared = root, shared
         self.evaluator = Evaluator(root, mnist)
         self.done: dict[tuple[str, Config], Memstate] = {}
 
@@ -71,16 +99,14 @@ class Runs:
         key = (str(impl), config)
         if key not in self.done:
             path = Path(impl) if Path(impl).is_absolute() else IMPLS / impl
-            result = run_implementation(load_implementation(path), self.job(config),
-                                        self.root / f"run{len(self.done)}-{path.name}")
-            assert result, f"{impl} did not complete on {config}: {result.error}"
-            self.done[key] = Memstate(result.memstate)
+            self.done[key] = run_once(self.shared, [str(path), json.dumps(config.to_dict(), sort_keys=True)],
+                                      lambda out: run_implementation(load_implementation(path), self.job(config), out))
         return self.done[key]
 
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Runs:
-    return Runs(tmp_path_factory.mktemp("runs"), mnist)
+    return Runs(tmp_path_factory.mktemp("runs"), mnist, shared_dir(tmp_path_factory, "shared-runs"))
 
 
 @pytest.fixture(scope="session", autouse=True)
