@@ -7,7 +7,9 @@ Each implementation runs one epoch (937 steps of 64) with full capture; then eac
 with the noise model. The claim checked: agree or drift, never an origin, over the whole epoch.
 Printed per pair: verdict, origins, diverging records, the first divergence, the largest residual
 (how much of an op's own rounding its inputs leave unexplained; an origin needs > 1), and the
-comparison's bytes per second against numpy.allclose over the same records (measured in this run).
+comparison's bytes per second against numpy.allclose over the same records (measured in this run), and
+its time against two floors (benchmarks/floors.py): one read of both sides, and that read plus each
+side's sums recomputed once in float64.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from floors import read_seconds, sums_seconds
 
 from harness.compare.stream import compare_memstates
 from harness.spec.data import load_mnist
@@ -77,6 +81,8 @@ def main() -> int:
                 c = compare_memstates(Memstate(runs[x].dir), Memstate(runs[y].dir))
                 seconds = time.perf_counter() - t
                 base, size = allclose_seconds(Memstate(runs[x].dir), Memstate(runs[y].dir))
+                read = read_seconds(Memstate(runs[x].dir), Memstate(runs[y].dir))
+                sums = sums_seconds(Memstate(runs[x].dir), Memstate(runs[y].dir))
                 resid = max((r.explained_ratio for r in c.divergences), default=0.0)
                 first = c.first.where if c.first else "-"
                 ok = c.verdict in ("agree", "drift") and not c.origins
@@ -84,7 +90,9 @@ def main() -> int:
                 print(f"{name} {config.steps} steps {x} vs {y}: {c.verdict}, {len(c.origins)} origins, "
                       f"{len(c.divergences)} diverging records, first {first}, largest residual {resid:.3g}; "
                       f"compared {size / seconds / 1e6:.0f} MB/s = {base / seconds:.3f}x numpy.allclose "
-                      f"({size / 1e9:.2f} GB a side) {'OK' if ok else 'ORIGIN'}", flush=True)
+                      f"({size / 1e9:.2f} GB a side) {'OK' if ok else 'ORIGIN'}; {seconds:.1f} s = "
+                      f"{seconds / read:.1f}x one read of both sides, {seconds / (read + sums):.2f}x the read and each side's sums once in "
+                      f"float64 (benchmarks/floors.py)", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0

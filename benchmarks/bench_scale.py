@@ -5,7 +5,9 @@
 Every figure is a ratio against a baseline measured in the same run:
 - compare: bytes of one side per second for two large float32 records judged against a per-element
   noise bound (every metric), against numpy.allclose, torch.testing.assert_close and deepdiff on the
-  same tensors; and a whole memstate's comparison (the noise model evaluated too).
+  same tensors; and a whole memstate's comparison (the noise model evaluated too), against numpy.allclose
+  and two floors (benchmarks/floors.py): one read of both sides, and that read plus each side's sums
+  recomputed once in float64, what any model that checks each op against its inputs must do.
 - record: the numpy implementation's step with full capture and with summaries, each with its writes
   overlapping the next step (the writer thread) and written on the recording thread, against the same
   step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; and the floor
@@ -32,6 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from floors import read_seconds, sums_seconds
 
 from harness.compare.bisect import bisect
 from harness.run.capture import SUMMARY, Capture, ramp
@@ -110,9 +114,12 @@ def bench_memstate_compare(mnist, work: Path, steps: int, hidden: int) -> None:
     for x, y in arrays:
         np.allclose(x, y, rtol=1e-4, atol=1e-5)
     base = time.perf_counter() - t
+    read, sums = read_seconds(*sides), sums_seconds(*sides)
     print(f"compare memstates: numpy vs jax, H={hidden}, {steps} steps, {size / 1e6:.0f} MB a side, verdict "
           f"{c.verdict}: {ours:.2f} s ({size / 1e6 / ours:.0f} MB/s, noise model included); numpy.allclose on the "
-          f"same records {base:.2f} s: {base / ours:.2f}x; peak RSS {before / 1e3:.0f} -> {peak / 1e3:.0f} MB")
+          f"same records {base:.2f} s: {base / ours:.2f}x; peak RSS {before / 1e3:.0f} -> {peak / 1e3:.0f} MB\n"
+          f"  floors (benchmarks/floors.py): one read of both sides {read:.2f} s: memstate {ours / read:.1f}x; "
+          f"read + each side's sums once in float64 {read + sums:.2f} s: memstate {ours / (read + sums):.2f}x")
 
 
 class Null:

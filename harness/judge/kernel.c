@@ -1,6 +1,8 @@
-/* The comparator's fast path (metrics.py `_fast_chunk`) in one pass over a chunk instead of about
- * fifteen numpy passes: the same figures, bit for bit, for the same chunks. Built on first use with the
- * system's C compiler (kernel.py); without one the numpy path runs. IEEE arithmetic only: no -ffast-math.
+/* Two passes in C, each giving numpy's figures bit for bit; built on first use with the system's C
+ * compiler (kernel.py), and without one numpy does the work. IEEE arithmetic only: no -ffast-math, no
+ * contraction into FMAs. First, the comparator's fast path (metrics.py `_fast_chunk`) in one pass over a
+ * chunk instead of about fifteen numpy passes; then the noise model's index-order partial sums
+ * (`ordered_sums`, at the end).
  *
  * For x, y, allowed of n elements (x, y in the comparison dtype T, allowed in A, cast to T as numpy's
  * astype does) it writes out[0..4] = n_over, max_abs, max_rel, max_ulp, worst_ratio and *worst, and
