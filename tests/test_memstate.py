@@ -2,14 +2,15 @@ import json
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from harness.errors import InputError
-from harness.store.background import DEPTH
-from harness.store.format import unit_file
+from harness.store.background import DEPTH, BackgroundWriter
+from harness.store.format import WriteError, unit_file
 from harness.store.jsonl import convert_jsonl, write_jsonl
 from harness.store.memstate import Memstate
 from harness.store.writer import MemstateWriter
@@ -89,6 +90,34 @@ def test_the_writer_thread_writes_what_the_recording_thread_would_and_owns_its_c
         assert (tmp_path / "True" / unit).read_bytes() == (tmp_path / "False" / unit).read_bytes()
         m = Memstate(tmp_path / "True")
         assert float(m.get(s, "x")[5, 5]) == s and float(m.get(s, "y")[-1]) == -s and m.get(s, "z").shape == (0, 3)
+
+
+def test_a_write_that_raises_what_is_no_oserror_stops_the_writing_and_never_the_recording_thread(tmp_path):
+    """A failure of any kind on the writer thread is kept and raised at the next boundary: had the thread died
+    of it, the recording thread would wait forever once DEPTH steps were queued."""
+    writer = BackgroundWriter()
+    done = []
+
+    def broken() -> None:
+        raise ValueError("a bug in the write")
+
+    def record() -> None:  # more steps than the queue holds
+        writer.put(0, "step-000000.safetensors", lambda: done.append(0))
+        writer.put(1, "step-000001.safetensors", broken)
+        for step in range(2, 4 + 2 * DEPTH):
+            writer.put(step, f"step-{step:06d}.safetensors", lambda s=step: done.append(s))
+        writer.stop()
+    recording = threading.Thread(target=record, daemon=True)
+    recording.start()
+    recording.join(timeout=60)
+    assert not recording.is_alive(), "the recording thread waits on a writer thread that is gone"
+    path, error = writer.failure
+    assert (path, str(error), done, writer.written) == ("step-000001.safetensors", "a bug in the write", [0], [0])
+    m = MemstateWriter(tmp_path / "m", {})
+    m._background = writer  # the failure as the recording thread meets it at its next step
+    m(0, "x", np.zeros(3, np.float32))
+    with pytest.raises(WriteError, match=r"ValueError: a bug in the write: 'step-000001.safetensors'"):
+        m(1, "x", np.zeros(3, np.float32))
 
 
 @pytest.mark.parametrize("calls, message", [

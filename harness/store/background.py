@@ -25,7 +25,7 @@ class BackgroundWriter:
         self.threaded = threaded  # False: each write runs when handed over (the baseline the benchmark measures)
         self._queue: queue.Queue[tuple[Step, str, Callable[[], None]] | None] = queue.Queue(maxsize=DEPTH)
         self.written: list[Step] = []  # the steps whose file is in place, in order
-        self.failure: tuple[str, OSError] | None = None  # (the file, why) of the first write that failed
+        self.failure: tuple[str, Exception] | None = None  # (the file, why) of the first write that failed
         self._thread: threading.Thread | None = None
 
     def put(self, step: Step, path: str, write: Callable[[], None]) -> None:
@@ -53,8 +53,8 @@ class BackgroundWriter:
             try:
                 write()
                 self.written.append(step)
-            except OSError as e:
-                self.failure = (path, e)
+            except Exception as e:  # noqa: BLE001 - an OSError, or a bug: either way the thread must live on, or
+                self.failure = (path, e)  # the recording thread would wait forever on a full queue
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""

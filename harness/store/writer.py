@@ -163,7 +163,9 @@ class MemstateWriter:
         if failure is not None and not self._failure_raised:
             self._failure_raised = True
             self._clear()
-            raise WriteError(failure[1].errno, failure[1].strerror, failure[0])
+            e = failure[1]
+            raise WriteError(getattr(e, "errno", None), getattr(e, "strerror", None) or f"{type(e).__name__}: {e}",
+                             failure[0])
 
     def _clear(self) -> None:
         self._entries, self._names, self._rows, self._scale = [], set(), [], 0.0
