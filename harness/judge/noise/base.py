@@ -56,6 +56,7 @@ class Inputs:
     model: Callable[[str, bool], Expected] | None = None  # this side's model of a record (bool: with its
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
     precision: Precision = field(default_factory=Precision)  # what it computed in beyond its dtype (spec/precision.py)
+    loaded: dict[tuple[Step, str], np.ndarray] = field(default_factory=dict)  # records as float64, converted once
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:
@@ -84,7 +85,12 @@ class Inputs:
         return self._need(self.step - 1, name)
 
     def _need(self, step: Step, name: str) -> np.ndarray:
-        x = self.get(step, name)
+        """The record as float64: converted at the first read of this step's model and kept for the next
+        (a record feeds several ops' models, and both its own and its consumers' carried bounds)."""
+        x = self.loaded.get((step, name))
         if x is None:
-            raise MissingInput(f"{step} {name}")
-        return np.asarray(x, dtype=np.float64)
+            raw = self.get(step, name)
+            if raw is None:
+                raise MissingInput(f"{step} {name}")
+            x = self.loaded[step, name] = np.asarray(raw, dtype=np.float64)
+        return x
