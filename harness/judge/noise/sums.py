@@ -51,7 +51,9 @@ def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.
     k = max(1, int(np.ceil(np.sqrt(n))))
     starts = range(0, n, k)
     dense = bool(np.all(b != 0))  # weights: a block's count of nonzero terms is a's alone
-    out = np.empty((p, q))
+    out = np.zeros((p, q))
+    if n == 0:
+        return out  # no terms, no partial sums
     rows, cols = TILE
     for p0 in range(0, p, rows):
         pieces = [np.ascontiguousarray(a[p0:p0 + rows, j:j + k]) for j in starts]  # (r, k) each
