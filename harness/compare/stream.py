@@ -214,6 +214,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
     stored = (max(ms.precision.stored[0] for ms in (a, b)), max(ms.precision.stored[1] for ms in (a, b)))
     one_sided: dict[tuple[str, str], list[Step]] = {}
     models = _Models(cfg, sides, tol.u)
+    noise = tol.mode == "noise"
     diverged: set[tuple[Step, str]] = set()
     bounds: dict[str, np.ndarray] = {}  # this step's noise bounds so far, for the records after them
     bounds_step: Step | None = None
@@ -264,7 +265,8 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         # Loading is parsing and rounding, no arithmetic: both sides must hold the file's exact values, each
         # rounded to the format it keeps them in (bfloat16, float16 storage).
         record_tol = _load_tolerance(tol, stored, x, y) if step == LOAD else tol
-        pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
+        # the models: the noise bound's, or (a fixed tolerance) only to classify a divergence
+        pair = (models.get(labels[0], step, name), models.get(labels[1], step, name)) if noise else (None, None)
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
             bounds[name] = np.broadcast_to(allowed, x.shape)
@@ -281,6 +283,8 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
                 result.notes.append(note)
         if not diff and diff.kind != UNJUDGED:
             if not diff.role:  # an origin by consistency (check_vacuous) is classified already
+                if not noise:
+                    pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
                 classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
             why, overflow = origin_notes(cfg, step, name, sides, (x, y)) if diff.is_origin else ([], False)
