@@ -91,8 +91,8 @@ def main() -> int:
                       f"{len(c.divergences)} diverging records, first {first}, largest residual {resid:.3g}; "
                       f"compared {size / seconds / 1e6:.0f} MB/s = {base / seconds:.3f}x numpy.allclose "
                       f"({size / 1e9:.2f} GB a side) {'OK' if ok else 'ORIGIN'}; {seconds:.1f} s = "
-                      f"{seconds / read:.1f}x one read of both sides, {seconds / (read + sums):.2f}x the read and each side's sums once in "
-                      f"float64 (benchmarks/floors.py)", flush=True)
+                      f"{seconds / read:.1f}x one read of both sides, {seconds / (read + sums):.2f}x the read and "
+                      f"each side's sums once in float64 (benchmarks/floors.py)", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0

@@ -133,6 +133,11 @@ class _Models:
         self.cfg, self.sides, self.u = cfg, sides, u
         self.inputs: dict[str, Inputs] = {}
 
+    def pair(self, step: Step, name: str) -> tuple[Expected | None, Expected | None]:
+        """Both sides' models of one record, in the sides' order."""
+        first, second = self.sides
+        return self.get(first, step, name), self.get(second, step, name)
+
     def get(self, label: str, step: Step, name: str) -> Expected | None:
         if self.cfg is None or step == LOAD:
             return None
@@ -266,7 +271,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         # rounded to the format it keeps them in (bfloat16, float16 storage).
         record_tol = _load_tolerance(tol, stored, x, y) if step == LOAD else tol
         # the models: the noise bound's, or (a fixed tolerance) only to classify a divergence
-        pair = (models.get(labels[0], step, name), models.get(labels[1], step, name)) if noise else (None, None)
+        pair = models.pair(step, name) if noise else (None, None)
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
             bounds[name] = np.broadcast_to(allowed, x.shape)
@@ -284,7 +289,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         if not diff and diff.kind != UNJUDGED:
             if not diff.role:  # an origin by consistency (check_vacuous) is classified already
                 if not noise:
-                    pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
+                    pair = models.pair(step, name)
                 classify(diff, x, y, pair, tol, labels, cfg, diverged, first)
             diverged.add((step, name))
             why, overflow = origin_notes(cfg, step, name, sides, (x, y)) if diff.is_origin else ([], False)
@@ -325,8 +330,7 @@ def _not_computed(models: _Models, step: Step, name: str, tol: Tolerance, bounds
                   diverged: set[tuple[Step, str]], first: int) -> None:
     """A record a side declared it does not compute: nothing to compare, but its noise bound (from each
     side's model) still carries into its consumers, and it diverged where any of its inputs did."""
-    labels = list(models.sides)
-    pair = (models.get(labels[0], step, name), models.get(labels[1], step, name))
+    pair = models.pair(step, name)
     allowed = models.bound(step, name, pair, tol, bounds)
     if allowed is not None and pair[0] is not None and pair[0].value is not None:
         bounds[name] = np.broadcast_to(allowed, np.shape(pair[0].value))
@@ -351,7 +355,7 @@ def step_bounds(a: Memstate, b: Memstate, step: int, tol: Tolerance | None = Non
     models = _Models(cfg, {"A": a, "B": b}, tol.u)
     bounds: dict[str, np.ndarray] = {}
     for spec in step_records(cfg) if cfg else []:
-        pair = (models.get("A", step, spec.name), models.get("B", step, spec.name))
+        pair = models.pair(step, spec.name)
         x = next((v for v in (a.get(step, spec.name), b.get(step, spec.name), pair[0] and pair[0].value)
                   if v is not None), None)  # a record one side does not compute: the other's, or the model's
         allowed = models.bound(step, spec.name, pair, tol, bounds) if x is not None else None

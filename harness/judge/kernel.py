@@ -28,12 +28,15 @@ SOURCE = Path(__file__).with_name("kernel.c")
 FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]  # no FMAs: IEEE rounding of each operation
 _FUNCTIONS = {(np.dtype(np.float32), np.dtype(np.float64)): "chunk_f32_f64",
               (np.dtype(np.float32), np.dtype(np.float32)): "chunk_f32_f32",
-              (np.dtype(np.float64), np.dtype(np.float64)): "chunk_f64_f64"}
+              (np.dtype(np.float64), np.dtype(np.float64)): "chunk_f64_f64"}  # (cmp, bound dtype) -> function
+_CHUNK = (ctypes.c_int, [ctypes.c_void_p] * 3 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p])
+_SIGNATURES = {**{name: _CHUNK for name in _FUNCTIONS.values()},  # name -> (restype, argtypes)
+               "ordered_sums": (None, [ctypes.c_long] * 3 + [ctypes.c_void_p] * 2
+                                + [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long])}
+QMAX = 512  # kernel.c's widest strip of columns for ordered_sums
 _lock = threading.Lock()
 _tried = False  # whether loading was tried: once a process
-_loaded: dict[tuple[np.dtype, np.dtype], Callable[..., int]] = {}  # (cmp, bound dtype) -> its compiled function
-_ordered: list[Callable[..., None]] = []  # ordered_sums, once loaded
-QMAX = 512  # kernel.c's widest strip of columns for ordered_sums
+_loaded: dict[str, Callable[..., int | None]] = {}  # name -> its compiled function, every one or none
 build_error: str | None = None  # why the kernel is not in use, for the benchmark to say
 
 
@@ -66,40 +69,35 @@ def _build(target: Path) -> None:
 def _load() -> None:
     """Build (unless built) and load the kernel into `_loaded`, once; on any failure say why in `build_error`."""
     global build_error, _tried
+    if _tried:  # loaded (or refused) already: no lock on the hot path
+        return
     with _lock:
         if _tried:
             return
-        _tried = True
-        if os.environ.get("MEMSTATE_KERNEL", "1") == "0":
-            build_error = "MEMSTATE_KERNEL=0"
-            return
         try:
+            if os.environ.get("MEMSTATE_KERNEL", "1") == "0":
+                build_error = "MEMSTATE_KERNEL=0"
+                return
             target = _library_path()
             if not target.is_file():
                 _build(target)
             lib = ctypes.CDLL(str(target))
-            for dtypes, name in _FUNCTIONS.items():
+            for name, (restype, argtypes) in _SIGNATURES.items():
                 fn = getattr(lib, name)
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                               ctypes.c_void_p]
-                _loaded[dtypes] = fn
-            fn = lib.ordered_sums
-            fn.restype = None
-            fn.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
-                                                                         ctypes.c_void_p, ctypes.c_long]
-            _ordered.append(fn)
+                fn.restype, fn.argtypes = restype, argtypes
+                _loaded[name] = fn
         except (OSError, subprocess.SubprocessError, AttributeError) as e:
             _loaded.clear()
-            _ordered.clear()
             build_error = f"the compiled kernel is not in use: {e}"
+        finally:
+            _tried = True
 
 
 def supports(cmp: np.dtype, allowed: np.dtype) -> bool:
     """Whether the compiled kernel runs chunks of `cmp` values against a bound of dtype `allowed`
     (building it now if need be)."""
     _load()
-    return (np.dtype(cmp), np.dtype(allowed)) in _loaded
+    return _FUNCTIONS.get((np.dtype(cmp), np.dtype(allowed))) in _loaded
 
 
 def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float, float, float, float, int] | None:
@@ -108,7 +106,7 @@ def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float
     x, y: (k,) in the comparison dtype; allowed: (k,), each contiguous."""
     if not x.size == y.size == allowed.size:  # the kernel reads x.size of each
         raise ValueError(f"chunk of {x.size}, {y.size} and {allowed.size} elements: expected one size")
-    fn = _loaded[x.dtype, allowed.dtype]
+    fn = _loaded[_FUNCTIONS[x.dtype, allowed.dtype]]
     x, y, allowed = (np.ascontiguousarray(a) for a in (x, y, allowed))  # views already, as the comparator slices
     out = np.empty(5, np.float64)
     worst = ctypes.c_long(0)
@@ -120,7 +118,7 @@ def chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> tuple[int, float
 def has_ordered() -> bool:
     """Whether the compiled `ordered_sums` runs (building the kernel now if need be)."""
     _load()
-    return bool(_ordered)
+    return "ordered_sums" in _loaded
 
 
 def ordered(blocks: np.ndarray, counts: np.ndarray, total: np.ndarray, out: np.ndarray) -> None:
@@ -134,5 +132,5 @@ def ordered(blocks: np.ndarray, counts: np.ndarray, total: np.ndarray, out: np.n
     for a in (total, out):
         if a.shape != (p, q) or a.dtype != np.float64 or a.strides[1] != 8:
             raise ValueError(f"ordered: expected ({p}, {q}) float64 with contiguous rows, got {a.shape} {a.dtype}")
-    _ordered[0](nb, p, q, blocks.ctypes.data, counts.ctypes.data, 1 if counts.ndim == 2 else q,
+    _loaded["ordered_sums"](nb, p, q, blocks.ctypes.data, counts.ctypes.data, 1 if counts.ndim == 2 else q,
                 total.ctypes.data, total.strides[0] // 8, out.ctypes.data, out.strides[0] // 8)

@@ -55,12 +55,15 @@ def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.
     if n == 0:
         return out  # no terms, no partial sums
     rows, cols = TILE
+    run = kernel.ordered if kernel.has_ordered() else _ordered_pass
     for p0 in range(0, p, rows):
         pieces = [np.ascontiguousarray(a[p0:p0 + rows, j:j + k]) for j in starts]  # (r, k) each
         counts = np.stack([np.count_nonzero(x, axis=1) for x in pieces]).astype(np.float32)  # (nb, r)
+        full = np.empty((len(pieces), len(pieces[0]), min(cols, q)))  # (nb, r, c): each block's sum, reused
         for q0 in range(0, q, cols):
             sides = [b[j:j + k, q0:q0 + cols] for j in starts]  # (k, c) each
-            blocks = np.empty((len(pieces), len(pieces[0]), sides[0].shape[1]))  # (nb, r, c): each block's sum
+            c = sides[0].shape[1]
+            blocks = full if c == full.shape[2] else np.empty(full.shape[:2] + (c,))  # the last strip may be narrower
             for x, y, into in zip(pieces, sides, blocks):
                 np.matmul(x, y, out=into)
             if not dense:
@@ -68,7 +71,7 @@ def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.
                                    for x, y in zip(pieces, sides)])  # (nb, r, c)
             tile = (slice(p0, p0 + rows), slice(q0, q0 + cols))
             total = np.asarray(value[tile], dtype=np.float64)  # (r, c)
-            (kernel.ordered if kernel.has_ordered() else _ordered_pass)(blocks, counts, total, out[tile])
+            run(blocks, counts, total, out[tile])
     return out  # (p, q)
 
 
