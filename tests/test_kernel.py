@@ -37,7 +37,7 @@ def awkward(rng: np.random.Generator, n: int, dtype: type, mix: str) -> tuple[np
     elif mix == "signs":  # opposite signs
         y[at] = -y[at]
     elif mix == "bounds":  # zero, negative, NaN and infinite bounds
-        bound[at] = rng.choice([0.0, -1e-3, np.nan, np.inf, 1e300], k)
+        bound[at] = rng.choice([0.0, -1e-3, np.nan, np.inf, 1e300, 1e-45], k)  # 1e-45: beyond float32's ratios
     elif mix == "equal":
         y = x.copy()
         bound[at] = 0.0
@@ -60,6 +60,7 @@ def test_the_kernel_is_built_where_a_compiler_is():
 @pytest.mark.parametrize("mix", ["plain", "zeros", "specials", "signs", "bounds", "equal", "ties", "tiny"])
 def test_the_kernel_gives_numpys_figures_bit_for_bit(dtype, bound_dtype, mix):
     rng = np.random.default_rng(zlib.crc32(f"{mix} {np.dtype(dtype)} {np.dtype(bound_dtype)}".encode()))
+    assert kernel.supports(dtype, bound_dtype), kernel.build_error  # loads it in this worker
     sent_exact = agreed = 0
     for trial in range(60):
         n = int(rng.choice([1, 2, 7, 1000, 4096, 20_000]))  # the kernel looks at blocks of 2,048
@@ -90,6 +91,17 @@ def test_a_whole_record_compares_the_same_with_and_without_the_kernel(monkeypatc
     monkeypatch.setattr(kernel, "supports", lambda *_: False)
     assert element_metrics(x, y, np.float32, allowed=bound) == compiled
     assert compiled.n_over > 0 and compiled.worst == 999_000  # a difference over a zero bound is the worst
+
+
+def test_a_ratio_beyond_the_comparison_dtypes_range_is_float64s(monkeypatch):
+    """|A-B| over a bound too small for float32 to hold the ratio: the exact path's float64 ratio, not infinity
+    (found by Hypothesis in test_bisect's chunked metrics), with the kernel and without."""
+    x, y = np.array([1.0, 2.0, 3.0], np.float32), np.array([5.0, 2.0, 3.0], np.float32)
+    bound = np.array([np.finfo(np.float32).tiny, 1.0, 1.0])
+    got = element_metrics(x, y, np.float32, allowed=bound)
+    assert (got.worst_ratio, got.worst, got.n_over) == (2.0 ** 128, 0, 1)  # 4 / 2^-126, above float32's largest
+    monkeypatch.setattr(kernel, "supports", lambda *_: False)
+    assert element_metrics(x, y, np.float32, allowed=bound) == got
 
 
 @needs_compiler

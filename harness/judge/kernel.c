@@ -7,8 +7,9 @@
  * For x, y, allowed of n elements (x, y in the comparison dtype T, allowed in A, cast to T as numpy's
  * astype does) it writes out[0..4] = n_over, max_abs, max_rel, max_ulp, worst_ratio and *worst, and
  * returns 0; it returns 1 where `_fast_chunk` returns None (the chunk goes to the exact float64 path):
- * a NaN or Inf difference, a NaN or negative ratio, or no relative difference below 1 (opposite signs,
- * a zero against a number, or every element zero on both sides).
+ * a NaN or Inf difference, a NaN, negative or infinite ratio (over a zero bound, or beyond T's range,
+ * which float64 holds), or no relative difference below 1 (opposite signs, a zero against a number, or
+ * every element zero on both sides).
  *
  * The loop has no branch, so the compiler vectorises it: each maximum is taken over the values' bit
  * patterns as integers, which order non-negative floats as the floats themselves (every value whose
@@ -43,7 +44,7 @@
             for (long i = lo; i < hi; i++) {                                                     \
                 T d = FABS(x[i] - y[i]);                 /* |A-B|, as numpy's abs: never -0 */  \
                 T t = d / (T)allowed[i];                 /* the ratio, over the bound rounded to T */ \
-                bad |= !(d <= TOP) | !(t >= 0);          /* NaN/Inf |A-B|; NaN or negative ratio */ \
+                bad |= !(d <= TOP) | !(t >= 0 && t <= TOP); /* NaN/Inf |A-B|; NaN, negative or Inf ratio */ \
                 over += t > 1;                                                                   \
                 T ax = FABS(x[i]), ay = FABS(y[i]);                                              \
                 T r = d / (ax > ay ? ax : ay);           /* relative; NaN for 0 against 0 */    \

@@ -123,8 +123,8 @@ def _fast_chunk(x: np.ndarray, y: np.ndarray, allowed: np.ndarray, offset: int) 
         np.divide(d, allowed, out=t)  # ratio, (k,)
         worst = int(t.argmax())
         ratio = t[worst]
-        if not ratio >= 0 or t.min() < 0:  # NaN (0 over a zero or NaN bound) or a negative bound
-            return None
+        if not 0 <= ratio <= np.finfo(t.dtype).max or t.min() < 0:  # NaN (0 over a zero or NaN bound), a negative
+            return None  # bound, or an infinite ratio: over a zero bound, or beyond the dtype's range (float64 holds it)
         n_over = int(np.count_nonzero(t > 1)) if ratio > 1 else 0
         np.abs(x, out=s)
         np.abs(y, out=t)
