@@ -31,6 +31,7 @@ from harness import cache_root
 from harness.spec.config import Config
 from harness.spec.data import Mnist
 from harness.errors import InputError, OutputError, read_json
+from harness.run import warm
 from harness.run.job import Job, prepare_job, replay_buffers, resolve
 from harness.store.jsonl import convert_jsonl
 from harness.store.format import MANIFEST, WRITE_FAILED, write_atomic
@@ -167,6 +168,7 @@ class RunResult:
     error: str | None
     seconds: float
     returncode: int | None
+    warm: bool = False  # forked by a process that had imported the entry file (run/warm.py)
 
     def __bool__(self) -> bool:
         return self.status == "complete"
@@ -203,6 +205,20 @@ def _interrupt(proc: subprocess.Popen) -> int:
     except (subprocess.TimeoutExpired, KeyboardInterrupt, ProcessLookupError):
         _kill_group(proc)
         return proc.wait()
+
+
+def _warm_start(impl: Implementation, args: list[str], env: dict[str, str], stdout: Path,
+                stderr: Path) -> warm.WarmProcess | None:
+    """A Python entry point's run forked by a warm process (run/warm.py); None: start it cold, with `args`
+    extended as warm.start asks."""
+    if not impl.entry:
+        return None
+    try:
+        process, extra = warm.start(impl.dir, impl.entry, args[-5:], env, stdout, stderr)
+    except OSError:  # no socket, no fork: a cold start says what is wrong, if anything
+        return None
+    args.extend(extra)
+    return process
 
 
 def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout: float | None = None) -> RunResult:
@@ -250,8 +266,8 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     proc = None
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
         try:  # its own process group: a timeout kills whatever it started too, and Ctrl-C reaches it through us
-            proc = subprocess.Popen(args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
+            proc = _warm_start(impl, args, env, stdout_path, stderr_path) or subprocess.Popen(
+                args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         except OSError as e:
             code, launch_error = None, f"could not start {args[0]!r}: {e.strerror}"
         else:
@@ -268,8 +284,10 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     seconds = time.perf_counter() - start
     stderr_tail = tail(stderr_path)
     try:
-        return _finish_run(impl, out, manifest, jsonl, seconds, code, launch_error, timed_out, interrupted,
-                           stderr_tail, replay_buffers(job.dir) if impl.command else [])
+        result = _finish_run(impl, out, manifest, jsonl, seconds, code, launch_error, timed_out, interrupted,
+                             stderr_tail, replay_buffers(job.dir) if impl.command else [])
+        result.warm = isinstance(proc, warm.WarmProcess)
+        return result
     except OSError as e:  # the harness's own writes: converting the .jsonl, the final manifest
         raise OutputError(f"{e.filename or out}: cannot write: {e.strerror or e}; the finished steps in {out} "
                           f"are kept") from None
