@@ -127,3 +127,9 @@ def numpy_memstate(tmp_path_factory) -> Path:
     result = run_config(IMPLS / "numpy", Config(hidden=4, batch_size=8, steps=3), work, load_mnist())
     assert result, result.error
     return result.memstate
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked slow first (longest processing time first): started last, the longest of them
+    (sorted-and-grouped-h800, about 110 s) kept one worker busy while the other had nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
