@@ -44,7 +44,7 @@
             for (long i = lo; i < hi; i++) {                                                     \
                 T d = FABS(x[i] - y[i]);                 /* |A-B|, as numpy's abs: never -0 */  \
                 T t = d / (T)allowed[i];                 /* the ratio, over the bound rounded to T */ \
-                bad |= !(d <= TOP) | !(t >= 0 && t <= TOP); /* NaN/Inf |A-B|; NaN, negative or Inf ratio */ \
+                bad |= !(d <= TOP) | !(t >= 0) | !(t <= TOP); /* NaN/Inf |A-B|; NaN, negative or Inf ratio */ \
                 over += t > 1;                                                                   \
                 T ax = FABS(x[i]), ay = FABS(y[i]);                                              \
                 T r = d / (ax > ay ? ax : ay);           /* relative; NaN for 0 against 0 */    \

@@ -73,7 +73,7 @@ def main(argv: list[str], loaded: Callable[[str, MemstateWriter], object] | None
 
 def note_imports(path: str) -> None:
     """Write the names of the modules this run imported, in the order it imported them: what a warm
-    process (run/warm.py) imports ahead of the next run (torch imports its compiler on first use, 1.1 s)."""
+    process (run/warm.py) imports ahead of the next run (torch imports its compiler on first use)."""
     names = [n for n in list(sys.modules) if n != "__main__" and not n.startswith("memstate_impl_")]
     try:
         Path(path).write_text(json.dumps(names))

@@ -85,9 +85,12 @@ def _serve(sock: socket.socket) -> dict[str, Any] | None:
                 send(sock, {"pid": pid})
 
 
-def _stat_fields() -> list[str]:
+def _areas() -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where this process's command line and environment lie in its memory, as /proc reads them:
+    /proc/self/stat's fields 48-51 (arg_start, arg_end, env_start, env_end)."""
     text = Path("/proc/self/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # after "pid (comm) ": the fields from the third on
+    fields = [int(f) for f in text[text.rindex(")") + 2:].split()[45:49]]  # after "pid (comm) ": field 3 on
+    return (fields[0], fields[1]), (fields[2], fields[3])
 
 
 def _rewrite(start: int, end: int, old: bytes | None, new: bytes) -> None:
@@ -104,20 +107,19 @@ def _rewrite(start: int, end: int, old: bytes | None, new: bytes) -> None:
 def _show_as(argv: list[str], old_token: str, token: str) -> None:
     """Show the run's command line and token in /proc as a cold start shows them, so that whatever finds a
     run's processes there (processes.carriers, a person with ps) finds this one and what it forks."""
-    fields = _stat_fields()
-    arg_start, arg_end, env_start, env_end = (int(fields[i]) for i in (45, 46, 47, 48))  # /proc/PID/stat's 48-51
-    _rewrite(env_start, env_end, f"MEMSTATE_RUN_ID={old_token}".encode(), f"MEMSTATE_RUN_ID={token}".encode())
-    _rewrite(arg_start, arg_end, None, b"\0".join(a.encode() for a in argv) + b"\0")
+    args, env = _areas()
+    _rewrite(*env, f"MEMSTATE_RUN_ID={old_token}".encode(), f"MEMSTATE_RUN_ID={token}".encode())
+    _rewrite(*args, None, b"\0".join(a.encode() for a in argv) + b"\0")
 
 
-def _become_the_run(request: dict[str, Any], parent: int) -> list[str]:
+def _become_the_run(request: dict[str, Any]) -> list[str]:
     """In a forked child: take on the run's session, signals, environment, directory and files."""
     os.setsid()
     try:  # die with the warm process, which alone can reap this one and say how it ended
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:
+    if os.getppid() != request["parent"]:  # the warm process died before that: so must this
         os._exit(1)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(s, signal.SIG_DFL)
@@ -165,8 +167,8 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness passes Ctrl-C on to each run's own session
     try:  # a run's token must show in /proc as a cold start's does (processes.carriers), else no warm starts
-        _rewrite(*(int(f) for f in _stat_fields()[47:49]), os.environ["MEMSTATE_RUN_ID"].encode(),
-                 os.environ["MEMSTATE_RUN_ID"].encode())
+        token = os.environ["MEMSTATE_RUN_ID"].encode()
+        _rewrite(*_areas()[1], token, token)
     except (OSError, ValueError, KeyError) as e:
         send(sock, {"cold": f"a run's token cannot be shown in /proc ({e})"})
         return 0
@@ -188,7 +190,7 @@ def main(argv: list[str]) -> int:
     request = _serve(sock)
     if request is None:
         return 0
-    code = child.main(_become_the_run(request, int(request["parent"])), loaded=run)
+    code = child.main(_become_the_run(request), loaded=run)
     _exit(code)
     return code
 
