@@ -1,3 +1,4 @@
+import errno
 import json
 import re
 import subprocess
@@ -6,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+from safetensors.numpy import load, load_file
 
 from harness.errors import InputError
 from harness.store.background import DEPTH, BackgroundWriter
-from harness.store.format import WriteError, unit_file
+from harness.store.format import WriteError, safetensors_file, step_file, unit_file
 from harness.store.jsonl import convert_jsonl, write_jsonl
 from harness.store.memstate import Memstate
 from harness.store.writer import MemstateWriter
@@ -125,12 +126,72 @@ def test_a_write_that_raises_what_is_no_oserror_stops_the_writing_and_never_the_
     ([(1, "a"), (0, "a")], "step 0 comes after step 1"),
     ([(0, "a"), ("load", "a")], "load comes after step 0"),
     ([(-1, "a")], "step must be 'load' or a non-negative integer"),
+    ([(5, "a"), (5.0, "b")], "step must be 'load' or a non-negative integer"),
+    ([(0, "a"), (0, 5)], "record name must be a non-empty string, got 5"),
+    ([(0, "a"), (0, ["b"])], "record name must be a non-empty string"),
+    ([(0, "a"), (0, "")], "record name must be a non-empty string"),
 ])
 def test_writer_rejects_out_of_order_records(tmp_path, calls, message):
     w = MemstateWriter(tmp_path / "m", {})
     with pytest.raises(ValueError, match=message):
         for step, name in calls:
             w(step, name, np.zeros(2, np.float32))
+
+
+@pytest.mark.parametrize("calls, message", [
+    ([(0, "a"), (1, "a"), (0, "b")], "step 0 comes after step 1"),
+    ([(3, "a"), ("load", "a")], "load comes after step 3"),
+])
+def test_steps_that_keep_only_summaries_are_still_checked_for_order(tmp_path, calls, message):
+    """In summary capture most steps write no file of their own; their order is checked all the same."""
+    w = MemstateWriter(tmp_path / "m", {"capture": {"mode": "summary", "full_steps": [], "checkpoint_every": 0}})
+    with pytest.raises(ValueError, match=message):
+        for step, name in calls:
+            w(step, name, np.zeros(2, np.float32))
+
+
+@pytest.mark.parametrize("layout", [
+    [("b", np.float32, (3, 2)), ("a", np.float64, (2,)), ("z", np.int64, ()), ("e", np.float32, (0, 3)),
+     ("m", np.bool_, (4,)), ("h", np.float16, (5,))],
+    [("x\x00step\x00y", np.float32, (2,)), ("b", np.float32, (1,))],  # a name that holds the header's step mark
+    [("hidden/gewicht-ü", np.uint8, (7,))],
+], ids=["dtypes-and-shapes", "the-step-mark-in-a-name", "unicode"])
+def test_a_step_file_from_its_cached_header_is_what_safetensors_writes(layout):
+    """Steps of one layout share a header built once, with their own number put in; each is byte for byte the
+    file built whole, and safetensors reads it back."""
+    rng = np.random.default_rng(0)
+    for step in (0, 9, 123456, "load", 10):  # 10 after 9: a wider number in a layout cached already
+        tensors = {name: np.asarray(rng.standard_normal(shape) * 9).astype(dtype) for name, dtype, shape in layout}
+        entries = [(name, np.dtype(dtype), shape, memoryview(np.ascontiguousarray(tensors[name]).reshape(-1)).cast("B")
+                    if tensors[name].size else memoryview(b"")) for name, dtype, shape in layout]
+        ours = b"".join(bytes(part) for part in step_file(step, entries))
+        metadata = {"step": str(step), "order": json.dumps([name for name, *_ in layout])}
+        assert ours == b"".join(bytes(part) for part in safetensors_file(entries, metadata))
+        back = load(ours)
+        assert all(np.array_equal(back[name], tensors[name]) and back[name].dtype == tensors[name].dtype
+                   for name in tensors)
+
+
+def test_a_write_cut_short_leaves_no_file_under_either_name(tmp_path):
+    """A file size limit (RLIMIT_FSIZE) stops the write part-way, as a disk that fills up does: the parts are
+    written with writev until the kernel refuses, then the error is raised and nothing is left behind."""
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from harness.store.format import _write_then_rename\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))\n"
+        "parts = [b'h' * 10, memoryview(bytes(4000)), memoryview(bytes(4000))]\n"
+        "_write_then_rename(Path(sys.argv[1]) / 'small', [parts[0]])\n"
+        "try:\n"
+        "    _write_then_rename(Path(sys.argv[1]) / 'big', parts)\n"
+        "except OSError as e:\n"
+        "    print('raised', e.errno)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False,
+                       timeout=60)
+    assert r.stdout.split() == ["raised", str(errno.EFBIG)], r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small"] and (tmp_path / "small").read_bytes() == b"h" * 10
 
 
 def test_writer_refuses_to_overwrite(tmp_path):

@@ -50,19 +50,27 @@ class Capture:
             if len(r) != 2 or not all(isinstance(x, int) and x >= 0 for x in r) or r[0] > r[1]:
                 raise InputError(f"capture field 'full_steps': expected [first, last] step ranges, got {r!r}")
 
+    def plan(self, step: Any) -> tuple[bool, bool, bool | tuple[str, ...]]:
+        """What `step` keeps and summarises: (keep every record, keep the state records, summarise every
+        record: True, none: False, or those named). The writer asks once a step, not once a record."""
+        if self.mode == FULL or step == LOAD:
+            return True, True, False
+        if any(lo <= step <= hi for lo, hi in self.full_steps):
+            keep_all, keep_state = self.mode == SUMMARY, True  # train mode keeps only the state of its full steps
+        else:
+            keep_all = False
+            keep_state = bool(self.checkpoint_every) and (step + 1) % self.checkpoint_every == 0
+        return keep_all, keep_state, self.mode == SUMMARY or TRAIN_SUMMARIES
+
     def keeps(self, step: Any, name: str) -> bool:
         """Whether (step, name) is kept as a full tensor."""
-        if self.mode == FULL or step == LOAD:
-            return True
-        if any(lo <= step <= hi for lo, hi in self.full_steps):
-            return self.mode == SUMMARY or is_state(name)  # train mode keeps only the state of its full steps
-        return bool(self.checkpoint_every) and is_state(name) and (step + 1) % self.checkpoint_every == 0
+        keep_all, keep_state, _ = self.plan(step)
+        return keep_all or (keep_state and is_state(name))
 
     def summarizes(self, step: Any, name: str) -> bool:
         """Whether (step, name) gets a summary row."""
-        if self.mode == FULL or step == LOAD:
-            return False
-        return self.mode == SUMMARY or name in TRAIN_SUMMARIES
+        which = self.plan(step)[2]
+        return which is True or (which is not False and name in which)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "full_steps": [list(r) for r in self.full_steps]}
@@ -109,7 +117,7 @@ def summarize(array: np.ndarray) -> list[float]:
     # np.vdot is np.dot's BLAS call, bit for bit, without the floating-point warnings (np.errstate costs 2 us)
     sumsq, wsum = float(np.vdot(x, x)), float(np.vdot(x, ramp(n, x.dtype)))
     nonfinite = 0.0 if math.isfinite(sumsq) and math.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
-    sample = np.sort(x[::max(1, n // SAMPLE)].astype(np.float64))  # (<= 2*SAMPLE,)
+    sample = x[::max(1, n // SAMPLE)].astype(np.float64)  # (<= 2*SAMPLE,)
+    sample.sort()
     k = sample.size - 1
-    return [float(n), sumsq, wsum, nonfinite,
-            float(sample[0]), float(sample[k // 4]), float(sample[k // 2]), float(sample[3 * k // 4]), float(sample[k])]
+    return [float(n), sumsq, wsum, nonfinite, *sample[[0, k // 4, k // 2, 3 * k // 4, k]].tolist()]

