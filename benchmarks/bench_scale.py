@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from floors import read_seconds, sums_seconds
 
 from harness.compare.bisect import bisect
-from harness.run.capture import SUMMARY, Capture, ramp
+from harness.run.capture import SUMMARY, Capture, weighted_sum
 from harness.compare.stream import compare_memstates
 from harness.judge import kernel
 from harness.judge.record import RecordDiff, Tolerance, compare_values
@@ -194,7 +194,7 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
     size = sum(a.nbytes for a in arrays)
     floats = [a.ravel() for a in arrays if a.dtype.kind == "f"]
     read = best(lambda: [np.vdot(a, a) for a in floats], repeat=200)
-    dots = best(lambda: [(np.vdot(a, a), np.vdot(a, ramp(a.size, a.dtype))) for a in floats], repeat=200)
+    dots = best(lambda: [(np.vdot(a, a), weighted_sum(a)) for a in floats], repeat=200)
     copy = best(lambda: [a.copy() for a in arrays], repeat=200)
     blob = b"".join(a.tobytes() for a in arrays)
     count = [0]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from harness.judge import metrics
 from harness.compare.bisect import bisect, screen, state_before
-from harness.run.capture import SUMMARY, Capture
+from harness.run.capture import GEMV_FROM, PERIOD, SUMMARY, Capture, summarize
 from harness.compare.cli import main
 from harness.spec.config import Config
 from harness.run.job import prepare_job
@@ -171,3 +171,18 @@ def test_chunked_metrics_equal_the_float64_path(values, dtype):
         assert np.isclose(exact[got.worst], want.worst_ratio, rtol=1e-6)
     else:
         assert got.worst == want.worst or exact[got.worst] == exact[want.worst]
+
+
+@pytest.mark.parametrize("n", [1, PERIOD, PERIOD + 1, GEMV_FROM - 1, GEMV_FROM, GEMV_FROM + 777])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_weighted_sum_weighs_each_position_by_its_ramp_value(n, dtype):
+    """wsum is summed as rows of PERIOD from GEMV_FROM elements on and as one dot product below: either way
+    a one at position p weighs p % PERIOD + 1, and random values sum to within a float32 row's rounding."""
+    for p in {0, min(n - 1, PERIOD - 1), min(n - 1, PERIOD), n // 2, n - 1}:
+        x = np.zeros(n, dtype)
+        x[p] = 1
+        assert summarize(x)[2] == p % PERIOD + 1
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    weights = np.arange(n) % PERIOD + 1.0
+    exact = float(np.dot(x.astype(np.float64), weights))
+    assert abs(summarize(x)[2] - exact) <= (PERIOD + 2) * np.finfo(dtype).eps * float(np.abs(x) @ weights)

@@ -27,6 +27,8 @@ TRAIN_SUMMARIES = ("loss/value",)  # what a train-mode run summarises: the progr
 SUMMARY_FIELDS = ("step", "record", "size", "sumsq", "wsum", "nonfinite",
                   "s_min", "s_q25", "s_q50", "s_q75", "s_max")
 SAMPLE = 255  # elements in the strided sample the quantiles come from
+PERIOD = 1021  # the period of wsum's weights
+GEMV_FROM = 1 << 18  # elements from which wsum is summed as rows of PERIOD (weighted_sum)
 _RAMP: dict[str, np.ndarray] = {}
 _WNORM: dict[int, float] = {}
 
@@ -92,7 +94,7 @@ def ramp(n: int, dtype: np.dtype) -> np.ndarray:
     key = dtype.str
     have = _RAMP.get(key)
     if have is None or have.size < n:
-        have = _RAMP[key] = (np.arange(max(n, 1 << 16)) % 1021 + 1).astype(dtype)
+        have = _RAMP[key] = (np.arange(max(n, 1 << 16)) % PERIOD + 1).astype(dtype)
     return have[:n]
 
 
@@ -102,6 +104,20 @@ def ramp_norm(n: int) -> float:
     if norm is None:
         norm = _WNORM[n] = float(np.linalg.norm(ramp(n, np.dtype(np.float64))))
     return norm
+
+
+def weighted_sum(x: np.ndarray) -> float:
+    """`wsum` of a flat record: one dot product with the ramp; from GEMV_FROM elements on, whose ramp no
+    longer stays in cache beside them, a matrix-vector product of the record as rows of PERIOD with the
+    ramp's first period, the rows' sums added in float64 (one read of the record: 73 us against 173 us
+    at 800 x 784)."""
+    n = x.size
+    if n < GEMV_FROM or x.dtype not in (np.float32, np.float64):
+        return float(np.vdot(x, ramp(n, x.dtype)))
+    rows, tail = divmod(n, PERIOD)
+    w = ramp(PERIOD, x.dtype)  # (PERIOD,)
+    by_row = x[:rows * PERIOD].reshape(rows, PERIOD) @ w  # (rows,)
+    return float(np.sum(by_row, dtype=np.float64)) + float(np.vdot(x[rows * PERIOD:], w[:tail]))
 
 
 def summarize(array: np.ndarray) -> list[float]:
@@ -115,7 +131,7 @@ def summarize(array: np.ndarray) -> list[float]:
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     # np.vdot is np.dot's BLAS call, bit for bit, without the floating-point warnings (np.errstate costs 2 us)
-    sumsq, wsum = float(np.vdot(x, x)), float(np.vdot(x, ramp(n, x.dtype)))
+    sumsq, wsum = float(np.vdot(x, x)), weighted_sum(x)
     nonfinite = 0.0 if math.isfinite(sumsq) and math.isfinite(wsum) else float(np.count_nonzero(~np.isfinite(x)))
     sample = x[::max(1, n // SAMPLE)].astype(np.float64)  # (<= 2*SAMPLE,)
     sample.sort()
