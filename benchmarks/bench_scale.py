@@ -10,7 +10,8 @@ Every figure is a ratio against a baseline measured in the same run:
   recomputed once in float64, what any model that checks each op against its inputs must do.
 - record: the numpy implementation's step with full capture and with summaries, each with its writes
   overlapping the next step (the writer thread) and written on the recording thread, against the same
-  step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; and the floor
+  step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; the record call
+  alone (train capture: every record checked, one summarised, none copied); and the floor
   under each: what reading, copying and writing one step's records cost on their own (--work picks
   the filesystem). The writer thread needs a core of its own: on 2 cores run it with
   OPENBLAS_NUM_THREADS=1 as well, or numpy's second BLAS thread takes that core.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from floors import read_seconds, sums_seconds
 
 from harness.compare.bisect import bisect
-from harness.run.capture import SUMMARY, Capture, weighted_sum
+from harness.run.capture import SUMMARY, TRAIN, Capture, weighted_sum
 from harness.compare.stream import compare_memstates
 from harness.judge import kernel
 from harness.judge.record import RecordDiff, Tolerance, compare_values
@@ -163,10 +164,10 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
         return make
 
     def timed(make) -> float:
-        """The best of 3 runs, per step; each run's files are removed before the next starts, so that no run
+        """The best of 5 runs, per step; each run's files are removed before the next starts, so that no run
         writes into a page cache (or a tmpfs) that the runs before it filled."""
         times = []
-        for _ in range(3):
+        for _ in range(5):
             w = make()
             t = time.perf_counter()
             module.run(job.dir, w)
@@ -179,6 +180,8 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
     times = {(kind, overlap): timed(writer(capture, overlap)) for kind, capture in
              (("full capture", Capture()), ("summaries + a checkpoint every 100", Capture(SUMMARY, (), 100)))
              for overlap in (True, False)}
+    # the record call itself: train capture checks each record and summarises only loss/value, copying nothing
+    call = timed(writer(Capture(TRAIN), True))
     blas = (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
             or f"{os.cpu_count()} (every core)")
     print(f"record: numpy (BLAS threads: {blas}), H={hidden}, batch {batch}, {steps} steps, per step: bare "
@@ -186,6 +189,7 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
           + "; ".join(f"{kind} {t * 1e3:.3f} ms ({t / bare:.2f}x; written on the recording thread "
                       f"{times[kind, False] * 1e3:.3f} ms, {times[kind, False] / bare:.2f}x)"
                       for (kind, overlap), t in times.items() if overlap)
+          + f"; the record call alone (train capture) {call * 1e3:.3f} ms ({call / bare:.2f}x)"
           + " (targets: full capture 1.5x, summaries 1.15x)")
     # the floor: what touching each of a step's records once costs, whatever the recorder does with it
     one = Keep()
