@@ -20,6 +20,7 @@ from harness.spec.records import LOAD, LOSS_SCALE, Step, check_missing, is_gradi
 from harness.store.background import BackgroundWriter
 
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, step_file, unit_file, write_atomic
+
 _LITTLE = sys.byteorder == "little"
 
 
@@ -162,7 +163,7 @@ class MemstateWriter:
             try:
                 if self._summary_file is None:
                     self._summary_file = open(self.dir / SUMMARIES, "ab")  # noqa: SIM115 - open until close()
-                self._summary_file.write(np.array(self._rows, dtype="<f8").tobytes())
+                self._summary_file.write(np.asarray(self._rows, dtype="<f8").tobytes())
                 self._summary_file.flush()
             except OSError as e:
                 self._clear()  # this step is lost; close() must not try it again
