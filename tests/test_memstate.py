@@ -194,6 +194,20 @@ def test_a_write_cut_short_leaves_no_file_under_either_name(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small"] and (tmp_path / "small").read_bytes() == b"h" * 10
 
 
+def test_a_step_of_more_records_than_one_writev_takes_is_written_whole(tmp_path):
+    """writev takes at most IOV_MAX parts (1024 on Linux): a step of 3000 records goes in several calls."""
+    w = MemstateWriter(tmp_path / "m", {})
+    for i in range(3000):
+        w(0, f"r{i:04d}", np.full(i % 3, i, np.float32))  # some empty: no part of their own
+    w.close()
+    unit = (tmp_path / "m" / unit_file(0)).read_bytes()
+    entries = [(f"r{i:04d}", np.dtype(np.float32), (i % 3,), memoryview(np.full(i % 3, i, np.float32)).cast("B"))
+               for i in range(3000)]
+    assert unit == b"".join(bytes(part) for part in safetensors_file(entries, {"step": "0", "order": json.dumps(
+        [e[0] for e in entries])}))
+    assert float(Memstate(tmp_path / "m").get(0, "r2999")[1]) == 2999
+
+
 def test_writer_refuses_to_overwrite(tmp_path):
     small_memstate(tmp_path / "m").close()
     with pytest.raises(InputError, match="not empty; refusing to overwrite"):
