@@ -106,8 +106,9 @@ def write_all(f: BinaryIO, parts: list[bytes | memoryview]) -> None:
             views[at] = views[at][n:]
 
 
-# safetensors' own writer puts wider dtypes first, then names in order; memstate lays its files out the same
-# way, so a step holds the same bytes whichever wrote it (the goldens were made with safetensors.save)
+# safetensors' own writer puts wider dtypes first, then names in order; memstate lays its data out the same
+# way and sorts the header's keys, as the safetensors.save that first made the goldens did (safetensors 0.8
+# keeps the keys in data order instead: its files read the same, their bytes differ)
 _ST_RANK = {t: i for i, t in enumerate(("U64", "I64", "F64", "F32", "U32", "I32", "F16", "U16", "I16", "I8", "U8",
                                         "BOOL"))}
 
