@@ -64,15 +64,20 @@ class Capture:
             keep_state = bool(self.checkpoint_every) and (step + 1) % self.checkpoint_every == 0
         return keep_all, keep_state, self.mode == SUMMARY or TRAIN_SUMMARIES
 
+    @staticmethod
+    def decide(plan: tuple[bool, bool, bool | tuple[str, ...]], name: str, state: bool) -> tuple[bool, bool]:
+        """(kept in full, summarised) of record `name` in a step of this `plan`; `state`: is_state(name),
+        which the writer works out once a name."""
+        keep_all, keep_state, which = plan
+        return keep_all or (keep_state and state), which is True or (which is not False and name in which)
+
     def keeps(self, step: Any, name: str) -> bool:
         """Whether (step, name) is kept as a full tensor."""
-        keep_all, keep_state, _ = self.plan(step)
-        return keep_all or (keep_state and is_state(name))
+        return self.decide(self.plan(step), name, is_state(name))[0]
 
     def summarizes(self, step: Any, name: str) -> bool:
         """Whether (step, name) gets a summary row."""
-        which = self.plan(step)[2]
-        return which is True or (which is not False and name in which)
+        return self.decide(self.plan(step), name, is_state(name))[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "full_steps": [list(r) for r in self.full_steps]}

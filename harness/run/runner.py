@@ -208,17 +208,15 @@ def _interrupt(proc: subprocess.Popen) -> int:
 
 
 def _warm_start(impl: Implementation, args: list[str], env: dict[str, str], stdout: Path,
-                stderr: Path) -> warm.WarmProcess | None:
-    """A Python entry point's run forked by a warm process (run/warm.py); None: start it cold, with `args`
-    extended as warm.start asks."""
+                stderr: Path) -> tuple[warm.WarmProcess | None, list[str]]:
+    """A Python entry point's run forked by a warm process (run/warm.py); or (None, the arguments to add to a
+    cold start's): start it cold."""
     if not impl.entry:
-        return None
+        return None, []
     try:
-        process, extra = warm.start(impl.dir, impl.entry, args[-5:], env, stdout, stderr)
+        return warm.start(impl.dir, impl.entry, args[-5:], env, stdout, stderr)
     except OSError:  # no socket, no fork: a cold start says what is wrong, if anything
-        return None
-    args.extend(extra)
-    return process
+        return None, []
 
 
 def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout: float | None = None) -> RunResult:
@@ -266,8 +264,9 @@ def run_implementation(impl: Implementation, job: Job, out: str | Path, timeout:
     proc = None
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
         try:  # its own process group: a timeout kills whatever it started too, and Ctrl-C reaches it through us
-            proc = _warm_start(impl, args, env, stdout_path, stderr_path) or subprocess.Popen(
-                args, cwd=impl.dir, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            forked, extra = _warm_start(impl, args, env, stdout_path, stderr_path)
+            proc = forked or subprocess.Popen([*args, *extra], cwd=impl.dir, stdout=so, stderr=se,
+                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         except OSError as e:
             code, launch_error = None, f"could not start {args[0]!r}: {e.strerror}"
         else:

@@ -115,9 +115,7 @@ class MemstateWriter:
         self._names.add(name)
         if name == LOSS_SCALE and array.size == 1 and array.dtype.kind == "f":
             self._scale = float(array.reshape(-1)[0])  # this step's gradients are of the loss times it
-        keep_all, keep_state, which = self._plan
-        keep = keep_all or (keep_state and kind[0])
-        summarized = which is True or (which is not False and name in which)
+        keep, summarized = Capture.decide(self._plan, name, kind[0])
         if summarized:  # summarised as the comparator reads it: a gradient of the unscaled loss
             scaled = kind[1] and self._scale > 0 and array.dtype.kind == "f"
             seen = array / array.dtype.type(self._scale) if scaled else array
