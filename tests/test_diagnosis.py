@@ -132,3 +132,20 @@ def test_a_record_never_computed_is_all_zeros_not_a_scale_of_zero():
     kind, detail = look(REF, np.zeros_like(REF))
     assert (kind, detail) == ("mask", "B is 0 at every element: never computed, never written, or masked out "
                                       "entirely?")
+
+
+@pytest.mark.parametrize("k, detail", [
+    (-0.0004998, "B = A - 0.0005 x hidden/bias of the step before: the weight-decay term missing"),  # within rounding
+    (-0.00049, "B = A - 0.00049 x hidden/bias of the step before"),  # 2% off the decay: no name, the fit as it is
+    (-1.0002, "B = A - 1 x hidden/bias of the step before: hidden/bias of the step before missing from B"),
+])
+def test_an_offset_by_a_record_prints_the_named_constant_only_where_it_fits(k, detail):
+    cfg = Config(hidden=16, optimizer="momentum", weight_decay=0.0005)
+    ref, bias = RNG.normal(0, 1e-3, 16), RNG.normal(0, 1, 16)  # (H,): the decay term as large as ref
+    bug = ref + k * bias
+    tol = 1e-3 * np.abs(k) * np.abs(bias)  # the constant 0.04% off fits; 2% off does not
+    get = {(0, "hidden/bias"): bias}
+    d = diagnose(Origin(1, "hidden/bias_velocity", ref, bug, tol, cfg, lambda s, n: get.get((s, n)),
+                        lambda s, n: None, U), "velocity")
+    assert (d.kind, d.detail.format(ref="A", bug="B")) == ("offset", detail)
+    assert f"k = {k:.6g}" in d.evidence  # the fitted factor stays in the evidence
