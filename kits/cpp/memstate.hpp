@@ -9,6 +9,7 @@
 //       });
 //   }
 #pragma once
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -338,7 +339,14 @@ class Recorder {
         if constexpr (std::is_floating_point_v<T>) {
             if (std::isnan(x)) out += "\"NaN\"";
             else if (std::isinf(x)) out += x > 0 ? "\"Infinity\"" : "\"-Infinity\"";
-            else { std::snprintf(buf, sizeof buf, sizeof(T) == 4 ? "%.9g" : "%.17g", static_cast<double>(x)); out += buf; }
+            else {  // the shortest text that reads back as x (C++17's to_chars, several times faster than printf)
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+                out.append(buf, std::to_chars(buf, buf + sizeof buf, x).ptr);
+#else
+                std::snprintf(buf, sizeof buf, sizeof(T) == 4 ? "%.9g" : "%.17g", static_cast<double>(x));
+                out += buf;
+#endif
+            }
         } else {
             out += std::to_string(static_cast<long long>(x));
         }
