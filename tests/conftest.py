@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,10 +37,31 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 
 
+# JAX compiles its jitted step afresh in every run, warm or cold (about 1 s a run here, 77 runs a suite);
+# its persistent compilation cache, one directory for every worker of this session, compiles each
+# program once. The cache key holds the program, the backend, JAX's version and XLA_FLAGS: a run gets
+# the executable its own compilation would have made, so nothing a test compares changes.
+JAX_CACHE = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+_JAX_CACHE_DIR = pytest.StashKey[str]()  # the cache directory this process made, to remove at the end
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Before the workers start (they, and the implementations they run, inherit the environment)."""
     for name, value in ONE_THREAD.items():
         os.environ.setdefault(name, value)
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller
+        config.stash[_JAX_CACHE_DIR] = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+            prefix="memstate-jax-cache-")
+        for name, value in JAX_CACHE.items():
+            os.environ.setdefault(name, value)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_JAX_CACHE_DIR, None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
 
 
 ROOT = Path(__file__).resolve().parents[1]
