@@ -173,7 +173,10 @@ class _Models:
                          for lab in self.sides]
         except (MissingInput, KeyError, IndexError, ValueError):
             return None
-        return noise_bound(pair[0], pair[1], tol) + np.nan_to_num(np.maximum(*carry), nan=0.0)
+        inherited = np.maximum(*carry)
+        if not np.isfinite(inherited).all():  # one pass where all is finite, as it nearly always is
+            inherited = np.nan_to_num(inherited, nan=0.0)
+        return noise_bound(pair[0], pair[1], tol) + inherited
 
 
 def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = None,
