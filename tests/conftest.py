@@ -37,10 +37,11 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 
 
-# JAX compiles its jitted step afresh in every run, warm or cold (about 1 s a run here, 77 runs a suite);
-# its persistent compilation cache, one directory for every worker of this session, compiles each
-# program once. The cache key holds the program, the backend, JAX's version and XLA_FLAGS: a run gets
-# the executable its own compilation would have made, so nothing a test compares changes.
+# JAX compiles its jitted step afresh in every run, warm or cold (about 1 s a run here); its persistent
+# compilation cache, one directory for every worker of this session, compiles each program once (most
+# runs of the suite are distinct programs: `-k "jax or depth"` took 151 s with it, 163 s without). The
+# cache key holds the program, the backend, JAX's version and XLA_FLAGS: a run gets the executable its
+# own compilation would have made, so nothing a test compares changes.
 JAX_CACHE = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 _JAX_CACHE_DIR = pytest.StashKey[str]()  # the cache directory this process made, to remove at the end
 
