@@ -1,5 +1,6 @@
 import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from safetensors.numpy import load, load_file
 
 from harness.errors import InputError
+from harness.store import format as format_module
 from harness.store.background import DEPTH, BackgroundWriter
 from harness.store.format import WriteError, safetensors_file, step_file, unit_file
 from harness.store.jsonl import convert_jsonl, write_jsonl
@@ -294,3 +296,21 @@ def test_jsonl_bad_record_names_line_and_field(tmp_path, bad, message):
     m = convert_jsonl(tmp_path / "a.jsonl", tmp_path / "a")
     assert m.status == "stopped" and "line 1" in m.manifest["stopped"]["error"]
     assert message in m.manifest["stopped"]["error"]
+
+
+def test_a_write_the_kernel_takes_in_part_goes_on_where_it_stopped(tmp_path, monkeypatch):
+    """POSIX lets writev write fewer bytes than asked (a signal, a filling disk): write_all goes on from the
+    byte it stopped at, inside a part or between two, whatever the parts' item size."""
+    real = os.writev
+    calls = []
+
+    def at_most_seven(fd, views):
+        calls.append(len(views))
+        return real(fd, [bytes(views[0])[:7]])  # the kernel's short write: 7 bytes of the first part at most
+    monkeypatch.setattr(format_module.os, "writev", at_most_seven)
+    floats = np.arange(5, dtype=np.float32)  # a view of 4-byte items, not cast to bytes
+    parts = [b"header-", memoryview(floats), b"", memoryview(bytes(range(20)))]
+    with open(tmp_path / "f", "wb", buffering=0) as f:
+        format_module.write_all(f, parts)
+    assert (tmp_path / "f").read_bytes() == b"header-" + floats.tobytes() + bytes(range(20))
+    assert len(calls) == 1 + 3 + 3  # 7 bytes, then 20 in 7s, then 20 in 7s

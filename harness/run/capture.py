@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,20 @@ PERIOD = 1021  # the period of wsum's weights
 GEMV_FROM = 1 << 18  # elements from which wsum is summed as rows of PERIOD (weighted_sum)
 _RAMP: dict[str, np.ndarray] = {}
 _WNORM: dict[int, float] = {}
+
+
+class Plan(NamedTuple):
+    """What one step keeps and summarises (Capture.plan)."""
+
+    keep_all: bool  # every record in full
+    keep_state: bool  # the state records (parameters, optimizer buffers) in full
+    summarize: bool | tuple[str, ...]  # every record (True), none (False), or those named
+
+    def decide(self, name: str, state: bool) -> tuple[bool, bool]:
+        """(kept in full, summarised) of record `name`; `state`: is_state(name), which the writer works out
+        once a name."""
+        which = self.summarize
+        return self.keep_all or (self.keep_state and state), which is True or (which is not False and name in which)
 
 
 @dataclass(frozen=True)
@@ -52,32 +66,24 @@ class Capture:
             if len(r) != 2 or not all(isinstance(x, int) and x >= 0 for x in r) or r[0] > r[1]:
                 raise InputError(f"capture field 'full_steps': expected [first, last] step ranges, got {r!r}")
 
-    def plan(self, step: Any) -> tuple[bool, bool, bool | tuple[str, ...]]:
-        """What `step` keeps and summarises: (keep every record, keep the state records, summarise every
-        record: True, none: False, or those named). The writer asks once a step, not once a record."""
+    def plan(self, step: Any) -> Plan:
+        """What `step` keeps and summarises; the writer asks once a step, not once a record."""
         if self.mode == FULL or step == LOAD:
-            return True, True, False
+            return Plan(True, True, False)
         if any(lo <= step <= hi for lo, hi in self.full_steps):
             keep_all, keep_state = self.mode == SUMMARY, True  # train mode keeps only the state of its full steps
         else:
             keep_all = False
             keep_state = bool(self.checkpoint_every) and (step + 1) % self.checkpoint_every == 0
-        return keep_all, keep_state, self.mode == SUMMARY or TRAIN_SUMMARIES
-
-    @staticmethod
-    def decide(plan: tuple[bool, bool, bool | tuple[str, ...]], name: str, state: bool) -> tuple[bool, bool]:
-        """(kept in full, summarised) of record `name` in a step of this `plan`; `state`: is_state(name),
-        which the writer works out once a name."""
-        keep_all, keep_state, which = plan
-        return keep_all or (keep_state and state), which is True or (which is not False and name in which)
+        return Plan(keep_all, keep_state, self.mode == SUMMARY or TRAIN_SUMMARIES)
 
     def keeps(self, step: Any, name: str) -> bool:
         """Whether (step, name) is kept as a full tensor."""
-        return self.decide(self.plan(step), name, is_state(name))[0]
+        return self.plan(step).decide(name, is_state(name))[0]
 
     def summarizes(self, step: Any, name: str) -> bool:
         """Whether (step, name) gets a summary row."""
-        return self.decide(self.plan(step), name, is_state(name))[1]
+        return self.plan(step).decide(name, is_state(name))[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "full_steps": [list(r) for r in self.full_steps]}

@@ -93,7 +93,7 @@ def write_all(f: BinaryIO, parts: list[bytes | memoryview]) -> None:
         f.writelines(parts)
         return
     f.flush()
-    views = [memoryview(p) for p in parts if len(p)]
+    views = [memoryview(p).cast("B") for p in parts if len(p)]  # bytes: a short write is counted in them
     fd, at = f.fileno(), 0
     while at < len(views):
         n = os.writev(fd, views[at:at + _IOV_MAX])

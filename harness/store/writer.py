@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from harness.errors import InputError
-from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, summarize
+from harness.run.capture import FULL, SUMMARY_FIELDS, Capture, Plan, summarize
 from harness.spec.config import Config
 from harness.spec.precision import check_precision
 from harness.spec.records import LOAD, LOSS_SCALE, Step, check_missing, is_gradient, is_state, step_label
@@ -22,6 +22,14 @@ from harness.store.background import BackgroundWriter
 from harness.store.format import FORMAT, MANIFEST, RECORD_DTYPES, SUMMARIES, SUMMARY_NAMES, WriteError, _RECORD_NP, _write_then_rename, now, step_file, unit_file, write_atomic
 
 _LITTLE = sys.byteorder == "little"
+
+
+class _Kind(NamedTuple):
+    """What the writer needs to know of a record name, worked out once a run."""
+
+    state: bool  # a parameter or optimizer buffer (is_state)
+    gradient: bool  # a gradient of the loss (is_gradient): summarised unscaled
+    missing: bool  # declared missing: never recorded
 
 
 class MemstateWriter:
@@ -45,8 +53,8 @@ class MemstateWriter:
         self.capture = Capture.from_dict(self.manifest.get("capture"), source="memstate manifest field 'capture'")
         self._background = BackgroundWriter(threaded=overlap)  # overlap=False: each step written as it ends
         self._step: Step | None = None
-        self._plan: tuple[bool, bool, bool | tuple[str, ...]] = (True, True, False)  # capture.plan(self._step)
-        self._kinds: dict[str, tuple[bool, bool, bool]] = {}  # name -> _kind(name)
+        self._plan = Plan(True, True, False)  # capture.plan(self._step)
+        self._kinds: dict[str, _Kind] = {}  # name -> _kind(name)
         self._entries: list[tuple[str, np.dtype, tuple[int, ...], memoryview]] = []  # the step's kept records
         self._names: set[str] = set()  # the current step's record names
         self._rows: list[list[float]] = []  # the current step's summary rows
@@ -103,8 +111,8 @@ class MemstateWriter:
                 raise ValueError(f"{step_label(step)}: record name must be a non-empty string, got {name!r}")
             if name in self._names:
                 raise ValueError(f"{step_label(step)}: record {name!r} written twice")
-        kind = self._kinds.get(name) or self._kind(name)  # (a state record, a gradient, declared missing)
-        if kind[2] and step != LOAD:
+        kind = self._kinds.get(name) or self._kind(name)
+        if kind.missing and step != LOAD:
             raise ValueError(f"{step_label(step)}: record {name!r} was declared missing (not computed); a run "
                              f"must not both declare and record it")
         array = np.asarray(value, dtype=dtype)  # no copy yet: a kept record is copied once, into its own buffer
@@ -115,9 +123,9 @@ class MemstateWriter:
         self._names.add(name)
         if name == LOSS_SCALE and array.size == 1 and array.dtype.kind == "f":
             self._scale = float(array.reshape(-1)[0])  # this step's gradients are of the loss times it
-        keep, summarized = Capture.decide(self._plan, name, kind[0])
+        keep, summarized = self._plan.decide(name, kind.state)
         if summarized:  # summarised as the comparator reads it: a gradient of the unscaled loss
-            scaled = kind[1] and self._scale > 0 and array.dtype.kind == "f"
+            scaled = kind.gradient and self._scale > 0 and array.dtype.kind == "f"
             seen = array / array.dtype.type(self._scale) if scaled else array
             self._rows.append([float(step), float(self._summary_id(name)), *summarize(seen)])
         if not keep:
@@ -136,9 +144,8 @@ class MemstateWriter:
                              f"steps must be written in order, each once")
         self._step, self._plan = step, self.capture.plan(step)
 
-    def _kind(self, name: str) -> tuple[bool, bool, bool]:
-        """What the writer needs to know of a record name, worked out once a run."""
-        kind = self._kinds[name] = (is_state(name), is_gradient(name), name in self.manifest.get("missing", ()))
+    def _kind(self, name: str) -> _Kind:
+        kind = self._kinds[name] = _Kind(is_state(name), is_gradient(name), name in self.manifest.get("missing", ()))
         return kind
 
     def _summary_id(self, name: str) -> int:
