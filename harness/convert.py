@@ -1,6 +1,8 @@
 """`python -m harness.convert SRC DST`: binary memstate directory <-> JSON-lines file.
 
 The direction follows SRC: a directory becomes a .jsonl file, a file becomes a directory.
+`--base64` writes each record's values as the base64 of their bytes instead of a list of numbers
+(docs/memstate.md): about half the size, and read many times faster.
 Exit codes: 0 converted completely, 1 converted up to a bad line or a missing end line
 (everything before it is kept, the manifest says where), 2 bad input.
 """
@@ -21,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="memstate directory or .jsonl file")
     p.add_argument("target", help="the .jsonl file or memstate directory to write")
+    p.add_argument("--base64", action="store_true", help="directory to .jsonl: write the values as base64 of their "
+                                                         "little-endian bytes, not as numbers")
     args = p.parse_args(argv)
     src, dst = Path(args.source), Path(args.target)
     try:
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             if dst.exists():
                 raise InputError(f"{dst}: already exists; refusing to overwrite")
             ms = Memstate(src)
-            write_jsonl(ms, dst)
+            write_jsonl(ms, dst, binary=args.base64)
             print(f"{dst}: written from {src}")
             if ms.damaged:
                 print(f"error: {src} is damaged: {printable(ms.damaged)}; {dst} holds what came before it", file=sys.stderr)

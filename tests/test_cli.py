@@ -63,10 +63,16 @@ def test_json_lines_side_and_converter(tmp_path):
     conv = subprocess.run([sys.executable, "-m", "harness.convert", tmp_path / "run" / "b-torch",
                            tmp_path / "torch.jsonl"], capture_output=True, text=True)
     assert conv.returncode == 0, conv.stderr
-    again = compare(tmp_path / "run" / "a-numpy", tmp_path / "torch.jsonl", "--out", tmp_path / "run2")
-    assert again.returncode == 0, again.stdout + again.stderr
+    packed = subprocess.run([sys.executable, "-m", "harness.convert", tmp_path / "run" / "b-torch",
+                             tmp_path / "torch-b64.jsonl", "--base64"], capture_output=True, text=True)
+    assert packed.returncode == 0, packed.stderr
+    assert (tmp_path / "torch-b64.jsonl").stat().st_size < 0.6 * (tmp_path / "torch.jsonl").stat().st_size
     verdict = [line for line in r.stdout.splitlines() if line.startswith(("verdict", "compared", "  worst"))]
-    assert verdict == [line for line in again.stdout.splitlines() if line.startswith(("verdict", "compared", "  worst"))]
+    for i, side in enumerate(("torch.jsonl", "torch-b64.jsonl")):  # the values as numbers, then as bytes
+        again = compare(tmp_path / "run" / "a-numpy", tmp_path / side, "--out", tmp_path / f"run{i + 2}")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert verdict == [line for line in again.stdout.splitlines() if line.startswith(("verdict", "compared",
+                                                                                          "  worst"))]
 
 
 def test_strict_makes_drift_fail_and_fixed_mode_is_kept(tmp_path):

@@ -218,13 +218,17 @@ def test_every_field_of_a_step_header(tmp_path, numpy_memstate):
 
 def test_every_field_of_every_json_lines_kind(tmp_path, numpy_memstate):
     original = Memstate(numpy_memstate)
-    src = tmp_path / "a.jsonl"
-    write_jsonl(original, src)
-    lines = src.read_text().splitlines()
+    files = {}
+    for form, binary in (("text", False), ("base64", True)):  # a record's values as numbers, or as their bytes
+        write_jsonl(original, tmp_path / f"{form}.jsonl", binary=binary)
+        files[form] = (tmp_path / f"{form}.jsonl").read_text().splitlines()
+    lines = files["text"]
     records = [i for i, line in enumerate(lines) if '"name"' in line]
-    kinds = {"header": 0, "record": records[0], "step record": records[-1], "end": len(lines) - 1}
+    kinds = {"header": ("text", 0), "record": ("text", records[0]), "step record": ("text", records[-1]),
+             "base64 record": ("base64", records[1]), "end": ("text", len(lines) - 1)}
     n = 0
-    for kind, index in kinds.items():
+    for kind, (form, index) in kinds.items():
+        lines = files[form]
         doc = json.loads(lines[index])
         if "data" in doc:
             doc["data"] = doc["data"][:3] if len(doc["data"]) > 3 else doc["data"]
@@ -233,7 +237,7 @@ def test_every_field_of_every_json_lines_kind(tmp_path, numpy_memstate):
         else:
             fixed = lines[index]
 
-        def attempt(label: str, text: str, index: int = index) -> None:
+        def attempt(label: str, text: str, index: int = index, lines: list[str] = lines) -> None:
             target = tmp_path / f"c{attempt.count}.jsonl"
             attempt.count += 1
             target.write_text("\n".join(lines[:index] + [text] + lines[index + 1:]) + "\n")
@@ -246,7 +250,7 @@ def test_every_field_of_every_json_lines_kind(tmp_path, numpy_memstate):
             target.unlink()
         attempt.count = 0  # type: ignore[attr-defined]
         n += run_cases(json.loads(fixed), attempt)
-    assert n > 100
+    assert n > 120
 
 
 def test_every_field_of_a_legacy_dump(tmp_path):

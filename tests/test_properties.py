@@ -5,6 +5,7 @@ Hypothesis shrinks a failure to its smallest input and prints it; @example pins 
 that once broke a reader.
 """
 
+import base64
 import json
 import math
 import struct
@@ -120,6 +121,12 @@ record_lines = st.fixed_dictionaries(
      "shape": st.lists(st.integers(-1, 4), max_size=3) | st.just("3"),
      "data": json_values | st.lists(st.floats() | st.integers(-10**40, 10**40) | st.sampled_from(
          ["NaN", "Infinity", "-inf", None, "1"]), max_size=8)})
+base64_lines = st.fixed_dictionaries(  # the values' bytes: any bytes, as base64 or not quite
+    {"step": st.sampled_from(["load", 0, 1]), "name": st.sampled_from(["input/x", "hidden/matmul"]),
+     "dtype": st.sampled_from(["float32", "float64", "float16", "int8", "uint8", "bool", "int64"]),
+     "shape": st.lists(st.integers(0, 4), max_size=3),
+     "base64": st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()) | st.text(max_size=12) | json_values},
+    optional={"data": json_values})
 header_lines = st.fixed_dictionaries({"memstate": st.sampled_from(["jsonl/1", "jsonl/2", 1])},
                                      optional={"implementation": json_values, "device": json_values,
                                                "versions": json_values, "config": json_values})
@@ -127,12 +134,14 @@ end_lines = st.fixed_dictionaries({"end": json_values}, optional={"error": json_
 
 
 @FAST
-@given(st.lists(st.one_of(header_lines.map(json.dumps), record_lines.map(json.dumps), end_lines.map(json.dumps),
+@given(st.lists(st.one_of(header_lines.map(json.dumps), record_lines.map(json.dumps), base64_lines.map(json.dumps),
+                          end_lines.map(json.dumps),
                           json_values.map(json.dumps), st.text(max_size=20)), max_size=8),
        st.binary(max_size=40))
 @example(['{"memstate": "jsonl/1", "versions": [1, 2]}', '{"end": "complete"}'], b"")
 @example(['{"step": 0, "name": "a", "dtype": "int8", "shape": [1], "data": [300]}'], b"")
 @example(["[" * 100_000], b"")
+@example(['{"step": 0, "name": "x", "dtype": "bool", "shape": [2], "base64": "AAE="}', '{"end": "complete"}'], b"")
 @example(['{"step": "load", "name": "input/x", "dtype": "float32", "shape": [0, 0], "data": []}'], b"")  # found in CI
 def test_json_lines_reader_keeps_what_it_can_and_says_why_it_stopped(tmp_path_factory, lines, tail):
     tmp = tmp_path_factory.mktemp("jsonl")
