@@ -4,12 +4,12 @@
 //   mlp JOB_DIR OUT.jsonl
 //
 // Reads job.json, params.json and the batches (images.u8 and labels.u8, or for an indexed job
-// the image pool and batches.u32, and a keep mask per hidden layer with dropout) from JOB_DIR, trains for the job's steps in float or double
-// (the config's dtype), and writes every record as JSON lines (in the harness's "train" capture
+// the image pool and batches.u32, and a keep mask per hidden layer with dropout) from JOB_DIR,
+// trains for the job's steps in float or double (the config's dtype), and writes every record as
+// JSON lines, a tensor's values as the base64 of their bytes (in the harness's "train" capture
 // mode only the loss of each step and the state after the last). A job that asks for bfloat16 storage
 // (--precision-b bfloat16-storage) gets every tensor rounded to bfloat16 as it is stored: each op still
 // computes in float, from stored values.
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -141,36 +141,25 @@ class Recorder {
     ~Recorder() { if (f_) std::fclose(f_); }
     FILE* file() { return f_; }
 
-    // The shortest text that reads back as the same float (std::to_chars, C++17: several times faster
-    // than printf, whose formatting was most of a run's time); where the library lacks it, printf's
-    // round-trip digits.
-    template <typename T>
-    static void number(char* buf, size_t size, T x) {
-#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
-        *std::to_chars(buf, buf + size - 1, x).ptr = '\0';
-#else
-        std::snprintf(buf, size, sizeof(T) == sizeof(float) ? "%.9g" : "%.17g", static_cast<double>(x));
-#endif
-    }
-
+    // A tensor's values as the base64 of their little-endian bytes ("base64" in place of "data", docs/memstate.md):
+    // exact by construction, and read by the harness many times faster than printed numbers.
     template <typename T>
     void record(const std::string& step, const std::string& name, const std::vector<T>& v,
                 const std::vector<size_t>& shape) {
-        const bool single = sizeof(T) == sizeof(float);
+        static_assert(sizeof(T) == 4 || sizeof(T) == 8, "float or double");
         std::fprintf(f_, "{\"step\": %s, \"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", step.c_str(),
-                     name.c_str(), single ? "float32" : "float64");
+                     name.c_str(), sizeof(T) == 4 ? "float32" : "float64");
         for (size_t k = 0; k < shape.size(); ++k) std::fprintf(f_, k ? ", %zu" : "%zu", shape[k]);
-        std::fputs("], \"data\": [", f_);
-        char buf[40];
-        for (size_t k = 0; k < v.size(); ++k) {
-            const T x = v[k];
-            if (std::isnan(x)) std::snprintf(buf, sizeof buf, "\"NaN\"");
-            else if (std::isinf(x)) std::snprintf(buf, sizeof buf, x > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-            else number(buf, sizeof buf, x);
-            if (k) std::fputc(',', f_);
-            std::fputs(buf, f_);
+        std::fputs("], \"base64\": \"", f_);
+        bytes_.resize(v.size() * sizeof(T));
+        for (size_t k = 0; k < v.size(); ++k) {  // little-endian whatever the machine's order
+            uint64_t bits = 0;
+            if (sizeof(T) == 4) { uint32_t b; std::memcpy(&b, &v[k], 4); bits = b; }
+            else std::memcpy(&bits, &v[k], 8);
+            for (size_t j = 0; j < sizeof(T); ++j) bytes_[k * sizeof(T) + j] = static_cast<unsigned char>(bits >> (8 * j));
         }
-        std::fputs("]}\n", f_);
+        encode(bytes_);
+        std::fputs("\"}\n", f_);
     }
     void mask(const std::string& step, const std::string& name, const unsigned char* bits, size_t m, size_t w) {
         std::fprintf(f_, "{\"step\": %s, \"name\": \"%s\", \"dtype\": \"uint8\", \"shape\": [%zu, %zu], \"data\": [",
@@ -186,7 +175,27 @@ class Recorder {
     }
 
   private:
+    // RFC 4648 base64 with padding, written straight to the file.
+    void encode(const std::vector<unsigned char>& in) {
+        static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        text_.resize(4 * ((in.size() + 2) / 3));
+        size_t o = 0, i = 0;
+        for (; i + 3 <= in.size(); i += 3) {
+            const uint32_t w = (uint32_t(in[i]) << 16) | (uint32_t(in[i + 1]) << 8) | in[i + 2];
+            text_[o++] = abc[w >> 18]; text_[o++] = abc[(w >> 12) & 63];
+            text_[o++] = abc[(w >> 6) & 63]; text_[o++] = abc[w & 63];
+        }
+        if (i < in.size()) {  // one or two bytes left: two or three characters, then padding
+            const uint32_t w = (uint32_t(in[i]) << 16) | (i + 1 < in.size() ? uint32_t(in[i + 1]) << 8 : 0);
+            text_[o++] = abc[w >> 18]; text_[o++] = abc[(w >> 12) & 63];
+            text_[o++] = i + 1 < in.size() ? abc[(w >> 6) & 63] : '=';
+            text_[o++] = '=';
+        }
+        std::fwrite(text_.data(), 1, text_.size(), f_);
+    }
     FILE* f_;
+    std::vector<unsigned char> bytes_;
+    std::string text_;
 };
 
 // ---------------------------------------------------------------- the network
