@@ -184,7 +184,7 @@ def element_metrics(a: np.ndarray, b: np.ndarray, cmp: np.dtype, allowed: np.nda
     shape) when given, else |A-B| <= rtol * max(|A|,|B|) + atol * (largest finite |value| in the
     record), which with rtol = atol = 0 means exact equality."""
     cmp = np.dtype(cmp)
-    fa, fb = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)  # views of memmaps
+    fa, fb = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)  # views of the mapped file
     exact = allowed is None and rtol == 0 and atol == 0
     flat_allowed = None
     if allowed is not None:
