@@ -44,6 +44,11 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 # own compilation would have made, so nothing a test compares changes.
 JAX_CACHE = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 _JAX_CACHE_DIR = pytest.StashKey[str]()  # the cache directory this process made, to remove at the end
+# memstate's own cache (built ports, the compiled kernel) is the session's too: a build is keyed by the files
+# its manifest lists, which for the kit examples leaves out the kit itself (../memstate.go, ../memstate.hpp:
+# a source must lie in the port's directory), so a kit changed since an earlier session's build would not be
+# the kit tested.
+_CACHE_DIR = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,13 +60,16 @@ def pytest_configure(config: pytest.Config) -> None:
             prefix="memstate-jax-cache-")
         for name, value in JAX_CACHE.items():
             os.environ.setdefault(name, value)
+    if not hasattr(config, "workerinput") and "MEMSTATE_CACHE" not in os.environ:
+        config.stash[_CACHE_DIR] = os.environ["MEMSTATE_CACHE"] = tempfile.mkdtemp(prefix="memstate-cache-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    made = config.stash.get(_JAX_CACHE_DIR, None)
-    if made:
-        shutil.rmtree(made, ignore_errors=True)
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    for key, name in ((_JAX_CACHE_DIR, "JAX_COMPILATION_CACHE_DIR"), (_CACHE_DIR, "MEMSTATE_CACHE")):
+        made = config.stash.get(key, None)
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+            os.environ.pop(name, None)
 
 
 

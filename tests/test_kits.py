@@ -102,6 +102,36 @@ def test_kit_example_replays_from_a_checkpoint_bit_for_bit(tmp_path, mnist, kit,
             assert np.array_equal(replay.get(step, name), full.get(step, name)), (step, name)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kit", sorted(KITS))
+def test_kit_writes_floats_as_base64_and_as_numbers_when_asked_with_the_same_bits(tmp_path, mnist, monkeypatch, kit,
+                                                                                  dtype):
+    """Floats go out as `base64` (their bytes); MEMSTATE_VALUES=numbers writes them as `data`, and the
+    two files read back to the same bits, record for record, but for the sign of a zero: JSON's `-0` is an
+    integer, read as 0 (relu's gradient holds -0.0 wherever dA < 0 meets z <= 0)."""
+    cfg = Config(hidden=16, batch_size=8, steps=2, optimizer="momentum", dtype=dtype)
+    code, job = load_implementation(example(kit)), prepare_job(tmp_path / "job", cfg, initial_params(cfg), mnist)
+    read = {}
+    for form in ("base64", "data"):
+        if form == "data":
+            monkeypatch.setenv("MEMSTATE_VALUES", "numbers")
+        result = run_implementation(code, job, tmp_path / form)
+        assert result, result.error
+        lines = [json.loads(line) for line in (tmp_path / f"{form}.jsonl").read_text().splitlines()]
+        floats = [x for x in lines if x.get("dtype") == dtype]
+        assert len(floats) > 40 and all(form in x and len(x) == 5 for x in floats), (form, floats[0].keys())
+        assert all("data" in x for x in lines if x.get("dtype") in ("int64", "uint8"))  # labels stay numbers
+        read[form] = Memstate(tmp_path / form)
+    packed, numbers = read.values()
+    assert packed.units == numbers.units and packed.status == "complete"
+    for step in packed.units:
+        assert packed.names(step) == numbers.names(step)
+        for name in packed.names(step):
+            x, y = packed.get(step, name), numbers.get(step, name)
+            assert x.dtype == y.dtype and x.shape == y.shape, (step, name)
+            assert (x + 0).tobytes() == (y + 0).tobytes(), (step, name)  # -0.0 + 0 is +0.0: every other bit the same
+
+
 def test_bisect_finds_a_late_bug_in_the_go_kit_example(tmp_path, mnist):
     late = ("P[i*10+j] /= sums[i]", ("if s < 12 {\n\t\t\t\t\t\tP[i*10+j] /= sums[i]\n\t\t\t\t\t} else {\n"
                                     "\t\t\t\t\t\tP[i*10+j] /= sum(sums)\n\t\t\t\t\t}"))
