@@ -459,12 +459,8 @@ func (r *Recorder) write(step, name string, shape []int, data any) error {
 	case []float32:
 		dtype, n = "float32", len(v)
 		if !numbers {
-			raw := make([]byte, 4*len(v))
-			for i, x := range v {
-				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(x))
-			}
 			field = "base64"
-			b.WriteString(base64.StdEncoding.EncodeToString(raw))
+			b.WriteString(packed(len(v), 4, func(i int) uint64 { return uint64(math.Float32bits(v[i])) }))
 			break
 		}
 		for i, x := range v {
@@ -474,12 +470,8 @@ func (r *Recorder) write(step, name string, shape []int, data any) error {
 	case []float64:
 		dtype, n = "float64", len(v)
 		if !numbers {
-			raw := make([]byte, 8*len(v))
-			for i, x := range v {
-				binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
-			}
 			field = "base64"
-			b.WriteString(base64.StdEncoding.EncodeToString(raw))
+			b.WriteString(packed(len(v), 8, func(i int) uint64 { return math.Float64bits(v[i]) }))
 			break
 		}
 		for i, x := range v {
@@ -526,6 +518,18 @@ func (r *Recorder) write(step, name string, shape []int, data any) error {
 	fmt.Fprintf(r.w, "{\"step\": %s, \"name\": %s, \"dtype\": %q, \"shape\": %s, \"data\": [%s]}\n",
 		step, quoted, dtype, dims, b.String())
 	return nil
+}
+
+// packed is the base64 of n values of width bytes each, little-endian; bits(i) is the i-th value's bits.
+func packed(n, width int, bits func(i int) uint64) string {
+	raw := make([]byte, width*n)
+	for i := 0; i < n; i++ {
+		x := bits(i)
+		for j := 0; j < width; j++ {
+			raw[width*i+j] = byte(x >> (8 * j))
+		}
+	}
+	return base64.StdEncoding.EncodeToString(raw)
 }
 
 // numbers: MEMSTATE_VALUES=numbers in the environment writes floats as lists of numbers (a person can read
