@@ -154,7 +154,7 @@ class Recorder {
         bytes_.resize(v.size() * sizeof(T));
         for (size_t k = 0; k < v.size(); ++k) {  // little-endian whatever the machine's order
             uint64_t bits = 0;
-            if (sizeof(T) == 4) { uint32_t b; std::memcpy(&b, &v[k], 4); bits = b; }
+            if constexpr (sizeof(T) == 4) { uint32_t b; std::memcpy(&b, &v[k], 4); bits = b; }
             else std::memcpy(&bits, &v[k], 8);
             for (size_t j = 0; j < sizeof(T); ++j) bytes_[k * sizeof(T) + j] = static_cast<unsigned char>(bits >> (8 * j));
         }
