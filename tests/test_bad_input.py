@@ -21,6 +21,7 @@ from conftest import IMPLS
 from harness.compare.cli import main
 from harness.spec.config import Config
 from harness.spec.data import BUNDLED
+from harness.store.jsonl import write_jsonl
 from harness.store.memstate import Memstate
 from harness.store.writer import MemstateWriter
 from harness.spec.params import initial_params
@@ -136,6 +137,16 @@ def impl_dir(tmp: Path, manifest: dict, files: dict[str, str] | None = None) -> 
 def with_impl(manifest, files=None, extra=()):
     return lambda tmp, ms: [str(IMPLS / "pure_python"), str(impl_dir(tmp, manifest, files)), *SMALL, *extra,
                             "--out", str(tmp / "run")]
+
+
+def short_base64(tmp: Path, ms: Path) -> list[str]:
+    """The run as JSON lines with `base64` values, step 1's input/x four characters short of its shape."""
+    write_jsonl(Memstate(ms), tmp / "b.jsonl", binary=True)
+    lines = (tmp / "b.jsonl").read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith('{"step": 1, "name": "input/x"'))
+    lines[i] = lines[i][:-len('XXXX"}')] + '"}'  # the base64's last 4 characters cut
+    (tmp / "b.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(ms), str(tmp / "b.jsonl"), "--no-html", "--out", str(tmp / "run")]
 
 
 GARBAGE_STDOUT = f"""
@@ -259,6 +270,10 @@ CASES = [
     Case("impl-garbage-as-memstate", with_impl({"name": "liar", "command": ["{python}", "-c",
                                                                             "import sys; open(sys.argv[1], 'wb').write(bytes(range(256)))", "{out}"]}), 1, "",
          r"B stopped before writing anything: .*b-liar\.jsonl: not UTF-8 text near line 1: invalid start byte"),
+    Case("jsonl-base64-short", short_base64, 1, "",
+         r"B stopped after step 0: .*b\.jsonl: line \d+: record 'input/x': its shape holds 6272 float32 values, "
+         r"25088 bytes: 33452 characters of base64, and 'base64' has 33448(.|\n)*verdict: DIVERGED at step 1, "
+         r"input/x \(stopped\)"),
     # where results go
     Case("out-under-a-file", lambda tmp, ms: [str(IMPLS / "numpy"), str(IMPLS / "numpy"), *SMALL, "--out", str(under_a_file(tmp))], 2,
          r"f/run: cannot create the run directory: Not a directory"),
