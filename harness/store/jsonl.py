@@ -119,15 +119,16 @@ def parse_record(obj: dict[str, Any]) -> tuple[Any, str, np.ndarray]:
             isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape):
         raise LineError(f"record {name!r}: field 'shape' must be a list of at most {MAX_DIMS} integers in "
                         f"0..2^31-1, got {json.dumps(shape)[:60]}")
+    count = math.prod(shape)
     if ("data" in obj) == ("base64" in obj):
         raise LineError(f"record {name!r}: " + ("holds both 'data' and 'base64'; give its values once" if "data" in obj
                                                 else "field 'data' is missing (or 'base64', the values' bytes)"))
     try:
-        values = _values(obj["data"], dtype) if "data" in obj else _decoded(obj["base64"], dtype, math.prod(shape))
+        values = _values(obj["data"], dtype) if "data" in obj else _decoded(obj["base64"], dtype, count)
     except LineError as e:
         raise LineError(f"record {name!r}: {e}") from None
-    if values.size != math.prod(shape):
-        raise LineError(f"record {name!r}: shape {shape} needs {math.prod(shape)} values, 'data' has {values.size}")
+    if values.size != count:  # `base64` has its count from the length already
+        raise LineError(f"record {name!r}: shape {shape} needs {count} values, 'data' has {values.size}")
     return step, name, values.reshape(shape)
 
 

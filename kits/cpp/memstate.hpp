@@ -385,9 +385,12 @@ class Recorder {
     }
     // Floats are written as "base64" (exact, and read many times faster than numbers) unless
     // MEMSTATE_VALUES=numbers is in the environment: then as numbers a person can read.
-    static bool numbers() {
-        const char* v = std::getenv("MEMSTATE_VALUES");
-        return v && std::string(v) == "numbers";
+    static bool numbers() {  // read once a run, as the Go and JavaScript kits do
+        static const bool asked = [] {
+            const char* v = std::getenv("MEMSTATE_VALUES");
+            return v && std::string(v) == "numbers";
+        }();
+        return asked;
     }
     static std::string base64(const std::string& in) {  // RFC 4648, padded with '='
         static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
