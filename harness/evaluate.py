@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.catalogue import BENIGN, BUG, CATALOGUE, DIAGNOSES, Case
 from harness.compare.comparison import Comparison
+from harness.compare.heap import keep_freed_memory
 from harness.compare.stated import job_with_precision, state_precision
 from harness.compare.stream import compare_memstates
 from harness.spec.config import Config, positive_integer
@@ -256,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    keep_freed_memory()  # the comparisons' float64 temporaries reuse the heap (compare/heap.py)
     cases = [c for c in CATALOGUE if (not args.cases or c.name in args.cases) and (not args.kind or c.kind == args.kind)]
     unknown = set(args.cases) - {c.name for c in CATALOGUE}
     if unknown:

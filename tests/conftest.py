@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from harness.compare.heap import keep_freed_memory
 from harness.spec.config import Config
 from harness.spec.data import Mnist, load_mnist
 from harness.evaluate import Evaluator
@@ -53,6 +54,7 @@ _CACHE_DIR = pytest.StashKey[str]()
 
 def pytest_configure(config: pytest.Config) -> None:
     """Before the workers start (they, and the implementations they run, inherit the environment)."""
+    keep_freed_memory()  # each worker compares in-process, as `python -m harness.compare` does (compare/heap.py)
     for name, value in ONE_THREAD.items():
         os.environ.setdefault(name, value)
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.compare.bisect import BisectResult, bisect
 from harness.compare.stated import job_with_precision, state_precision
+from harness.compare.heap import keep_freed_memory
 from harness.compare.stream import choose_tolerance, compare_memstates
 from harness.errors import InputError, OutputError, printable
 from harness.report.text import format_text
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    keep_freed_memory()  # this process is the comparator's own: its float64 temporaries reuse the heap
     log = (lambda msg: None) if args.quiet else (lambda msg: _print(printable(msg), file=sys.stderr))
     sides: list[SideInput] = []
     out = Path(args.out or "runs")
