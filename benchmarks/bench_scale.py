@@ -7,7 +7,9 @@ Every figure is a ratio against a baseline measured in the same run:
   noise bound (every metric), against numpy.allclose, torch.testing.assert_close and deepdiff on the
   same tensors; and a whole memstate's comparison (the noise model evaluated too), against numpy.allclose
   and two floors (benchmarks/floors.py): one read of both sides, and that read plus each side's sums
-  recomputed once in float64, what any model that checks each op against its inputs must do.
+  recomputed once in float64, what any model that checks each op against its inputs must do; and that
+  comparison with glibc's allocator as the process started, against the heap the comparator's commands
+  keep (harness/compare/heap.py; after one comparison to warm up, the baseline first).
 - record: the numpy implementation's step with full capture and with summaries, each with its writes
   overlapping the next step (the writer thread) and written on the recording thread, against the same
   step with a recorder that keeps nothing, at H=128, batch 64 and at H=800, batch 100; the record call

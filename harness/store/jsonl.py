@@ -96,8 +96,9 @@ def _decoded(text: Any, dtype: str, count: int) -> np.ndarray:
         raise LineError(f"field 'base64' decodes to {len(raw)} bytes, its shape needs {size}")
     if dtype == "bool":
         octets = np.frombuffer(raw, dtype=np.uint8)
-        if (octets > 1).any():
-            i = int(np.argmax(octets > 1))
+        wrong = np.flatnonzero(octets > 1)
+        if wrong.size:
+            i = int(wrong[0])
             raise LineError(f"byte {i} of 'base64' is {octets[i]}, expected 0 or 1 for dtype bool")
         return octets.astype(bool)
     return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)  # a native copy
