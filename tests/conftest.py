@@ -37,6 +37,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEMSTATE_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 
+# numpy asks Linux for 2 MiB pages for every array of 4 MiB or more (madvise); on a VM whose host takes its free
+# memory back (free page reporting) such a page is faulted in afresh, at about 13 times the kernel time of small
+# pages (measured in docs/bisect.md, *Streaming comparison*).
+SMALL_PAGES = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+
 
 # JAX compiles its jitted step afresh in every run, warm or cold (about 1 s a run here); its persistent
 # compilation cache, one directory for every worker of this session, compiles each program once (most
@@ -55,7 +60,7 @@ _CACHE_DIR = pytest.StashKey[str]()
 def pytest_configure(config: pytest.Config) -> None:
     """Before the workers start (they, and the implementations they run, inherit the environment)."""
     keep_freed_memory()  # each worker compares in-process, as `python -m harness.compare` does (compare/heap.py)
-    for name, value in ONE_THREAD.items():
+    for name, value in {**ONE_THREAD, **SMALL_PAGES}.items():
         os.environ.setdefault(name, value)
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller
         config.stash[_JAX_CACHE_DIR] = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(

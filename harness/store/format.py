@@ -85,18 +85,40 @@ def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool =
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "writev") and "SC_IOV_MAX" in os.sysconf_names else 0
 
 
+# Bytes handed to one system call at most. Linux (6.x) gives a write page-cache folios as large as the write,
+# up to 2 MiB, and a 2 MiB page is one that a VM whose host takes back its free memory (free page reporting)
+# must fault in afresh: 30 times the kernel time of 1 MiB calls (docs/bisect.md, *What recording costs*).
+# A 7 MB step is 7 calls.
+WRITE_CHUNK = 1 << 20
+
+
 def write_all(f: BinaryIO, parts: list[bytes | memoryview]) -> None:
-    """Write every part to the unbuffered end of `f`: with writev, a system call (and one release of the GIL,
-    which a writer thread must win back from the step computing beside it) for up to IOV_MAX parts rather
-    than one for each; a short write (a disk filling up) goes on from where it stopped."""
+    """Write every part to the unbuffered end of `f`, at most WRITE_CHUNK bytes a system call: with writev,
+    one call (and one release of the GIL, which a writer thread must win back from the step computing beside
+    it) for as many small parts as fit rather than one for each; a short write (a disk filling up) goes on
+    from where it stopped."""
+    pieces = [v[at:at + WRITE_CHUNK] for v in (memoryview(p).cast("B") for p in parts)  # bytes, as writes count
+              for at in range(0, v.nbytes, WRITE_CHUNK)]
     if not _IOV_MAX:
-        f.writelines(parts)
+        f.writelines(pieces)
         return
     f.flush()
-    views = [memoryview(p).cast("B") for p in parts if len(p)]  # bytes: a short write is counted in them
-    fd, at = f.fileno(), 0
+    batch: list[memoryview] = []
+    size = 0
+    for piece in pieces:
+        if batch and (size + piece.nbytes > WRITE_CHUNK or len(batch) == _IOV_MAX):
+            _writev_all(f.fileno(), batch)
+            batch, size = [], 0
+        batch.append(piece)
+        size += piece.nbytes
+    _writev_all(f.fileno(), batch)
+
+
+def _writev_all(fd: int, views: list[memoryview]) -> None:
+    """One writev of `views`, and more from where a short write stopped until every byte is written."""
+    at = 0
     while at < len(views):
-        n = os.writev(fd, views[at:at + _IOV_MAX])
+        n = os.writev(fd, views[at:])
         if n <= 0:
             raise OSError(errno.EIO, "the write made no progress")
         while at < len(views) and n >= views[at].nbytes:  # the parts written whole
