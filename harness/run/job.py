@@ -32,6 +32,7 @@ from harness.spec.data import Mnist, batch_schedule, dropout_masks
 from harness.errors import InputError
 from harness.spec.params import Params, load_params
 from harness.spec.network import network
+from harness.store.format import write_all
 
 FORMAT = "memstate-job/1"
 
@@ -124,14 +125,14 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
                     mnist.train_labels[:n_train], "batches": index.astype("<u4")}
             for key, array in pool.items():
                 name = f"{key}.{'u32' if key == 'batches' else 'u8'}"
-                (directory / name).write_bytes(array.tobytes())
+                _write_array(directory / name, array)
                 extra[key] = name
             extra["pool_size"] = n_train
         else:
             images = mnist.train_images.reshape(len(mnist.train_images), -1)[index]  # (S, m, pixels) uint8
             labels = mnist.train_labels[index]  # (S, m) uint8
-            (directory / "images.u8").write_bytes(images.tobytes())
-            (directory / "labels.u8").write_bytes(labels.tobytes())
+            _write_array(directory / "images.u8", images)
+            _write_array(directory / "labels.u8", labels)
             extra.update(images="images.u8", labels="labels.u8")
         extra.update(_write_masks(directory, config, first_step, last))
         sha = params.write(directory / "params.json")
@@ -162,6 +163,12 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
     return Job(directory, config, sha, mnist.source, capture, first_step, len(index))
 
 
+def _write_array(path: Path, array: np.ndarray) -> None:
+    """The array's bytes in C order, a MiB a write (format.write_all), without a copy of them first."""
+    with open(path, "wb") as f:
+        write_all(f, [memoryview(np.ascontiguousarray(array))])
+
+
 def _write_masks(directory: Path, config: Config, first: int, last: int) -> dict[str, object]:
     """One keep-mask file per hidden layer with dropout, for steps first..last; job.json's "dropout" entry."""
     entries = []
@@ -169,7 +176,7 @@ def _write_masks(directory: Path, config: Config, first: int, last: int) -> dict
         if layer.drop:
             name = f"mask{layer.index}.u8"
             masks = dropout_masks(config.seed, layer.index, layer.width, config.batch_size, layer.drop, first, last)
-            (directory / name).write_bytes(masks.tobytes())
+            _write_array(directory / name, masks)
             entries.append({"layer": layer.index, "name": layer.name, "p": layer.drop, "file": name,
                             "shape": list(masks.shape)})
     return {"dropout": entries} if entries else {}
