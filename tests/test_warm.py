@@ -126,13 +126,13 @@ def test_ctrl_c_closes_a_warm_run_as_interrupted_keeping_its_steps(tmp_path, mni
     run_implementation(code, job, tmp_path / "first", timeout=1)  # cold, and timed out
     out = tmp_path / "second"
 
-    def interrupt() -> None:  # Ctrl-C, at the main thread (a process-wide kill may wake another thread instead)
+    def interrupt() -> None:  # Ctrl-C, sent to the main thread, which waits on the run
         deadline = time.monotonic() + 60
         while not (out / "step-000000.safetensors").is_file() and time.monotonic() < deadline:
             time.sleep(0.02)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-    # Ctrl-C as a terminal delivers it, whatever this worker's earlier tests left: once, in one full-suite run of
-    # 2026-12-05, the worker no longer caught SIGINT and the run went on to its timeout
+    # caught as a terminal's Ctrl-C is, whatever this worker's earlier tests left: in one full-suite run of
+    # 2026-12-05 the worker's /proc status showed SIGINT no longer caught, and the run waited out its timeout
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt, daemon=True).start()
     try:
