@@ -38,8 +38,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 
 # numpy asks Linux for 2 MiB pages for every array of 4 MiB or more (madvise); on a VM whose host takes its free
-# memory back (free page reporting) such a page is faulted in afresh, at about 13 times the kernel time of small
-# pages (measured in docs/bisect.md, *Streaming comparison*).
+# memory back (free page reporting) such a page is faulted in afresh (docs/bisect.md, *Streaming comparison*,
+# has the figures).
 SMALL_PAGES = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
 

@@ -87,8 +87,7 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "writev") and "SC_IOV_MAX" in
 
 # Bytes handed to one system call at most. Linux (6.x) gives a write page-cache folios as large as the write,
 # up to 2 MiB, and a 2 MiB page is one that a VM whose host takes back its free memory (free page reporting)
-# must fault in afresh: about 30 times the kernel time of 1 MiB calls (docs/bisect.md, *What recording costs*).
-# A 7 MB step is 7 calls.
+# must fault in afresh (docs/bisect.md, *What recording costs*, has the figures). A 7 MB step is 7 calls.
 WRITE_CHUNK = 1 << 20
 
 
