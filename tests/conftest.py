@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import compileall
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -57,14 +57,6 @@ _JAX_CACHE_DIR = pytest.StashKey[str]()  # the cache directory this process made
 # the kit tested.
 _CACHE_DIR = pytest.StashKey[str]()
 
-# The suite starts Python about 350 times (implementation runs, the command-line tests), and each start imports
-# harness and an implementation. Where PYTHONDONTWRITEBYTECODE is set (this machine sets it), Python compiles
-# those files afresh at every start and keeps nothing: 0.21 s against 0.15 s for `import harness.run.child,
-# harness.compare.stream, harness.cli`. pip compiles the installed packages, but an editable install leaves the
-# project's own files to the first import, so the controller byte-compiles harness/ and impls/ (0.14 s) into
-# their __pycache__ (git ignores it), as pip would have; Python still checks each file's time stamp.
-COMPILED = ("harness", "impls")
-
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one worker more than the cores this process may run on. A worker that waits (on an
@@ -80,6 +72,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     """Before the workers start (they, and the implementations they run, inherit the environment)."""
     keep_freed_memory()  # each worker compares in-process, as `python -m harness.compare` does (compare/heap.py)
+    # The suite starts Python about 350 times (implementation runs, the command-line tests). Where
+    # PYTHONDONTWRITEBYTECODE is set (this machine sets it), each start compiles every module it imports afresh
+    # and keeps nothing: `import harness.run.child, harness.compare.stream, harness.cli` took 0.21 s against
+    # 0.15 s compiled. So these processes, and every one they start, write the byte code of what they import, as
+    # Python does by default; the README's command installs with `pip install --no-compile`, which leaves the
+    # compiling to the first import (about 1,600 of the 9,200 modules that pip would compile).
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     for name, value in {**ONE_THREAD, **SMALL_PAGES}.items():
         os.environ.setdefault(name, value)
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller
@@ -89,9 +89,6 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.setdefault(name, value)
     if not hasattr(config, "workerinput") and "MEMSTATE_CACHE" not in os.environ:
         config.stash[_CACHE_DIR] = os.environ["MEMSTATE_CACHE"] = tempfile.mkdtemp(prefix="memstate-cache-")
-    if not hasattr(config, "workerinput"):
-        for folder in COMPILED:  # once, before any worker starts
-            compileall.compile_dir(ROOT / folder, quiet=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
