@@ -277,7 +277,7 @@ def compare_memstates(a: Memstate, b: Memstate, tolerance: Tolerance | None = No
         pair = models.pair(step, name) if noise else (None, None)
         allowed = models.bound(step, name, pair, tol, bounds) if x.shape == y.shape else None
         if allowed is not None:
-            bounds[name] = np.broadcast_to(allowed, x.shape)
+            bounds[name] = allowed if allowed.shape == x.shape else np.broadcast_to(allowed, x.shape)
         diff = compare_record(step, name, x, y, record_tol, labels, allowed)
         if diff and step != LOAD and saturated(x, y):
             diff.kind = UNJUDGED  # never "within noise": say it, and never let it read as agree

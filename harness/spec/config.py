@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,31 @@ class Config:
         if self.loss == "cross_entropy" and (self.target_min, self.target_max) != (0.0, 1.0):
             raise InputError("config fields target_min/target_max: soft targets need loss 'mse' (cross-entropy "
                              f"takes one-hot targets), got [{self.target_min}, {self.target_max}]")
+
+    # Configs key the spec's caches (graph, network), which look one up for every record of a comparison:
+    # the generated __hash__ and __eq__ build a tuple of all the fields at each call (about 4% of a small
+    # comparison). The fields never change once __post_init__ is done, so their tuple and its hash are kept.
+    @cached_property
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self._fields)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields alone: a kept hash would not hold in another process (str hashes are salted per process)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._hash == other._hash and self._fields == other._fields
 
     def _canonical_layers(self) -> None:
         """`layers` and `dropout` as tuples in one form: one hidden layer is `hidden` with layers (), and
