@@ -60,8 +60,9 @@ def ordered_partial_sums(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.
     rows, cols = TILE
     run = kernel.ordered if kernel.has_ordered() else _ordered_pass
     for p0 in range(0, p, rows):
-        pieces = [np.ascontiguousarray(a[p0:p0 + rows, j:j + k]) for j in starts]  # (r, k) each
-        counts = np.stack([np.count_nonzero(x, axis=1) for x in pieces]).astype(np.float32)  # (nb, r)
+        pieces = [a[p0:p0 + rows, j:j + k] for j in starts]  # (r, k) each: views, which BLAS reads in place
+        counts = np.ascontiguousarray(np.add.reduceat(a[p0:p0 + rows] != 0, list(starts), axis=1, dtype=np.int64).T,
+                                      dtype=np.float32)  # (nb, r): each block's nonzero terms in each row
         full = np.empty((len(pieces), len(pieces[0]), min(cols, q)))  # (nb, r, c): each block's sum, reused
         for q0 in range(0, q, cols):
             sides = [b[j:j + k, q0:q0 + cols] for j in starts]  # (k, c) each
