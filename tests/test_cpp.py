@@ -18,11 +18,6 @@ from harness.run.runner import build_directory, ensure_built, load_implementatio
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the C++ port cannot be built")
 
 
-@pytest.fixture(autouse=True)
-def build_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MEMSTATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @needs_gxx
 @pytest.mark.parametrize("config", VARIANTS, ids=label)
 def test_cpp_agrees_with_numpy_and_torch(runs, config):

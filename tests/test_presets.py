@@ -33,11 +33,6 @@ SHORT = {"born": {"steps": 30}, "gon": {"steps": 30, "epoch_steps": 10}, "goml":
          "mnist-from-scratch": {"steps": 3}, "than-dev": {"steps": 3, "batch_size": 1024}}
 
 
-@pytest.fixture(autouse=True)
-def build_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MEMSTATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def assert_agree_or_drift(runs, config, x, y):
     c = compare_memstates(runs.run(x, config), runs.run(y, config))
     assert c.verdict in ("agree", "drift") and not c.origins, \
