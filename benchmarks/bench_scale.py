@@ -50,7 +50,7 @@ from harness.spec.data import load_mnist
 from harness.run.job import prepare_job
 from harness.store.memstate import Memstate
 from harness.compare.heap import keep_freed_memory
-from harness.store.format import write_all
+from harness.store.format import write_file
 from harness.store.writer import MemstateWriter
 from harness.spec.params import initial_params
 from harness.run.runner import load_implementation, run_implementation
@@ -218,20 +218,16 @@ def bench_record(mnist, work: Path, hidden: int = 128, batch: int = 64, steps: i
     blob = b"".join(a.tobytes() for a in arrays)
     count = [0]
 
-    def put(path: Path) -> None:  # as the writer writes: a MiB a system call (format.write_all)
-        with open(path, "wb") as f:
-            write_all(f, [blob])
-
     def write_new_file() -> None:  # what the kernel charges to put a step's bytes into the page cache
         count[0] += 1
-        put(work / f"floor-{count[0]}")
+        write_file(work / f"floor-{count[0]}", [blob])  # as the writer writes: a MiB a system call at most
 
     write = best(write_new_file, repeat=200)
     for i in range(count[0]):
         (work / f"floor-{i + 1}").unlink()
     t = time.perf_counter()
     for i in range(steps):  # a whole run's bytes, a step at a time: how fast the filesystem takes them for long
-        put(work / f"sustained-{i}")
+        write_file(work / f"sustained-{i}", [blob])
     sustained = (time.perf_counter() - t) / steps
     for i in range(steps):
         (work / f"sustained-{i}").unlink()

@@ -77,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # and keeps nothing: `import harness.run.child, harness.compare.stream, harness.cli` took 0.21 s against
     # 0.15 s compiled. So these processes, and every one they start, write the byte code of what they import, as
     # Python does by default; the README's command installs with `pip install --no-compile`, which leaves the
-    # compiling to the first import (about 1,600 of the 9,200 modules that pip would compile).
+    # compiling to the first import (the README says how many modules that spares).
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     for name, value in {**ONE_THREAD, **SMALL_PAGES}.items():

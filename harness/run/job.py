@@ -32,7 +32,7 @@ from harness.spec.data import Mnist, batch_schedule, dropout_masks
 from harness.errors import InputError
 from harness.spec.params import Params, load_params
 from harness.spec.network import network
-from harness.store.format import write_all
+from harness.store.format import write_file
 
 FORMAT = "memstate-job/1"
 
@@ -165,8 +165,7 @@ def prepare_job(directory: str | Path, config: Config, params: Params, mnist: Mn
 
 def _write_array(path: Path, array: np.ndarray) -> None:
     """The array's bytes in C order, a MiB a write (format.write_all), without a copy of them first."""
-    with open(path, "wb") as f:
-        write_all(f, [memoryview(np.ascontiguousarray(array))])
+    write_file(path, [memoryview(np.ascontiguousarray(array))])
 
 
 def _write_masks(directory: Path, config: Config, first: int, last: int) -> dict[str, object]:

@@ -66,16 +66,21 @@ def write_atomic(path: Path, data: bytes) -> None:
     _write_then_rename(path, [data], sync=True)
 
 
+def write_file(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
+    """Write `parts` to `path` as `write_all` does (a MiB a system call at most); `sync`: fsync before closing."""
+    with open(path, "wb") as f:
+        write_all(f, parts)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _write_then_rename(path: Path, parts: list[bytes | memoryview], sync: bool = False) -> None:
     """Write `parts` to PATH.tmp and rename it to PATH; on failure (a full disk) remove PATH.tmp
     and raise, so that no half-written file is left under either name."""
     tmp = temporary_name(path)
     try:
-        with open(tmp, "wb") as f:
-            write_all(f, parts)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
+        write_file(tmp, parts, sync)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
