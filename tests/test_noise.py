@@ -1,14 +1,20 @@
 """The noise model against real float32 rounding, and origin/propagation on real memstates."""
 
+import importlib
+
 import numpy as np
 import pytest
 from test_comparator import CFG, altered
+
+import harness.compare.stream as stream
 
 from harness.compare.stream import compare_memstates, step_bounds
 from harness.judge.noise import (
     UNIT_ROUNDOFF,
     dot,
     ordered_partial_sums,
+    proportional_rss,
+    rss,
     sum_sigma,
     sum_worst,
 )
@@ -45,8 +51,8 @@ def test_ordered_estimate_covers_sums_whose_order_follows_the_signs():
     w = np.concatenate([np.full(392, 0.05), np.full(392, -0.05)])[:, None]  # (n, 1)
     terms = x * w.T
     err = sequential_float32_sums(terms) - terms.sum(axis=1)
-    _, random_only, _ = dot(x, w, U32)
-    _, with_order, _ = dot(x, w, U32, ordered=True)
+    random_only = dot(x, w, U32).sigma
+    with_order = dot(x, w, U32, ordered=True).sigma
     assert np.sqrt(np.mean(err ** 2)) > np.sqrt(np.mean(random_only[:, 0] ** 2))  # the random model alone is short
     assert np.max(np.abs(err) / with_order[:, 0]) < 6
 
@@ -114,6 +120,57 @@ def test_noise_bound_is_what_the_comparison_uses(pair):
     # float32 records are compared in float32 (metrics.py): the ratio agrees up to a few roundings there
     assert r.worst_ratio == pytest.approx(float(np.max(diff / bounds["hidden/matmul"])), rel=2.0**-21)
     assert 0 < r.worst_ratio < 1
+
+
+@pytest.mark.parametrize("f", [2 * np.finfo(np.float32).tiny, 1e-3])
+def test_proportional_rss_is_the_matmuls_rss_or_above_it_by_at_most_its_smaller_part(f):
+    """rss(k|a| + f, b) and rss(b, k|a| + f) from a @ b's squares: never below the matmul, and above it by
+    at most min(k sqrt(squares), f sqrt(other)); for a source's f (the smallest normal number) the same
+    to float64's rounding. Pixels: zeros among them, and rows of nothing but zeros."""
+    rng = np.random.default_rng(5)
+    a = np.where(rng.random((40, 784)) < 0.8, 0.0, rng.integers(1, 256, (40, 784)) / 255)  # (m, n)
+    a[:3] = 0.0
+    w, g, k = rng.normal(0, 0.05, (784, 30)), rng.normal(0, 1e-3, (40, 30)), 2.4e-7  # (n, q), (m, q)
+    for fast, exact, parts in (
+            (proportional_rss((a * a) @ (w * w), (k, f), (w * w).sum(axis=0)), rss(k * np.abs(a) + f, w),
+             (k * np.sqrt((a * a) @ (w * w)), f * np.sqrt((w * w).sum(axis=0)))),  # forward: (m, q)
+            (proportional_rss((g * g).T @ (a * a), (k, f), (g * g).sum(axis=0)[:, None]), rss(g.T, k * np.abs(a) + f),
+             (k * np.sqrt((g * g).T @ (a * a)), f * np.sqrt((g * g).sum(axis=0))[:, None]))):  # gradient: (q, n)
+        assert np.all(fast >= exact * (1 - 1e-14))
+        assert np.all(fast - exact <= np.minimum(*parts) * (1 + 1e-12) + 1e-14 * exact)
+        if f < 1e-30:
+            assert np.allclose(fast, exact, rtol=1e-13, atol=0)
+        else:
+            assert np.max((fast - exact) / exact) > 1e-6  # with a large f it is a bound, no identity (4.4e-5)
+
+
+def test_the_bound_a_source_carries_is_found_without_its_matmuls_and_is_the_same(pair, monkeypatch, tmp_path):
+    """The input's bound is k |x| + f on both sides: the hidden matmul and the hidden weight gradient carry
+    it from their own squares (4 matmuls fewer a step: 2 a side), to float64's rounding of the matmuls'.
+    Where the sides hold different inputs the bound is no multiple of either, and the matmuls run."""
+    a, b = pair
+    carried = importlib.import_module("harness.judge.noise.carried")
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return proportional_rss(*args)
+    monkeypatch.setattr(carried, "proportional_rss", counted)
+    fast = step_bounds(a, b, 1)
+    assert len(calls) == 4
+    with monkeypatch.context() as m:
+        m.setattr(stream, "noise_bound_scale", lambda *args: None)
+        exact = step_bounds(a, b, 1)
+    assert len(calls) == 4 and fast.keys() == exact.keys() and len(fast) == 20
+    for name in fast:
+        assert np.allclose(fast[name], exact[name], rtol=1e-12, atol=0), name
+    def edit(step, name, x):
+        return np.nextafter(x, np.float32(1)) if (step, name) == (1, "input/x") else x
+    other = altered(b, tmp_path / "b", edit)
+    step_bounds(a, other, 1)
+    assert len(calls) == 4  # no shortcut where the inputs differ
+    step_bounds(a, other, 2)
+    assert len(calls) == 8
 
 
 def test_float64_bounds_are_float64_sized(runs):

@@ -22,6 +22,7 @@ from harness.judge.origin import (
     check_vacuous,
     classify,
     noise_bound,
+    noise_bound_scale,
     saturated,
 )
 from harness.judge.record import (
@@ -132,6 +133,8 @@ class _Models:
     def __init__(self, cfg: Config | None, sides: dict[str, Memstate], u: float):
         self.cfg, self.sides, self.u = cfg, sides, u
         self.inputs: dict[str, Inputs] = {}
+        self.scales: dict[str, tuple[float, float]] = {}  # this step's bounds that are k |record| + f (a source's)
+        self.scales_step: Step | None = None
 
     def pair(self, step: Step, name: str) -> tuple[Expected | None, Expected | None]:
         """Both sides' models of one record, in the sides' order."""
@@ -167,10 +170,16 @@ class _Models:
             if n not in bounds:
                 raise MissingInput(n)
             return bounds[n]
+        if step != self.scales_step:
+            self.scales, self.scales_step = {}, step
         try:
             with np.errstate(all="ignore"):
-                carry = [np.asarray(carried(name, self.cfg, self.inputs[lab], input_bound), dtype=np.float64)
-                         for lab in self.sides]
+                carry = [np.asarray(carried(name, self.cfg, self.inputs[lab], input_bound, self.scales.get),
+                                    dtype=np.float64) for lab in self.sides]
+            scale = noise_bound_scale(pair[0], pair[1], tol)
+            if scale is not None and not np.any(carry) and np.array_equal(*(self.inputs[lab].cur(name)
+                                                                            for lab in self.sides)):
+                self.scales[name] = scale  # the same record on both sides: its bound is k |record| + f on each
         except (MissingInput, KeyError, IndexError, ValueError):
             return None
         inherited = np.maximum(*carry)

@@ -27,7 +27,7 @@ of each record from the dataflow graph, carried.py what it inherits from its inp
 from harness.judge.noise.base import C_ELEM, SOURCES, UNIT_ROUNDOFF, Z_SIGMA, Expected, Inputs, MissingInput
 from harness.judge.noise.carried import carried
 from harness.judge.noise.model import expected
-from harness.judge.noise.sums import batch_sum, dot, ordered_partial_sums, rss, sum_sigma, sum_worst
+from harness.judge.noise.sums import batch_sum, dot, ordered_partial_sums, proportional_rss, rss, sum_sigma, sum_worst
 
 __all__ = ["C_ELEM", "SOURCES", "UNIT_ROUNDOFF", "Z_SIGMA", "Expected", "Inputs", "MissingInput", "batch_sum",
-           "carried", "dot", "expected", "ordered_partial_sums", "rss", "sum_sigma", "sum_worst"]
+           "carried", "dot", "expected", "ordered_partial_sums", "proportional_rss", "rss", "sum_sigma", "sum_worst"]

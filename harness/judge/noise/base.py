@@ -32,6 +32,7 @@ class Expected:
     sigma: np.ndarray | float
     fixed: np.ndarray | float
     any_order: Callable[[], np.ndarray | float] | None = None  # a sum's worst case over every order (sums.py)
+    scale: tuple[float, float] | None = None  # (k, f): `fixed` is k |record| + f (a source's), see carried.py
 
     @cached_property
     def worst(self) -> np.ndarray | float:
@@ -57,6 +58,8 @@ class Inputs:
     stand_ins: dict[tuple[str, bool], Expected] = field(default_factory=dict)  # absent inputs' rounding)
     precision: Precision = field(default_factory=Precision)  # what it computed in beyond its dtype (spec/precision.py)
     loaded: dict[tuple[Step, str], np.ndarray] = field(default_factory=dict)  # records as float64, converted once
+    squares: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (a*a) @ (b*b) of a sum a @ b by the
+    # names of a and b, kept for a bound carried through it that is proportional to a or b (carried.py)
 
     def cur(self, name: str) -> np.ndarray:
         if name in self.absent and self.model is not None and self.get(self.step, name) is None:

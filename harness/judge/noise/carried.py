@@ -9,14 +9,15 @@ import numpy as np
 
 from harness.judge.noise.base import Inputs
 from harness.judge.noise.loss import _targets
-from harness.judge.noise.sums import rss
+from harness.judge.noise.sums import proportional_rss, rss
 from harness.judge.noise.update import _adam_carried
 from harness.spec.config import Config
 from harness.spec.network import LABELS, gradient_of, network
 from harness.spec.records import adam_m, adam_v, graph, velocity
 
 
-def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarray]) -> np.ndarray | float:
+def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarray],
+            scale: Callable[[str], tuple[float, float] | None] = lambda name: None) -> np.ndarray | float:
     """How far a record may move when its inputs of the same step move by their noise bounds:
     sum over inputs of |d record / d input| * bound(input), to first order (the step's own inputs,
     the previous parameters, carry no bound: the step starts from them).
@@ -24,14 +25,20 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
     With this a record's noise bound is the rounding two correct sides may accumulate from the
     start of the step to this record, so a relu that passes Z1's rounding on is not a divergence.
     Through sums the inputs' bounds add as a root sum of squares (`rss`): their rounding is
-    independent from element to element, so it does not line up across the terms of a sum.
+    independent from element to element, so it does not line up across the terms of a sum. Where an
+    input's bound is k |input| + f (`scale`: a source's, stream.py), the sum's own squares give its rss
+    without a matmul (`proportional_rss`).
     """
     spec = graph(cfg)[name]
     op, ins = spec.op, spec.inputs
     if op == "source":
         return 0.0
     if op == "matmul":
-        return rss(bound(ins[0]), inp.prev(spec.previous[0]).T)  # (m, width)
+        w = inp.prev(spec.previous[0])  # (width, fan_in)
+        s, squares = scale(ins[0]), inp.squares.get((ins[0], spec.previous[0]))
+        if s is not None and squares is not None:
+            return proportional_rss(squares, s, (w * w).sum(axis=1))  # (m, width)
+        return rss(bound(ins[0]), w.T)  # (m, width)
     if op == "bias_add":
         return bound(ins[0])
     if op == "activation":
@@ -68,8 +75,13 @@ def carried(name: str, cfg: Config, inp: Inputs, bound: Callable[[str], np.ndarr
         y1 = _targets(cfg, inp.cur(LABELS))
         return 2 * cfg.loss_scale / d * np.abs(p * (1 - p) + (p - y1) * (1 - 2 * p)) * dp
     if op == "grad_weight":
-        return (rss(bound(ins[0]).T, inp.cur(ins[1]))
-                + rss(inp.cur(ins[0]).T, bound(ins[1])))  # (width, fan_in)
+        grad = inp.cur(ins[0])  # (m, width)
+        s, squares = scale(ins[1]), inp.squares.get((ins[0], ins[1]))
+        if s is not None and squares is not None:
+            through_source = proportional_rss(squares, s, (grad * grad).sum(axis=0)[:, None])  # (width, fan_in)
+        else:
+            through_source = rss(grad.T, bound(ins[1]))
+        return rss(bound(ins[0]).T, inp.cur(ins[1])) + through_source  # (width, fan_in)
     if op == "grad_bias":
         return np.sqrt((bound(ins[0]) ** 2).sum(axis=0))
     if op == "grad_activation":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.judge.noise.base import C_ELEM, Z_SIGMA, Expected, Inputs
+from harness.judge.noise.base import C_ELEM, SOURCES, Z_SIGMA, Expected, Inputs
 from harness.judge.noise.carried import carried
 from harness.judge.noise.elementwise import activation_rounding, activation_value, sigmoid, softmax_rounding
 from harness.judge.noise.loss import _grad_logits, _loss
@@ -20,8 +20,11 @@ def _forward_matmul(inp: Inputs, x_name: str, w_name: str, u: float) -> tuple[np
     """X W^T, its sigma and its worst case, computed once per step (the matmul and the bias add both use
     it); the first layer sums over pixels, in image order."""
     if (x_name, w_name) not in inp.memo:
-        inp.memo[x_name, w_name] = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT,
-                                       operand=inp.precision.operand)
+        value, sigma, worst, squares = dot(inp.cur(x_name), inp.prev(w_name).T, u, ordered=x_name == INPUT,
+                                           operand=inp.precision.operand)
+        inp.memo[x_name, w_name] = value, sigma, worst
+        if x_name in SOURCES:  # for the bound the source carries into it (carried.py)
+            inp.squares[x_name, w_name] = squares
     return inp.memo[x_name, w_name]
 
 
@@ -33,6 +36,7 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float, absent_rounding: boo
     model = _op(name, cfg, inp, u)
     if inp.precision.stored[1]:  # float16 storage's underflow: an absolute error wherever a value is tiny
         model.fixed = np.asarray(model.fixed) + C_ELEM * inp.precision.stored[1]
+        model.scale = None if model.scale is None else (model.scale[0], model.scale[1] + C_ELEM * inp.precision.stored[1])
     absent = [i for i in graph(cfg)[name].inputs if i in inp.absent] if absent_rounding else []
     return _with_absent(model, name, cfg, inp, absent) if absent else model
 
@@ -68,7 +72,8 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     u = max(u, inp.precision.summed)  # every sum below: its additions' unit roundoff
     if op == "source":
         if name == INPUT:  # byte / 255, correctly rounded or within an ulp; scaled, a multiply and an add more
-            return Expected(None, 0.0, (C_ELEM if cfg.scaled_inputs else 2) * ue * np.abs(inp.cur(name)))
+            k = (C_ELEM if cfg.scaled_inputs else 2) * ue
+            return Expected(None, 0.0, k * np.abs(inp.cur(name)), scale=(k, 0.0))
         return Expected(None, 0.0, 0.0)
     m = float(inp.cur(LABELS).shape[0])
     if op == "matmul":
@@ -108,13 +113,16 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
     if op == "grad_logits":
         return _grad_logits(cfg, inp, ue, m)
     if op == "grad_weight":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]).T, inp.cur(spec.inputs[1]), u, operand=inp.precision.operand)
+        grad, source = spec.inputs
+        value, sigma, worst, squares = dot(inp.cur(grad).T, inp.cur(source), u, operand=inp.precision.operand)
+        if source in SOURCES:  # for the bound the source carries into it (carried.py)
+            inp.squares[grad, source] = squares
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_bias":
         value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_activation":
-        value, sigma, worst = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.precision.operand)
+        value, sigma, worst, _ = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.precision.operand)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_preactivation":
         return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, ue)

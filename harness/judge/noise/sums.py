@@ -6,6 +6,7 @@ order need not round at random, so each sum also has a deterministic worst case 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -97,8 +98,18 @@ def _ordered_pass(blocks: np.ndarray, counts: np.ndarray, total: np.ndarray, out
 Worst = Callable[..., np.ndarray]  # a sum's worst case, computed only when a residual asks for it
 
 
+class Dot(NamedTuple):
+    """A sum a @ b as the model sees it: its float64 value, the sigma of its rounding, its worst case over every
+    order, and the squares of its terms summed, (a*a) @ (b*b), which a bound carried through it may reuse."""
+
+    value: np.ndarray  # (p, q)
+    sigma: np.ndarray  # (p, q)
+    worst: Worst
+    squares: np.ndarray  # (p, q)
+
+
 def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False,
-        operand: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, Worst]:
+        operand: tuple[float, float] = (0.0, 0.0)) -> Dot:
     """a @ b in float64, the sigma of its rounding and its worst case over every order (sum_worst), for
     (p, n) @ (n, q). `ordered` adds the index-order estimate, for sums over pixels, whose weights grow
     smooth across the image as they train; sums over the (shuffled) batch, hidden units or classes have
@@ -126,7 +137,7 @@ def dot(a: np.ndarray, b: np.ndarray, u: float, ordered: bool = False,
     sigma = sum_sigma(n, value, squares, u, extra)
     if operand[0]:
         sigma = np.sqrt(sigma * sigma + operand_sigma(a, b, squares, operand) ** 2)
-    return value, sigma, worst
+    return Dot(value, sigma, worst, squares)
 
 
 def operand_sigma(a: np.ndarray, b: np.ndarray, squares: np.ndarray, operand: tuple[float, float]) -> np.ndarray:
@@ -161,3 +172,14 @@ def batch_sum(t: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray, Worst]:
 def rss(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """sqrt((a*a) @ (b*b)): how independent errors a, each scaled by |b|, add up in a @ b."""
     return np.sqrt((a * a) @ (b * b))
+
+
+def proportional_rss(squares: np.ndarray, scale: tuple[float, float], other: np.ndarray) -> np.ndarray:
+    """rss(k|a| + f, b) (or rss(b, k|a| + f)) with no matmul, from the sum a @ b's own `squares`,
+    (a*a) @ (b*b), and `other`, the sums of b*b over the summed index (broadcast against squares).
+    Element by element an rss is a 2-norm, so Minkowski's inequality bounds it by its two parts' norms,
+    k sqrt(squares) + f sqrt(other): never less than the matmul, and more by at most the smaller part.
+    For a source's bound (stream.py) f is the smallest normal number, so that is at the scale of the
+    floor every bound already holds. One matmul saved each, 30 ms at (1000 x 784) @ (784 x 800)."""
+    k, f = scale
+    return k * np.sqrt(squares) + f * np.sqrt(other)
