@@ -36,7 +36,8 @@ def expected(name: str, cfg: Config, inp: Inputs, u: float, absent_rounding: boo
     model = _op(name, cfg, inp, u)
     if inp.precision.stored[1]:  # float16 storage's underflow: an absolute error wherever a value is tiny
         model.fixed = np.asarray(model.fixed) + C_ELEM * inp.precision.stored[1]
-        model.scale = None if model.scale is None else (model.scale[0], model.scale[1] + C_ELEM * inp.precision.stored[1])
+        if model.scale is not None:
+            model.scale = (model.scale[0], model.scale[1] + C_ELEM * inp.precision.stored[1])
     absent = [i for i in graph(cfg)[name].inputs if i in inp.absent] if absent_rounding else []
     return _with_absent(model, name, cfg, inp, absent) if absent else model
 
@@ -122,7 +123,8 @@ def _op(name: str, cfg: Config, inp: Inputs, u: float) -> Expected:
         value, sigma, worst = batch_sum(inp.cur(spec.inputs[0]), u)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_activation":
-        value, sigma, worst, _ = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u, operand=inp.precision.operand)
+        value, sigma, worst, _ = dot(inp.cur(spec.inputs[0]), inp.prev(spec.previous[0]), u,
+                                     operand=inp.precision.operand)
         return Expected(value, sigma, us * np.abs(value), worst)
     if op == "grad_preactivation":
         return _grad_preactivation(spec, network(cfg).layer(spec.layer).activation, inp, ue)
