@@ -7,7 +7,6 @@ import pytest
 from test_comparator import CFG, altered
 
 import harness.compare.stream as stream
-
 from harness.compare.stream import compare_memstates, step_bounds
 from harness.judge.noise import (
     UNIT_ROUNDOFF,
