@@ -180,6 +180,6 @@ def proportional_rss(squares: np.ndarray, scale: tuple[float, float], other: np.
     Element by element an rss is a 2-norm, so Minkowski's inequality bounds it by its two parts' norms,
     k sqrt(squares) + f sqrt(other): never less than the matmul, and more by at most the smaller part.
     For a source's bound (stream.py) f is the smallest normal number, so that is at the scale of the
-    floor every bound already holds. One matmul saved each, 30 ms at (1000 x 784) @ (784 x 800)."""
+    floor every bound already holds. One matmul saved each: rss took 41 ms at (1000 x 784) @ (784 x 800)."""
     k, f = scale
     return k * np.sqrt(squares) + f * np.sqrt(other)
