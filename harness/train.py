@@ -30,7 +30,7 @@ from harness.errors import InputError, printable
 from harness.run.job import prepare_job, resolve, train_count
 from harness.store.format import SUMMARIES, SUMMARY_NAMES
 from harness.store.memstate import Memstate
-from harness.run.outputs import check_file_target, check_output_paths, claim_run_directory
+from harness.run.outputs import check_file_target, check_output_paths, claim_run_directory, release_run_directory
 from harness.spec.params import Params, initial_params, load_params
 from harness.spec.presets import get_preset
 from harness.spec.network import network
@@ -214,6 +214,7 @@ def run_length(args: argparse.Namespace, config: Config, mnist: Mnist) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    claimed: bool | None = None  # whether this command made the --out it claimed (None: claimed none)
     try:
         mnist = load_mnist(args.data)
         config = config_from_arguments(args)
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             check_file_target(args.json, "--json")
         if args.out:
             work = Path(args.out)
-            claim_run_directory(work)
+            claimed = claim_run_directory(work)
             result = train(args.impl, config, mnist, work, params, args.preset, args.timeout, not args.quiet)
         else:
             with tempfile.TemporaryDirectory(prefix="memstate-train-") as tmp:
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 raise InputError(f"{args.save}: cannot write the parameters: {e.strerror}") from None
     except InputError as e:
+        if claimed is not None:
+            release_run_directory(Path(args.out), claimed)
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     out = sys.stderr if args.json == "-" else sys.stdout

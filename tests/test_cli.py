@@ -218,6 +218,19 @@ def test_an_earlier_run_is_never_overwritten(tmp_path):
     assert {p: p.read_bytes() for p in files} == before  # the job and both memstates untouched
 
 
+def test_a_command_refused_for_bad_input_leaves_its_out_free_for_the_corrected_one(tmp_path):
+    r = compare("impls/numpy", "impls/numpy", *SMALL, "--lr", "nan", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "config field 'lr': expected a finite non-negative number, got nan" in r.stderr
+    assert not (tmp_path / "run").exists()  # it made the directory and wrote nothing else: gone again
+    (tmp_path / "given").mkdir()  # a directory the user made is theirs: emptied of the claim, not removed
+    r = compare("impls/numpy", "impls/numpy", *SMALL, "--hidden", "0", "--out", tmp_path / "given")
+    assert r.returncode == 2 and list((tmp_path / "given").iterdir()) == []
+    for out in ("run", "given"):
+        r = compare("impls/numpy", "impls/numpy", *SMALL, "--no-html", "--out", tmp_path / out)
+        assert r.returncode == 0 and "verdict: AGREE" in r.stdout, r.stderr
+        assert (tmp_path / out / "a-numpy" / "manifest.json").is_file()
+
+
 def test_the_memstate_command_dispatches_to_the_tools(tmp_path, capsys):
     from harness import __version__
     from harness.cli import main as memstate

@@ -30,6 +30,7 @@ from harness.run.outputs import (
     check_file_target,
     check_output_paths,
     claim_run_directory,
+    release_run_directory,
 )
 from harness.run.processes import interrupt_code, interrupt_name, terminations_interrupt
 from harness.run.runner import (
@@ -266,6 +267,7 @@ def _main(argv: list[str]) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: _print(printable(msg), file=sys.stderr))
     sides: list[SideInput] = []
     out = Path(args.out or "runs")
+    claimed: bool | None = None  # whether this command made the run directory it claimed (None: claimed none)
     try:
         sides = [resolve(args.a), resolve(args.b)]
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -277,7 +279,7 @@ def _main(argv: list[str]) -> int:
             check_file_target(args.json, "--json")
         if args.bisect or any(s.memstate is None for s in sides):  # something will be written under --out
             check_output_paths({"--out": out}, inputs)
-            claim_run_directory(out)
+            claimed = claim_run_directory(out)
         pre: list[str] = []
         res = None
         if args.bisect:
@@ -328,6 +330,8 @@ def _main(argv: list[str]) -> int:
         comparison = compare_memstates(states[0], states[1], tol, strict=args.strict, stop_at_origin=args.first)
         comparison.notes[:0] = [n for n in said if n]
     except InputError as e:
+        if claimed is not None:
+            release_run_directory(out, claimed)
         _print(f"error: {printable(e)}{kept(out, sides) if isinstance(e, OutputError) else ''}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk or a vanished directory: say which file, keep what was written

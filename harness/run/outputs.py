@@ -13,9 +13,11 @@ from harness.errors import InputError
 CLAIM = ".memstate-run"  # made with O_EXCL in a run directory: the first command to make it owns the directory
 
 
-def claim_run_directory(out: Path) -> None:
+def claim_run_directory(out: Path) -> bool:
     """Make `out` (or take an empty one) for this command alone. Two commands given the same --out at once:
-    exactly one claims it, the other is refused, so they never write into each other's memstates."""
+    exactly one claims it, the other is refused, so they never write into each other's memstates. True when
+    this command made the directory (release_run_directory removes it again)."""
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -28,6 +30,20 @@ def claim_run_directory(out: Path) -> None:
         raise InputError(f"{out}: another command is using it as its run directory (choose another --out)") from None
     except OSError as e:
         raise InputError(f"{out}: cannot write in the run directory: {e.strerror or e}") from None
+    return made
+
+
+def release_run_directory(out: Path, made: bool) -> None:
+    """Give back a run directory this command claimed but wrote nothing into (bad input found before any
+    work), so that the same command, corrected, is not refused as overwriting a run; a directory holding
+    anything else is kept as it is."""
+    try:
+        if [p.name for p in out.iterdir()] == [CLAIM]:
+            (out / CLAIM).unlink()
+            if made:
+                out.rmdir()
+    except OSError:
+        pass  # gone or unreadable: nothing of this command's to give back
 
 
 def _inside(path: Path, root: Path) -> bool:
