@@ -28,6 +28,8 @@ def test_json_file_then_command_line_on_top(tmp_path):
     ({"batch_size": 2.5}, ["'batch_size'"]),
     ({"lr": -1}, ["'lr'", "non-negative"]),
     ({"hiden": 3}, ["unknown config field", "hiden"]),
+    ({"hidden": 32, "layers": [16, 8]}, ["'hidden' (32)", "'layers' ([16, 8]) disagree"]),
+    ({"hidden": 32, "layers": [16]}, ["'hidden' (32)", "'layers' ([16]) disagree"]),
 ])
 def test_bad_config_names_the_field(tmp_path, data, words):
     f = tmp_path / "bad.json"
@@ -44,3 +46,16 @@ def test_config_file_that_is_not_json(tmp_path):
     f.write_text("{hidden: 3")
     with pytest.raises(InputError, match="not valid JSON"):
         Config.from_file(f)
+
+
+def test_hidden_and_layers_together_name_one_first_width(tmp_path):
+    """Given together they must agree, in a file or on the command line; `hidden` alone over a deeper
+    network sets its first width, `layers` alone replaces the widths."""
+    f = tmp_path / "deep.json"
+    f.write_text(json.dumps({"hidden": 16, "layers": [16, 8]}))
+    assert Config.from_file(f).widths == (16, 8)
+    for extra, widths in ((["--hidden", "24"], (24, 8)), (["--layers", "24,12"], (24, 12)),
+                          (["--hidden", "24", "--layers", "24,12"], (24, 12))):
+        assert config_from_arguments(parser().parse_args(["a", "b", "--config", str(f), *extra])).widths == widths
+    with pytest.raises(InputError, match=r"command line: config fields 'hidden' \(32\) and 'layers' \(\[24, 12\]\)"):
+        config_from_arguments(parser().parse_args(["a", "b", "--hidden", "32", "--layers", "24,12"]))

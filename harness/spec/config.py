@@ -197,6 +197,7 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with fields changed; `hidden` on a deeper network sets its first layer's width."""
+        _same_first_width(changes)
         if "hidden" in changes and self.layers and "layers" not in changes:
             changes["layers"] = (changes["hidden"], *self.layers[1:])
         return dataclasses.replace(self, **changes)
@@ -210,6 +211,7 @@ class Config:
         if unknown:
             raise InputError(f"{source}: unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         try:
+            _same_first_width(data)
             return cls(**data)
         except InputError as e:
             raise InputError(f"{source}: {e}") from None
@@ -217,6 +219,15 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
         return cls.from_dict(read_json(path, "config file"), source=str(path))
+
+
+def _same_first_width(fields: dict[str, Any]) -> None:
+    """`hidden` and `layers` given together must name one first width: `hidden` is the first layer's width,
+    and a network cannot take one and silently drop the other."""
+    hidden, layers = fields.get("hidden"), fields.get("layers")
+    if hidden is not None and isinstance(layers, (list, tuple)) and layers and hidden != layers[0]:
+        raise InputError(f"config fields 'hidden' ({hidden!r}) and 'layers' ({list(layers)!r}) disagree: 'hidden' is "
+                         f"the first hidden layer's width; give one of them, or the same first width in both")
 
 
 def _number(text: str, low: float, strict: bool, what: str) -> float:
