@@ -31,6 +31,8 @@ def look(ref: np.ndarray, bug: np.ndarray, op: str = "", cfg: Config | None = No
                        "once more?"),
     (REF / 64, "scale", "B = A / 64 at every element (not a quantity of the run: a wrong constant?)"),
     (REF * 8, "scale", "B = 8 x A at every element (8 is the batch size): not divided by the batch size?"),
+    (REF / 10, "scale", "B = A / 10 at every element (1/10: the class count; or 0.1 is the learning rate): divided "
+                        "by the class count once more? Or the learning rate applied twice?"),  # lr 0.1: both named
     (REF * 1.0001, "scale", "B = 1.0001 x A at every element (not a quantity of the run: a wrong constant?)"),
     (-REF, "sign", "B = -A at every element: a sign flipped (gradient ascent?)"),
     (1 - REF, "sign", "B = 1 - A at every element: sigmoid(-z) where sigmoid(z) was meant?"),

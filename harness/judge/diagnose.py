@@ -75,10 +75,12 @@ def quantities(cfg: Config | None, m: int) -> list[tuple[float, str, str]]:
 
 
 def named(c: float, cfg: Config | None, m: int) -> tuple[str, str] | None:
-    for value, what, why in quantities(cfg, m):
-        if abs(c / value - 1) < 1e-3:
-            return what, why
-    return None
+    """What c is, and the usual cause; every quantity it equals is named (at lr = 0.1 a factor 1/10 is the class
+    count or the learning rate), since which one a port got wrong is not for the factor to say."""
+    found = [(what, why) for value, what, why in quantities(cfg, m) if abs(c / value - 1) < 1e-3]
+    if not found:
+        return None
+    return "; or ".join(w for w, _ in found), " Or ".join(y for _, y in found)
 
 
 def _batch(o: Origin) -> int:
