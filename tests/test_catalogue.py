@@ -29,6 +29,8 @@ DETAILS = {  # the exact line for a sample of kinds
     "grad-b1-from-da1": "B is the op applied to hidden/grad_activation where the graph has hidden/grad_preactivation",
     "update-sign": "B's update is -1.00x A's: the parameters climb the gradient (a sign flipped)",
     "no-decay-on-biases": "B = A - 0.0005 x hidden/bias of the step before: the weight-decay term missing",
+    "dropout-before-bias": "B = A x hidden1/dropout_mask x 1.25 at every element (1/(1 - 0.2): the dropout scale): "
+                           "hidden1/dropout_mask and that factor applied here, where the graph has neither?",
 }
 
 

@@ -151,3 +151,33 @@ def test_an_offset_by_a_record_prints_the_named_constant_only_where_it_fits(k, d
                         lambda s, n: None, U), "velocity")
     assert (d.kind, d.detail.format(ref="A", bug="B")) == ("offset", detail)
     assert f"k = {k:.6g}" in d.evidence  # the fitted factor stays in the evidence
+
+
+def _planted(tmp_path, old: str, new: str, *options: str) -> dict:
+    """numpy against a copy with one line changed, through the command line: the --json result."""
+    impl = tmp_path / "planted"
+    shutil.copytree(IMPLS / "numpy", impl)
+    src = (impl / "mlp.py").read_text()
+    assert src.count(old) == 1, old
+    (impl / "mlp.py").write_text(src.replace(old, new))
+    main([str(IMPLS / "numpy"), str(impl), "--hidden", "16", "--batch-size", "8", "--steps", "2", "--no-html",
+          "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json"), *options])
+    return json.loads((tmp_path / "r.json").read_text())
+
+
+def test_a_substitution_that_changes_nothing_on_the_reference_is_no_wrong_operand(tmp_path, capsys):
+    """relu applied to its own output gives it back on both sides: B = relu(B) fits any B >= 0, so a relu whose
+    threshold moved (B = max(z + 1e-3, 0)) was called 'the op applied to hidden/activation'; now no pattern."""
+    d = _planted(tmp_path, "return np.maximum(z, 0)", "return np.maximum(z + 1e-3, 0)")
+    assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/activation")
+    assert d["diagnosis"] is None, d["diagnosis"]  # no known pattern, said as such, not as a wrong operand
+    assert "looks like: no known pattern" in capsys.readouterr().out
+
+
+def test_an_op_rounded_to_float32_in_a_float64_run_is_named_precision(tmp_path):
+    d = _planted(tmp_path, 'A[k] = activate(cfg["activation"], Z[k])  # (m, H_k)',
+                 'A[k] = activate(cfg["activation"], Z[k]).astype(np.float32).astype(dt)', "--dtype", "float64")
+    assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/activation")
+    assert d["diagnosis"]["kind"] == "precision"
+    assert d["diagnosis"]["detail"] == ("B = A to about 24 mantissa bits at every element: an op computed in float32 "
+                                        "in a float64 run?")

@@ -200,13 +200,16 @@ def _named_factor(k: float, rname: str, when: str, cfg) -> tuple[float, str] | N
     return next(((c, text) for c, text in named if abs(k / c - 1) < 1e-3), None)
 
 
-def _model(o: Origin, subst: dict[tuple[Step, str], tuple[Step, str]], fake: dict[str, np.ndarray]) -> Expected | None:
-    """The bug side's op applied to its own inputs with some replaced: `subst` maps (step, name) to another
-    record, `fake` gives an input's replacement values outright."""
+def _model(o: Origin, subst: dict[tuple[Step, str], tuple[Step, str]], fake: dict[str, np.ndarray],
+           side: Getter | None = None) -> Expected | None:
+    """The bug side's op (or `side`'s) applied to its own inputs with some replaced: `subst` maps (step, name) to
+    another record, `fake` gives an input's replacement values outright."""
+    own = side or o.get_bug
+
     def get(step: Step, name: str) -> np.ndarray | None:
         if name in fake:  # an input of this step, or a parameter as the step began
             return fake[name]
-        return o.get_bug(*subst.get((step, name), (step, name)))
+        return own(*subst.get((step, name), (step, name)))
     try:
         with np.errstate(all="ignore"):
             return expected(o.name, o.cfg, Inputs(get, int(o.step), o.first), o.u)
@@ -234,9 +237,14 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
         if r.shape == o.bug.shape and sig.fits(o.bug, r, o.tol):
             return Diagnosis("wrong_operand", f"{{bug}} equals its own {rname} of this step (the wrong variable "
                              f"recorded or passed on?)", f"all {o.bug.size} elements equal it", o.bug.size)
-        if r.shape == o.bug.shape and sig.fits(o.bug, o.ref * r, o.tol) and not sig.fits(r, np.ones_like(r), 0 * r):
+        if r.shape != o.bug.shape or sig.fits(r, np.ones_like(r), 0 * r):
+            continue
+        if sig.fits(o.bug, o.ref * r, o.tol):
             return Diagnosis("wrong_operand", f"{{bug}} = {{ref}} x {rname} at every element (a derivative multiplied "
                              f"by the value instead of by its slope?)", f"all {o.bug.size} elements", o.bug.size)
+        found = _times_record_scaled(o, rname, r)
+        if found:
+            return found
     if spec is None or not spec.op:
         return None
     # (kind, what the op was applied to, records substituted, inputs replaced outright), tried in order
@@ -274,11 +282,33 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
         if model is None or model.value is None or np.shape(model.value) != o.bug.shape:
             continue
         own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
-        if sig.fits(o.bug, model.value, own):
+        if sig.fits(o.bug, model.value, own) and not (subst and _fits_reference_too(o, subst)):
             return Diagnosis(kind, f"{{bug}} is the op applied to {what}",
                              f"all {o.bug.size} elements within the op's own rounding of it "
                              f"({sig.worst(o.bug, model.value, own):.2g}x at worst)", o.bug.size)
     return None
+
+
+def _times_record_scaled(o: Origin, rname: str, r: np.ndarray) -> Diagnosis | None:
+    """B = c x A x R with c a quantity of the run: another op's factor applied here (dropout's mask and its
+    1/(1 - p) applied to the matmul, before the bias)."""
+    c = sig.ratio_of(o.ref * r, o.bug)
+    name = named(c, o.cfg, _batch(o)) if c is not None and np.isfinite(c) and c != 0 else None
+    if name is None or not sig.fits(o.bug, c * o.ref * r, o.tol):
+        return None
+    return Diagnosis("wrong_operand", f"{{bug}} = {{ref}} x {rname} x {c:.4g} at every element ({name[0]}): {rname} "
+                     f"and that factor applied here, where the graph has neither?",
+                     f"all {o.bug.size} elements within the bound of c x {{ref}} x {rname}, c = {c:.8g}", o.bug.size, c)
+
+
+def _fits_reference_too(o: Origin, subst: dict[tuple[Step, str], tuple[Step, str]]) -> bool:
+    """The same records substituted on the reference side give the reference: the substitution changes nothing
+    (relu applied to its own output, a bias of 0), so it cannot tell the sides apart and says nothing."""
+    model = _model(o, subst, {}, o.get_ref)
+    if model is None or model.value is None or np.shape(model.value) != o.ref.shape:
+        return False
+    own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
+    return sig.fits(o.ref, model.value, own)
 
 
 SLOPES = {"1 - a": lambda a, z: 1 - a, "1 - a*a (tanh's)": lambda a, z: 1 - a * a,
@@ -311,7 +341,7 @@ def diagnose(o: Origin, op: str = "") -> Diagnosis:
         lambda: _pattern("sign", sig.complement(o.ref, o.bug, o.tol), o),
         lambda: _pattern("axis", sig.axis(o.ref, o.bug) if op == "softmax" else None, o),
         lambda: _pattern("layout", sig.layout(o.ref, o.bug, o.tol), o),
-        lambda: _pattern("precision", sig.precision(o.ref, o.bug, o.tol), o),
+        lambda: _pattern("precision", sig.precision(o.ref, o.bug, o.tol, wide=o.u < 2.0 ** -30), o),
         lambda: _wrong_operand(o),
         lambda: _offset_by_record(o),
         lambda: _pattern("offset", sig.offset(o.ref, o.bug, o.tol), o),

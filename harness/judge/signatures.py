@@ -62,8 +62,9 @@ def offset(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
     return None
 
 
-def precision(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
-    """bug is ref rounded to N decimals, or ref to 10 (float16, TF32) or 7 (bfloat16) mantissa bits."""
+def precision(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray, wide: bool = False) -> Found:
+    """bug is ref rounded to N decimals, or ref to 10 (float16, TF32) or 7 (bfloat16) mantissa bits; in a
+    float64 run (`wide`) also to float32's 24."""
     for n in range(1, 9):  # %.Nf printing
         r = np.round(ref, n)
         if fits(bug, r, tol) and not fits(bug, ref, tol):
@@ -75,9 +76,11 @@ def precision(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
     if 0 < rel and not fits(bug, ref, tol):
         bits = int(np.floor(-np.log2(rel)))
         loose = 2.0 ** -bits * np.abs(ref) + tol + 2.0 ** -bits * 1e-6 * float(np.max(np.abs(ref), initial=0.0))
-        if 6 <= bits <= 12 and fits(bug, ref, loose):
-            return (f"{{bug}} = {{ref}} to about {bits} mantissa bits at every element: an op computed in lower "
-                    f"precision (float16 and TF32 keep 10, bfloat16 7)?"), \
+        single = wide and 22 <= bits <= 25  # float32's rounding, 2^-24 relative, in a float64 run
+        if (6 <= bits <= 12 or single) and fits(bug, ref, loose):
+            cause = "an op computed in float32 in a float64 run?" if single else \
+                "an op computed in lower precision (float16 and TF32 keep 10, bfloat16 7)?"
+            return f"{{bug}} = {{ref}} to about {bits} mantissa bits at every element: {cause}", \
                 f"|{{ref}}-{{bug}}| <= 2^-{bits} |{{ref}}| at all {ref.size} elements, beyond the bound"
     return None
 
