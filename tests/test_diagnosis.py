@@ -181,3 +181,23 @@ def test_an_op_rounded_to_float32_in_a_float64_run_is_named_precision(tmp_path):
     assert d["diagnosis"]["kind"] == "precision"
     assert d["diagnosis"]["detail"] == ("B = A to about 24 mantissa bits at every element: an op computed in float32 "
                                         "in a float64 run?")
+
+
+def test_an_update_scaled_far_from_1_is_found_through_a_rounding_it_scales_too(tmp_path):
+    """Adam's bias corrections swapped: B's step is (1 - beta1) / (1 - beta2) = 100 times A's at step 0; A's step
+    is known only to A's rounding of the weights, which 100 scales too (it was no pattern)."""
+    d = _planted(tmp_path, "m_hat = adam_m[name] / (1 - beta1 ** (step + 1))",
+                 "m_hat = adam_m[name] / (1 - beta2 ** (step + 1))", "--optimizer", "adam", "--lr", "0.001")
+    assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/weight")
+    assert d["diagnosis"]["kind"] == "update_scale" and d["diagnosis"]["detail"].startswith("B's update is 100x A's")
+
+
+def test_a_record_that_explains_the_difference_comes_before_a_scale_of_no_quantity(tmp_path):
+    """A weight decay of 5e-4 on the biases the config does not ask for: B = A - 5e-05 x the bias before (lr 0.1),
+    which is also B = A / 1.00005 within the bound; the record is named, not 'a wrong constant'."""
+    d = _planted(tmp_path, 'g = grads[name] + cfg["weight_decay"] * params[name]',
+                 'g = grads[name] + (5e-4 * params[name] if name.endswith("bias") else 0)', "--init", "uniform",
+                 "--hidden", "128", "--batch-size", "64")  # the default size, where the scale fits the bound too
+    assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/bias")
+    assert (d["diagnosis"]["kind"], d["diagnosis"]["detail"]) == ("offset", "B = A - 5e-05 x hidden/bias of the "
+                                                                             "step before")

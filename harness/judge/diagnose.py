@@ -88,7 +88,9 @@ def _batch(o: Origin) -> int:
     return int(np.shape(y)[0]) if y is not None and np.ndim(y) else (o.cfg.batch_size if o.cfg else 0) or 1
 
 
-def _scale(o: Origin) -> Diagnosis | None:
+def _scale(o: Origin, unnamed: bool) -> Diagnosis | None:
+    """B = c x A; a c that is no quantity of the run only when `unnamed` (tried after the patterns that name a
+    record: a decay of 5e-5 x W is also B = A / 1.00005 to the bound, and the record says more)."""
     c = sig.scale(o.ref, o.bug, o.tol)
     if c is None:
         return None
@@ -97,7 +99,7 @@ def _scale(o: Origin) -> Diagnosis | None:
         return Diagnosis("sign", "{bug} = -{ref} at every element: a sign flipped (gradient ascent?)",
                          f"{o.ref.size} elements within the bound of -{{ref}}", o.ref.size)
     name = named(c, o.cfg, m)
-    if name is None and o.ref.size == 1:
+    if name is None and (o.ref.size == 1 or not unnamed):
         return None  # any two numbers are a scale of each other: that says nothing
     shown = f"{{ref}} / {1 / c:.6g}" if abs(c) < 1 else f"{c:.6g} x {{ref}}"
     tail = f" ({name[0]}): {name[1]}" if name else " (not a quantity of the run: a wrong constant?)"
@@ -115,8 +117,13 @@ def _update(o: Origin, spec_op: str) -> Diagnosis | None:
     except MissingInput:
         return None
     d_ref, d_bug = o.ref - before_ref, o.bug - before_bug
-    c = sig.scale(d_ref, d_bug, o.tol)
-    if c is not None:
+    # A's step is known to A's rounding of the parameter, which c scales too (at c = 100, Adam's corrections
+    # swapped, 100 times the record's own bound); a fit that B's step would pass as 0 says nothing
+    c = sig.ratio_of(d_ref, d_bug)
+    spread = 2 * o.u * (np.abs(o.ref) + np.abs(before_ref))
+    if c is not None and np.isfinite(c) and c != 0 and abs(c - 1) >= 1e-12 \
+            and sig.fits(d_bug, c * d_ref, o.tol + abs(c) * spread) \
+            and not sig.fits(d_bug, np.zeros_like(d_bug), o.tol + abs(c) * spread):
         if abs(c + 1) < 1e-3:
             return Diagnosis("sign", "{bug}'s update is -1.00x {ref}'s: the parameters climb the gradient (a sign "
                              "flipped)", f"all {o.ref.size} elements: {{bug}} - before = -({{ref}} - before)", o.ref.size)
@@ -337,13 +344,14 @@ def diagnose(o: Origin, op: str = "") -> Diagnosis:
     tests: list[Callable[[], Diagnosis | None]] = [
         lambda: _update(o, op),
         lambda: _pattern("mask", sig.zeros(o.ref, o.bug), o),
-        lambda: _scale(o),
+        lambda: _scale(o, unnamed=False),
         lambda: _pattern("sign", sig.complement(o.ref, o.bug, o.tol), o),
         lambda: _pattern("axis", sig.axis(o.ref, o.bug) if op == "softmax" else None, o),
         lambda: _pattern("layout", sig.layout(o.ref, o.bug, o.tol), o),
         lambda: _pattern("precision", sig.precision(o.ref, o.bug, o.tol, wide=o.u < 2.0 ** -30), o),
         lambda: _wrong_operand(o),
         lambda: _offset_by_record(o),
+        lambda: _scale(o, unnamed=True),
         lambda: _pattern("offset", sig.offset(o.ref, o.bug, o.tol), o),
         lambda: _pattern("mask", sig.mask(o.ref, o.bug, o.tol), o),
         lambda: _pattern("partial", sig.partial(o.ref, o.bug, o.tol), o),
