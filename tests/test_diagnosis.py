@@ -201,3 +201,18 @@ def test_a_record_that_explains_the_difference_comes_before_a_scale_of_no_quanti
     assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/bias")
     assert (d["diagnosis"]["kind"], d["diagnosis"]["detail"]) == ("offset", "B = A - 5e-05 x hidden/bias of the "
                                                                              "step before")
+
+
+def test_images_read_column_by_column_an_inverted_mask_and_the_other_form_of_momentum():
+    images = RNG.integers(0, 256, (4, 784)) / 255  # (m, 784): four 28 x 28 images
+    transposed = images.reshape(4, 28, 28).transpose(0, 2, 1).reshape(4, 784)
+    assert look(images, transposed) == ("layout", "B holds each row of A as a 28 x 28 image transposed (pixels read "
+                                                  "column by column: a column-major image format?)")
+    mask = (RNG.random((8, 10)) < 0.8).astype(np.float64)  # (m, H): 1 keeps a unit
+    assert look(mask, 1 - mask) == ("sign", "B = 1 - A at every element: a 0/1 mask inverted (kept where dropped)?")
+    assert look(REF, 1 - REF)[1].endswith("sigmoid(-z) where sigmoid(z) was meant?")  # values that are no mask
+    kind, detail = look(REF, -0.1 * REF, cfg=Config(optimizer="momentum", momentum=0.9, batch_size=8))
+    assert (kind, detail) == ("scale", "B = A / -10 at every element (-0.1: minus the learning rate): the velocity "
+                                       "kept as momentum x v - lr x g with w += v, where the spec keeps momentum x v + g "
+                                       "with w -= lr x v?")
+    assert look(REF, -0.1 * REF, cfg=Config(batch_size=8))[1].endswith("(not a quantity of the run: a wrong constant?)")

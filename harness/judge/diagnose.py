@@ -68,6 +68,9 @@ def quantities(cfg: Config | None, m: int) -> list[tuple[float, str, str]]:
         out += [(cfg.lr, f"{cfg.lr:g} is the learning rate", "the learning rate applied twice?"),
                 (1 / cfg.lr, f"1/{cfg.lr:g}: the learning rate", "the learning rate missing?"),
                 (float(cfg.hidden), f"{cfg.hidden} is H", "summed over the hidden units where a mean was meant?")]
+        if cfg.optimizer == "momentum":  # the other form of momentum: v = momentum v - lr g, w += v
+            out.append((-cfg.lr, f"-{cfg.lr:g}: minus the learning rate", "the velocity kept as momentum x v - lr x g "
+                        "with w += v, where the spec keeps momentum x v + g with w -= lr x v?"))
         for p in sorted(set(cfg.dropout) - {0.0}):  # inverted dropout's scale, missing or applied twice
             out += [(1 - p, f"1 - {p:g}: the dropout keep rate", "inverted dropout's 1/(1 - p) scale missing?"),
                     (1 / (1 - p), f"1/(1 - {p:g}): the dropout scale", "the dropout scale applied twice?")]

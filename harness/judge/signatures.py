@@ -7,6 +7,8 @@ that holds on 90% of the elements is not that pattern.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Found = tuple[str, str] | None  # (detail, evidence)
@@ -47,8 +49,12 @@ def zeros(ref: np.ndarray, bug: np.ndarray) -> Found:
 
 
 def complement(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
+    """bug = 1 - ref: a sigmoid of -z, or a 0/1 mask inverted."""
     if ref.size > 1 and fits(bug, 1 - ref, tol):
-        return "{bug} = 1 - {ref} at every element: sigmoid(-z) where sigmoid(z) was meant?", f"{ref.size} elements within the bound of 1 - {{ref}} ({worst(bug, 1 - ref, tol):.2g}x at worst)"
+        cause = "a 0/1 mask inverted (kept where dropped)?" if np.all((ref == 0) | (ref == 1)) else \
+            "sigmoid(-z) where sigmoid(z) was meant?"
+        return f"{{bug}} = 1 - {{ref}} at every element: {cause}", \
+            f"{ref.size} elements within the bound of 1 - {{ref}} ({worst(bug, 1 - ref, tol):.2g}x at worst)"
     return None
 
 
@@ -91,6 +97,13 @@ def layout(ref: np.ndarray, bug: np.ndarray, tol: np.ndarray) -> Found:
         if fits(bug.ravel(order="F"), ref.ravel(), tol.ravel(order="F") if tol.ndim == 2 else tol):
             return "{bug} holds {ref}'s values read in column-major order (row-major meant)", \
                 "{bug} read in column-major order equals {ref} read in row-major order at every element"
+    side = math.isqrt(ref.shape[1]) if ref.ndim == 2 else 0
+    if side >= 8 and side * side == ref.shape[1]:  # each row a square image (28 x 28 pixels) read column by column
+        squares = ref.reshape(ref.shape[0], side, side).transpose(0, 2, 1).reshape(ref.shape)
+        if not fits(squares, ref, tol) and fits(bug, squares, tol):
+            return f"{{bug}} holds each row of {{ref}} as a {side} x {side} image transposed (pixels read " \
+                   f"column by column: a column-major image format?)", \
+                f"all {ref.size} elements equal {{ref}}'s with each row's {side} x {side} square transposed"
     for axis, what in ((0, "rows"), (1, "columns")):
         if ref.ndim <= axis or ref.shape[axis] < 2:
             continue
