@@ -216,3 +216,12 @@ def test_images_read_column_by_column_an_inverted_mask_and_the_other_form_of_mom
                                        "kept as momentum x v - lr x g with w += v, where the spec keeps momentum x v + g "
                                        "with w -= lr x v?")
     assert look(REF, -0.1 * REF, cfg=Config(batch_size=8))[1].endswith("(not a quantity of the run: a wrong constant?)")
+
+
+def test_one_number_is_no_precision_and_a_dropout_scale_of_1_over_p_is_named():
+    """A loss 2^-9 off (label smoothing) is within some bits of any other number: no pattern, as for a scale."""
+    assert look(np.array(2.3), np.array(2.3 * (1 + 2.0 ** -9))) == ("none", "no known pattern")
+    assert look(REF, REF * (1 + 2.0 ** -9 * np.sign(RNG.normal(size=REF.shape))))[0] == "precision"  # many elements
+    kind, detail = look(REF, 4 * REF, cfg=Config(batch_size=8, layers=(10, 10), dropout=(0.2,)))
+    assert (kind, detail) == ("scale", "B = 4 x A at every element ((1 - 0.2)/0.2: 1/p over 1/(1 - p)): the dropout "
+                                       "scale taken as 1/p, the drop rate where the keep rate was meant?")

@@ -73,7 +73,11 @@ def quantities(cfg: Config | None, m: int) -> list[tuple[float, str, str]]:
                         "with w += v, where the spec keeps momentum x v + g with w -= lr x v?"))
         for p in sorted(set(cfg.dropout) - {0.0}):  # inverted dropout's scale, missing or applied twice
             out += [(1 - p, f"1 - {p:g}: the dropout keep rate", "inverted dropout's 1/(1 - p) scale missing?"),
-                    (1 / (1 - p), f"1/(1 - {p:g}): the dropout scale", "the dropout scale applied twice?")]
+                    (1 / (1 - p), f"1/(1 - {p:g}): the dropout scale", "the dropout scale applied twice?"),
+                    ((1 - p) / p, f"(1 - {p:g})/{p:g}: 1/p over 1/(1 - p)", "the dropout scale taken as 1/p, the drop "
+                     "rate where the keep rate was meant?"),
+                    (p / (1 - p), f"{p:g}/(1 - {p:g}): 1/(1 - p) over 1/p", "the dropout scale taken as 1/(1 - p) "
+                     "where the reference takes 1/p?")]
     return out
 
 
@@ -131,7 +135,7 @@ def _update(o: Origin, spec_op: str) -> Diagnosis | None:
             return Diagnosis("sign", "{bug}'s update is -1.00x {ref}'s: the parameters climb the gradient (a sign "
                              "flipped)", f"all {o.ref.size} elements: {{bug}} - before = -({{ref}} - before)", o.ref.size)
         return Diagnosis("update_scale", f"{{bug}}'s update is {c:.4g}x {{ref}}'s: the learning rate (or its schedule, "
-                         f"a bias correction) differs?", f"all {o.ref.size} elements of the step taken, c = {c:.8g}",
+                         f"a bias correction) differs, or the gradient is clipped by its norm?", f"all {o.ref.size} elements of the step taken, c = {c:.8g}",
                          o.ref.size, c)
     k = sig.ratio_of(before_ref, d_bug - d_ref)
     if k is not None and o.cfg.weight_decay and abs(k / (o.cfg.lr_at(int(o.step)) * o.cfg.weight_decay) - 1) < 1e-2 \
