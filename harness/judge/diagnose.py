@@ -295,7 +295,7 @@ def _wrong_operand(o: Origin) -> Diagnosis | None:
         model = _model(o, subst, fake)
         if model is None or model.value is None or np.shape(model.value) != o.bug.shape:
             continue
-        own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
+        own = _own_rounding(model, o)
         if sig.fits(o.bug, model.value, own) and not (subst and _fits_reference_too(o, subst)):
             return Diagnosis(kind, f"{{bug}} is the op applied to {what}",
                              f"all {o.bug.size} elements within the op's own rounding of it "
@@ -321,8 +321,13 @@ def _fits_reference_too(o: Origin, subst: dict[tuple[Step, str], tuple[Step, str
     model = _model(o, subst, {}, o.get_ref)
     if model is None or model.value is None or np.shape(model.value) != o.ref.shape:
         return False
-    own = Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
-    return sig.fits(o.ref, model.value, own)
+    return sig.fits(o.ref, model.value, _own_rounding(model, o))
+
+
+def _own_rounding(model: Expected, o: Origin) -> np.ndarray:
+    """How far a side's value may lie from the op's model of it: the op's own rounding on both sides, plus the
+    record's tolerance."""
+    return Z_SIGMA * np.sqrt(2) * np.asarray(model.sigma) + 2 * np.asarray(model.fixed) + o.tol
 
 
 SLOPES = {"1 - a": lambda a, z: 1 - a, "1 - a*a (tanh's)": lambda a, z: 1 - a * a,
