@@ -185,7 +185,7 @@ def test_an_op_rounded_to_float32_in_a_float64_run_is_named_precision(tmp_path):
 
 def test_an_update_scaled_far_from_1_is_found_through_a_rounding_it_scales_too(tmp_path):
     """Adam's bias corrections swapped: B's step is (1 - beta1) / (1 - beta2) = 100 times A's at step 0; A's step
-    is known only to A's rounding of the weights, which 100 scales too (it was no pattern)."""
+    is known only to A's rounding of the weights, which 100 scales too (it was called partial)."""
     d = _planted(tmp_path, "m_hat = adam_m[name] / (1 - beta1 ** (step + 1))",
                  "m_hat = adam_m[name] / (1 - beta2 ** (step + 1))", "--optimizer", "adam", "--lr", "0.001")
     assert (d["verdict"], d["first"]["step"], d["first"]["name"]) == ("diverged", 0, "hidden/weight")
