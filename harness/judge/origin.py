@@ -45,12 +45,12 @@ def noise_bound(ma: Expected, mb: Expected, tol: Tolerance, harness: bool = Fals
 
 def noise_bound_scale(ma: Expected, mb: Expected, tol: Tolerance) -> tuple[float, float] | None:
     """(k, f) such that noise_bound is k |record| + f, where both sides' models are a source's, whose fixed
-    term is proportional to the record (`Expected.scale`, no absolute part) and which has no sigma (both
-    sides must hold the same record for this to describe either); else None."""
-    if ma.scale is None or mb.scale is None or ma.scale[1] or mb.scale[1] or np.any(ma.sigma) or np.any(mb.sigma):
+    term is proportional to the record (`Expected.scale`) and which has no sigma (both sides must hold the
+    same record for this to describe either); else None."""
+    if ma.scale is None or mb.scale is None or np.any(ma.sigma) or np.any(mb.sigma):
         return None
     k, floor = _sides(tol, harness=False)
-    return k * (ma.scale[0] + mb.scale[0]), floor
+    return k * (ma.scale + mb.scale), floor
 
 
 def worst_bound(ma: Expected, mb: Expected, tol: Tolerance) -> np.ndarray:

@@ -32,7 +32,7 @@ class Expected:
     sigma: np.ndarray | float
     fixed: np.ndarray | float
     any_order: Callable[[], np.ndarray | float] | None = None  # a sum's worst case over every order (sums.py)
-    scale: tuple[float, float] | None = None  # (k, f): `fixed` is k |record| + f (a source's), see carried.py
+    scale: float | None = None  # k where `fixed` is k |record| and nothing more (a source's), see carried.py
 
     @cached_property
     def worst(self) -> np.ndarray | float:
